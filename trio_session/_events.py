@@ -1,0 +1,334 @@
+"""The events of an execution's stream.
+
+Every event is a frozen attrs instance of a `StreamEvent` subclass; its
+``type`` is a class-level constant. The common fields are stamped by the
+publisher (`EventBuffer`), so user code builds events with only their own
+fields: ``buf.emit("custom", name="progress", data=0.5)``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from ._messages import ContentBlock, Message
+from ._result import SendResult
+from ._usage import Usage
+from .models._base import ModelRequest
+
+__all__ = [
+    "EVENT_CLASSES",
+    "ContentDelta",
+    "ContentEnd",
+    "ContentStart",
+    "CustomEvent",
+    "EntryCommitted",
+    "ErrorEvent",
+    "ExecutionEnd",
+    "ExecutionStart",
+    "MessageDelivered",
+    "MessageEnd",
+    "MessageEvent",
+    "MessageQueued",
+    "MessageStart",
+    "ModelRequestEvent",
+    "ReasoningDelta",
+    "ResultEvent",
+    "SpawnEnd",
+    "SpawnStart",
+    "StreamEvent",
+    "TickEnd",
+    "TickStart",
+    "ToolCall",
+    "ToolCallDelta",
+    "ToolCallStart",
+    "ToolConfirmationRequired",
+    "ToolConfirmationResult",
+    "ToolResultEvent",
+    "ToolResultStart",
+]
+
+
+@attrs.frozen(kw_only=True)
+class StreamEvent:
+    """Base class of every event.
+
+    Attributes:
+        type: The event's type name, a class-level constant.
+        seq: Position in the session's stream: 1, 2, 3 ... without gaps.
+        session_id: The session that emitted it.
+        execution_id: The execution it belongs to.
+        tick: The tick during which it was emitted (0 before the first tick).
+        timestamp: ``time.time()`` at emission.
+        spawn_path: Empty for the session's own events; for a forwarded child
+            event, the spawn ids of the forwarding chain, outermost first.
+    """
+
+    type: ClassVar[str] = ""
+    seq: int = 0
+    session_id: str = ""
+    execution_id: str = ""
+    tick: int = 0
+    timestamp: float = attrs.field(factory=time.time)
+    spawn_path: tuple[str, ...] = ()
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionStart(StreamEvent):
+    """The first event of every execution."""
+
+    type: ClassVar[str] = "execution_start"
+    parent_execution_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class TickStart(StreamEvent):
+    """A tick (one model call and its tool calls) begins."""
+
+    type: ClassVar[str] = "tick_start"
+
+
+@attrs.frozen(kw_only=True)
+class ModelRequestEvent(StreamEvent):
+    """The compiled input of this tick's model call."""
+
+    type: ClassVar[str] = "model_request"
+    request: ModelRequest
+
+
+@attrs.frozen(kw_only=True)
+class MessageStart(StreamEvent):
+    """The model began streaming its reply."""
+
+    type: ClassVar[str] = "message_start"
+    model: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class ContentStart(StreamEvent):
+    """A content block of the reply begins (``block_type``: ``"text"``, ``"reasoning"``)."""
+
+    type: ClassVar[str] = "content_start"
+    block_index: int
+    block_type: str
+
+
+@attrs.frozen(kw_only=True)
+class ContentDelta(StreamEvent):
+    """A piece of text of block ``block_index``."""
+
+    type: ClassVar[str] = "content_delta"
+    block_index: int
+    delta: str
+
+
+@attrs.frozen(kw_only=True)
+class ContentEnd(StreamEvent):
+    """Block ``block_index`` is complete."""
+
+    type: ClassVar[str] = "content_end"
+    block_index: int
+
+
+@attrs.frozen(kw_only=True)
+class ReasoningDelta(StreamEvent):
+    """A piece of reasoning text of block ``block_index``."""
+
+    type: ClassVar[str] = "reasoning_delta"
+    block_index: int
+    delta: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallStart(StreamEvent):
+    """The model started a tool call."""
+
+    type: ClassVar[str] = "tool_call_start"
+    tool_use_id: str
+    name: str
+    block_index: int
+
+
+@attrs.frozen(kw_only=True)
+class ToolCallDelta(StreamEvent):
+    """A piece of a tool call's JSON arguments."""
+
+    type: ClassVar[str] = "tool_call_delta"
+    tool_use_id: str
+    delta: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolCall(StreamEvent):
+    """A complete tool call, arguments parsed."""
+
+    type: ClassVar[str] = "tool_call"
+    tool_use_id: str
+    name: str
+    input: Mapping[str, Any]
+
+
+@attrs.frozen(kw_only=True)
+class MessageEnd(StreamEvent):
+    """The model's reply stream ended."""
+
+    type: ClassVar[str] = "message_end"
+    stop_reason: str
+    usage: Usage = Usage()
+
+
+@attrs.frozen(kw_only=True)
+class MessageEvent(StreamEvent):
+    """The tick's complete assistant message."""
+
+    type: ClassVar[str] = "message"
+    message: Message
+    stop_reason: str
+    usage: Usage = Usage()
+
+
+@attrs.frozen(kw_only=True)
+class ErrorEvent(StreamEvent):
+    """The model provider reported an error."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    code: str = "model_error"
+    retryable: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ToolResultStart(StreamEvent):
+    """A tool call is about to be handled (confirmed, then run)."""
+
+    type: ClassVar[str] = "tool_result_start"
+    tool_use_id: str
+    name: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolConfirmationRequired(StreamEvent):
+    """A tool call waits for approval; answer with ``handle.submit_tool_result``."""
+
+    type: ClassVar[str] = "tool_confirmation_required"
+    tool_use_id: str
+    name: str
+    input: Mapping[str, Any]
+    message: str
+
+
+@attrs.frozen(kw_only=True)
+class ToolConfirmationResult(StreamEvent):
+    """A confirmation was answered (by a person, the policy hook, or a timeout)."""
+
+    type: ClassVar[str] = "tool_confirmation_result"
+    tool_use_id: str
+    approved: bool
+    reason: str | None = None
+    modified_arguments: Mapping[str, Any] | None = None
+    always: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class ToolResultEvent(StreamEvent):
+    """A tool call's result."""
+
+    type: ClassVar[str] = "tool_result"
+    tool_use_id: str
+    name: str
+    content: tuple[ContentBlock, ...]
+    is_error: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class MessageQueued(StreamEvent):
+    """A message was queued into the running execution."""
+
+    type: ClassVar[str] = "message_queued"
+    message: Message
+
+
+@attrs.frozen(kw_only=True)
+class MessageDelivered(StreamEvent):
+    """A queued message entered the conversation at this tick."""
+
+    type: ClassVar[str] = "message_delivered"
+    message_id: str
+
+
+@attrs.frozen(kw_only=True)
+class EntryCommitted(StreamEvent):
+    """A message was committed to the session timeline at ``index``."""
+
+    type: ClassVar[str] = "entry_committed"
+    message: Message
+    index: int
+
+
+@attrs.frozen(kw_only=True)
+class TickEnd(StreamEvent):
+    """A tick ended; ``should_continue`` says whether another follows."""
+
+    type: ClassVar[str] = "tick_end"
+    usage: Usage = Usage()
+    stop_reason: str = ""
+    should_continue: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class SpawnStart(StreamEvent):
+    """A child session started; its events follow, forwarded."""
+
+    type: ClassVar[str] = "spawn_start"
+    spawn_id: str
+    child_session_id: str
+    child_execution_id: str
+    origin_tool_use_id: str | None = None
+
+
+@attrs.frozen(kw_only=True)
+class SpawnEnd(StreamEvent):
+    """A child session's execution ended."""
+
+    type: ClassVar[str] = "spawn_end"
+    spawn_id: str
+    child_session_id: str
+    status: str
+    response: str | None = None
+    usage: Usage = Usage()
+
+
+@attrs.frozen(kw_only=True)
+class CustomEvent(StreamEvent):
+    """An event of user code, emitted by a tool or a hook."""
+
+    type: ClassVar[str] = "custom"
+    name: str
+    data: Any = None
+
+
+@attrs.frozen(kw_only=True)
+class ResultEvent(StreamEvent):
+    """The execution completed; the result follows only on success."""
+
+    type: ClassVar[str] = "result"
+    result: SendResult
+
+
+@attrs.frozen(kw_only=True)
+class ExecutionEnd(StreamEvent):
+    """The last event of every execution, on every path."""
+
+    type: ClassVar[str] = "execution_end"
+    status: str
+    reason: str | None = None
+    error: str | None = None
+    usage: Usage = Usage()
+    new_messages: tuple[Message, ...] = ()
+
+
+EVENT_CLASSES: dict[str, type[StreamEvent]] = {cls.type: cls for cls in StreamEvent.__subclasses__()}
+"""Every event class, by its ``type``."""

@@ -1,0 +1,276 @@
+"""Content blocks and messages: the conversation's vocabulary.
+
+Everything here is a frozen, slotted attrs class validated at construction:
+bad input raises `TypeError` or `ValueError` naming the field.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar, Literal, TypeAlias, get_args
+
+import attrs
+
+__all__ = [
+    "ContentBlock",
+    "ImageBlock",
+    "JsonBlock",
+    "Message",
+    "ReasoningBlock",
+    "Role",
+    "TextBlock",
+    "ToolResultBlock",
+    "ToolUseBlock",
+    "assistant",
+    "system",
+    "user",
+]
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool", "event"]
+ROLES: frozenset[str] = frozenset(get_args(Role))
+
+
+def _check_str(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+    return check
+
+
+def _copy_mapping(name: str) -> Any:
+    def convert(value: object) -> dict[str, Any]:
+        if not isinstance(value, Mapping):
+            raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
+        for key in value:
+            if not isinstance(key, str):
+                raise TypeError(f"{name} keys must be str, got {type(key).__name__}")
+        return dict(value)
+
+    return convert
+
+
+@attrs.frozen
+class TextBlock:
+    """Plain text.
+
+    Example:
+        >>> TextBlock("hello").text
+        'hello'
+    """
+
+    type: ClassVar[str] = "text"
+    text: str = attrs.field(validator=_check_str("TextBlock.text"))
+
+
+@attrs.frozen
+class ImageBlock:
+    """An image, by URL or ``data:`` URI.
+
+    Args:
+        source: An ``http(s)://`` URL or a ``data:<media type>;base64,...`` URI.
+        media_type: The MIME type, such as ``"image/png"``, when known.
+    """
+
+    type: ClassVar[str] = "image"
+    source: str = attrs.field(validator=_check_str("ImageBlock.source"))
+    media_type: str | None = attrs.field(default=None)
+
+    @media_type.validator
+    def _check_media_type(self, _attr: object, value: object) -> None:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"ImageBlock.media_type must be a str or None, got {type(value).__name__}"
+            )
+
+
+@attrs.frozen
+class JsonBlock:
+    """Structured data, any JSON-able value.
+
+    Example:
+        >>> JsonBlock({"temperature": 21}).data
+        {'temperature': 21}
+    """
+
+    type: ClassVar[str] = "json"
+    data: Any
+
+
+@attrs.frozen
+class ReasoningBlock:
+    """The model's visible reasoning ("thinking") text."""
+
+    type: ClassVar[str] = "reasoning"
+    text: str = attrs.field(validator=_check_str("ReasoningBlock.text"))
+
+
+@attrs.frozen
+class ToolUseBlock:
+    """A tool call the model asked for.
+
+    Args:
+        tool_use_id: The provider's id of the call; its result carries the same id.
+        name: The tool's name.
+        input: The arguments, a JSON object.
+    """
+
+    type: ClassVar[str] = "tool_use"
+    tool_use_id: str = attrs.field(validator=_check_str("ToolUseBlock.tool_use_id"))
+    name: str = attrs.field(validator=_check_str("ToolUseBlock.name"))
+    input: Mapping[str, Any] = attrs.field(converter=_copy_mapping("ToolUseBlock.input"))
+
+
+def _to_blocks(field_name: str) -> Any:
+    def convert(value: object) -> tuple[ContentBlock, ...]:
+        if isinstance(value, str):
+            return (TextBlock(value),)
+        if isinstance(value, BLOCK_TYPES):
+            return (value,)
+        if isinstance(value, Mapping) or not isinstance(value, Iterable):
+            raise TypeError(
+                f"{field_name} must be a str or a sequence of content blocks, "
+                f"got {type(value).__name__}"
+            )
+        blocks: list[ContentBlock] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                blocks.append(TextBlock(item))
+            elif isinstance(item, BLOCK_TYPES):
+                blocks.append(item)
+            else:
+                raise TypeError(
+                    f"{field_name}[{i}] must be a content block or a str, "
+                    f"got {type(item).__name__}"
+                )
+        return tuple(blocks)
+
+    return convert
+
+
+@attrs.frozen
+class ToolResultBlock:
+    """The result of a tool call; allowed only in a ``tool`` message.
+
+    Args:
+        tool_use_id: The id of the `ToolUseBlock` it answers.
+        name: The tool's name.
+        content: The result, as blocks (a str becomes one `TextBlock`).
+        is_error: Whether the call failed; the content then says why.
+    """
+
+    type: ClassVar[str] = "tool_result"
+    tool_use_id: str = attrs.field(validator=_check_str("ToolResultBlock.tool_use_id"))
+    name: str = attrs.field(validator=_check_str("ToolResultBlock.name"))
+    content: tuple[ContentBlock, ...] = attrs.field(
+        converter=_to_blocks("ToolResultBlock.content")
+    )
+    is_error: bool = attrs.field(default=False)
+
+    @content.validator
+    def _check_content(self, _attr: object, value: tuple[ContentBlock, ...]) -> None:
+        for i, block in enumerate(value):
+            if isinstance(block, ToolResultBlock | ToolUseBlock):
+                raise ValueError(
+                    f"ToolResultBlock.content[{i}] must not be a {block.type} block"
+                )
+
+    @is_error.validator
+    def _check_is_error(self, _attr: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"ToolResultBlock.is_error must be a bool, got {type(value).__name__}")
+
+
+ContentBlock: TypeAlias = (
+    TextBlock | ImageBlock | JsonBlock | ReasoningBlock | ToolUseBlock | ToolResultBlock
+)
+BLOCK_TYPES: tuple[type[Any], ...] = get_args(ContentBlock)
+BLOCK_CLASSES: dict[str, type[Any]] = {cls.type: cls for cls in BLOCK_TYPES}
+
+
+def _new_id() -> str:
+    return uuid.uuid4().hex
+
+
+def _check_role(_inst: object, _attr: object, value: object) -> None:
+    if value not in ROLES:
+        raise ValueError(f"Message.role must be one of {sorted(ROLES)}, got {value!r}")
+
+
+@attrs.frozen
+class Message:
+    """One entry of a conversation.
+
+    Args:
+        role: ``"system"``, ``"user"``, ``"assistant"``, ``"tool"`` or ``"event"``.
+        content: A str (becomes one `TextBlock`) or a sequence of blocks.
+        id: A unique id; a fresh uuid4 hex by default.
+        metadata: Free-form JSON-able data that travels with the message.
+
+    Raises:
+        ValueError: Unknown role, or a tool-result block outside a ``tool`` message.
+        TypeError: A content item that is neither a block nor a str.
+
+    Example:
+        >>> m = Message("user", "What is 2 + 2?")
+        >>> m.content
+        (TextBlock(text='What is 2 + 2?'),)
+        >>> m.text
+        'What is 2 + 2?'
+    """
+
+    role: Role = attrs.field(validator=_check_role)
+    content: tuple[ContentBlock, ...] = attrs.field(converter=_to_blocks("Message.content"))
+    id: str = attrs.field(factory=_new_id, validator=_check_str("Message.id"))
+    metadata: Mapping[str, Any] = attrs.field(
+        factory=dict, converter=_copy_mapping("Message.metadata")
+    )
+
+    def __attrs_post_init__(self) -> None:
+        if self.role != "tool":
+            for i, block in enumerate(self.content):
+                if isinstance(block, ToolResultBlock):
+                    raise ValueError(
+                        f"Message.content[{i}] is a tool_result block, which is only "
+                        f"allowed in a 'tool' message, not in a {self.role!r} message"
+                    )
+
+    @property
+    def text(self) -> str:
+        """The text blocks' text, joined with ``""``."""
+        return "".join(b.text for b in self.content if isinstance(b, TextBlock))
+
+    @property
+    def tool_uses(self) -> tuple[ToolUseBlock, ...]:
+        """The tool calls in this message, in order."""
+        return tuple(b for b in self.content if isinstance(b, ToolUseBlock))
+
+    @property
+    def tool_results(self) -> tuple[ToolResultBlock, ...]:
+        """The tool results in this message, in order."""
+        return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+
+
+def _make(role: Role, parts: tuple[str | ContentBlock, ...], metadata: dict[str, Any]) -> Message:
+    return Message(role, parts, metadata=metadata)
+
+
+def user(*parts: str | ContentBlock, **metadata: Any) -> Message:
+    """Build a user message from text and blocks.
+
+    Example:
+        >>> user("Describe this:", ImageBlock("https://example.com/cat.png")).role
+        'user'
+    """
+    return _make("user", parts, metadata)
+
+
+def assistant(*parts: str | ContentBlock, **metadata: Any) -> Message:
+    """Build an assistant message from text and blocks."""
+    return _make("assistant", parts, metadata)
+
+
+def system(*parts: str | ContentBlock, **metadata: Any) -> Message:
+    """Build a system message from text and blocks."""
+    return _make("system", parts, metadata)

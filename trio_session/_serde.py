@@ -1,0 +1,265 @@
+"""JSON round-trips for every message, block, event, result and snapshot.
+
+One cattrs converter, `converter`, configured here and nowhere else. Classes
+with a class-level ``type`` constant (blocks, events, model chunks) carry it
+as a ``"type"`` key; unions and base classes are structured by that tag.
+
+Structuring is strict: a str is not an int, a bool is not a number, unknown
+keys are refused. Every failure is a `SerializationError` whose message names
+the path of the bad field; cattrs' exception groups never escape.
+"""
+
+from __future__ import annotations
+
+import json
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, cast, get_args, get_origin
+
+import attrs
+import cattrs
+from cattrs.errors import BaseValidationError
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.errors import ForbiddenExtraKeysError
+from cattrs.v import transform_error
+
+from ._errors import SerializationError
+from ._events import EVENT_CLASSES, StreamEvent
+from ._messages import BLOCK_CLASSES, ContentBlock, Message, TextBlock
+from .models._base import ModelChunk
+
+__all__ = ["converter", "from_json", "to_json"]
+
+T = TypeVar("T")
+
+MAX_DEPTH = 200
+"""Documents nested deeper than this are refused before structuring."""
+
+converter = cattrs.Converter(forbid_extra_keys=True)
+"""The one cattrs converter of trio-session; extend it for your own types."""
+
+
+# Strict primitives: cattrs' defaults would turn "5" into 5 and 1 into True.
+def _strict(kind: type[Any], accepts: tuple[type[Any], ...], name: str) -> Callable[..., Any]:
+    def structure(value: object, _type: object) -> Any:
+        if isinstance(value, bool) and kind is not bool:
+            raise TypeError(f"expected {name}, got bool")
+        if not isinstance(value, accepts):
+            raise TypeError(f"expected {name}, got {type(value).__name__}")
+        return kind(value) if kind is float else value
+
+    return structure
+
+
+converter.register_structure_hook(str, _strict(str, (str,), "a string"))
+converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
+converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
+converter.register_structure_hook(bool, _strict(bool, (bool,), "a boolean"))
+
+
+def _structure_any(value: object, _type: object) -> Any:
+    return value
+
+
+def _structure_mapping(value: object, type_: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    args = get_args(type_)
+    value_type = args[1] if len(args) == 2 else Any
+    result: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise TypeError(f"expected string keys, got {type(key).__name__}")
+        result[key] = item if value_type is Any else converter.structure(item, value_type)
+    return result
+
+
+def _is_str_mapping(type_: Any) -> bool:
+    origin = get_origin(type_)
+    return origin in (Mapping, dict, typing.Mapping) and get_args(type_)[:1] == (str,)
+
+
+converter.register_structure_hook_func(_is_str_mapping, _structure_mapping)
+converter.register_structure_hook(typing.Any, _structure_any)
+
+
+def _structure_content(value: object, _type: object) -> tuple[Any, ...]:
+    """Content is a list of tagged blocks; a plain string is one text block."""
+    if isinstance(value, str):
+        return (TextBlock(value),)
+    if not isinstance(value, list):
+        raise TypeError(f"expected a string or a list of blocks, got {type(value).__name__}")
+    return converter.structure(value, tuple[ContentBlock, ...])  # type: ignore[no-any-return]
+
+
+def _content_overrides(cls: type[Any]) -> dict[str, Any]:
+    if "content" in attrs.fields_dict(cls):
+        return {"content": override(struct_hook=_structure_content)}
+    return {}
+
+
+converter.register_structure_hook(
+    Message,
+    make_dict_structure_fn(
+        Message, converter, _cattrs_forbid_extra_keys=True, **_content_overrides(Message)
+    ),
+)
+
+
+def _typed_hooks(cls: type[Any]) -> None:
+    """Register hooks that write and check the class-level ``type`` tag."""
+    unstructure_fields = make_dict_unstructure_fn(cls, converter)
+    structure_fields = make_dict_structure_fn(
+        cls, converter, _cattrs_forbid_extra_keys=True, **_content_overrides(cls)
+    )
+    tag: str = cls.type
+
+    def unstructure(obj: Any) -> dict[str, Any]:
+        return {"type": tag, **unstructure_fields(obj)}
+
+    def structure(value: object, _type: object) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        if "type" in value:
+            if value["type"] != tag:
+                raise ValueError(f"expected type {tag!r}, got {value['type']!r}")
+            value = {k: v for k, v in value.items() if k != "type"}
+        return structure_fields(value, cls)
+
+    converter.register_unstructure_hook(cls, unstructure)
+    converter.register_structure_hook(cls, structure)
+
+
+def _tagged_dispatch(name: str, classes: Mapping[str, type[Any]]) -> Callable[..., Any]:
+    """A structure hook for a union or base class: pick the class by ``type``."""
+
+    def structure(value: object, _type: object) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        tag = value.get("type")
+        if not isinstance(tag, str):
+            raise ValueError(f"missing or non-string 'type' tag for {name}")
+        cls = classes.get(tag)
+        if cls is None:
+            raise ValueError(f"unknown {name} type {tag!r}; known: {sorted(classes)}")
+        return converter.structure(value, cls)
+
+    return structure
+
+
+_CHUNK_CLASSES: dict[str, type[Any]] = {cls.type: cls for cls in get_args(ModelChunk)}
+
+for _cls in (*BLOCK_CLASSES.values(), *EVENT_CLASSES.values(), *_CHUNK_CLASSES.values()):
+    _typed_hooks(_cls)
+
+converter.register_structure_hook(ContentBlock, _tagged_dispatch("content block", BLOCK_CLASSES))
+converter.register_structure_hook(ModelChunk, _tagged_dispatch("model chunk", _CHUNK_CLASSES))
+converter.register_structure_hook(StreamEvent, _tagged_dispatch("event", EVENT_CLASSES))
+
+
+def _unstructure_event_base(obj: StreamEvent) -> Any:
+    return converter.unstructure(obj, unstructure_as=type(obj))
+
+
+converter.register_unstructure_hook(StreamEvent, _unstructure_event_base)
+
+
+def _depth_ok(value: object, limit: int) -> bool:
+    stack: list[tuple[object, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return False
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return True
+
+
+def _describe(exc: BaseException, _type: object) -> str:
+    """Name the problem of one field, in words a caller can act on."""
+    if isinstance(exc, KeyError):
+        return "required field missing"
+    if isinstance(exc, ForbiddenExtraKeysError):
+        return f"unknown field(s) {', '.join(sorted(exc.extra_fields))}"
+    if isinstance(exc, BaseValidationError):
+        return "; ".join(transform_error(exc, path="", format_exception=_describe))
+    if isinstance(exc, TypeError | ValueError) and str(exc):
+        return str(exc)
+    if _type is not None:
+        return f"invalid value, expected {_type_name(_type)}"
+    return f"invalid value ({type(exc).__name__})"
+
+
+def _type_name(cls: Any) -> str:
+    if isinstance(cls, type):
+        return cls.__name__
+    if get_origin(cls) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(cls))
+    if isinstance(cls, types.UnionType) or get_origin(cls) is typing.Union:
+        return " | ".join(_type_name(a) for a in get_args(cls))
+    return repr(cls)
+
+
+def to_json(obj: Any) -> str:
+    """Serialize a message, block, event, result or snapshot to JSON text.
+
+    Raises:
+        SerializationError: The object holds a value JSON cannot represent.
+
+    Example:
+        >>> from trio_session import user
+        >>> to_json(user("hi", id="m1")) # doctest: +SKIP
+        '{"role": "user", "content": [{"type": "text", "text": "hi"}], ...}'
+    """
+    try:
+        data = converter.unstructure(obj)
+        return json.dumps(data, ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise SerializationError(
+            f"cannot serialize {type(obj).__name__} to JSON: {exc}"
+        ) from None
+
+
+def from_json(cls: type[T] | Any, text: str | bytes) -> T:
+    """Rebuild an object of ``cls`` from JSON text made by `to_json`.
+
+    ``cls`` may be a concrete class, `StreamEvent` (any event, by its type
+    tag) or the `ContentBlock` union.
+
+    Raises:
+        SerializationError: The text is not JSON, is nested too deeply, or is
+            not a valid document of ``cls``; the message names the bad field.
+
+    Example:
+        >>> from trio_session import Message
+        >>> from_json(Message, '{"role": "user", "content": [{"type": "text", "text": "hi"}]}').text
+        'hi'
+    """
+    name = _type_name(cls)
+    if not isinstance(text, str | bytes | bytearray):
+        raise TypeError(f"from_json needs str or bytes, got {type(text).__name__}")
+    try:
+        data = json.loads(text)
+    except RecursionError:
+        raise SerializationError(f"invalid {name} JSON: nested too deeply") from None
+    except ValueError as exc:
+        raise SerializationError(f"invalid {name} JSON: {exc}") from None
+    if not _depth_ok(data, MAX_DEPTH):
+        raise SerializationError(f"invalid {name} JSON: nested deeper than {MAX_DEPTH} levels")
+    try:
+        return cast(T, converter.structure(data, cls))
+    except BaseValidationError as exc:
+        problems = transform_error(exc, path="$", format_exception=_describe)
+        raise SerializationError(f"invalid {name}: " + "; ".join(problems)) from None
+    except (TypeError, ValueError, KeyError, AttributeError, RecursionError) as exc:
+        raise SerializationError(f"invalid {name}: {exc}") from None
+    except cattrs.errors.StructureHandlerNotFoundError as exc:
+        raise SerializationError(f"cannot structure {name}: {exc}") from None
+
+
+def is_attrs_class(cls: object) -> bool:
+    """Whether ``cls`` is an attrs class (used by schema generation too)."""
+    return isinstance(cls, type) and attrs.has(cls)

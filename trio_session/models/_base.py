@@ -1,0 +1,169 @@
+"""The model protocol: what a session asks of a model, and what it streams back."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+
+import attrs
+
+from .._messages import Message
+
+__all__ = [
+    "ErrorChunk",
+    "Model",
+    "ModelChunk",
+    "ModelRequest",
+    "ReasoningChunk",
+    "StopChunk",
+    "TextChunk",
+    "ToolCallChunk",
+    "ToolCallDeltaChunk",
+    "ToolCallStartChunk",
+    "ToolSpec",
+    "UsageChunk",
+]
+
+
+@attrs.frozen
+class ToolSpec:
+    """What the model is told about one tool.
+
+    Args:
+        name: The tool's name.
+        description: What it does, for the model.
+        input_schema: A self-contained JSON Schema of its arguments.
+    """
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+
+
+@attrs.frozen
+class ModelRequest:
+    """The input of one model call: one tick's compiled context.
+
+    Args:
+        system: The system prompt, if any.
+        messages: The conversation to send.
+        tools: The tools the model may call.
+        tick: The tick this request belongs to (1-based).
+        settings: Provider settings (temperature, max_tokens, ...).
+    """
+
+    system: str | None
+    messages: tuple[Message, ...] = attrs.field(converter=tuple)
+    tools: tuple[ToolSpec, ...] = attrs.field(converter=tuple, default=())
+    tick: int = 1
+    settings: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.frozen
+class TextChunk:
+    """A piece of the answer's text."""
+
+    type: ClassVar[str] = "text"
+    text: str
+
+
+@attrs.frozen
+class ReasoningChunk:
+    """A piece of the model's reasoning ("thinking") text."""
+
+    type: ClassVar[str] = "reasoning"
+    text: str
+
+
+@attrs.frozen
+class ToolCallStartChunk:
+    """The model started a tool call; arguments follow as deltas."""
+
+    type: ClassVar[str] = "tool_call_start"
+    tool_use_id: str
+    name: str
+
+
+@attrs.frozen
+class ToolCallDeltaChunk:
+    """A piece of a tool call's JSON arguments, as streamed."""
+
+    type: ClassVar[str] = "tool_call_delta"
+    tool_use_id: str
+    arguments_delta: str
+
+
+@attrs.frozen
+class ToolCallChunk:
+    """A complete tool call with parsed arguments."""
+
+    type: ClassVar[str] = "tool_call"
+    tool_use_id: str
+    name: str
+    input: Mapping[str, Any]
+
+
+@attrs.frozen
+class UsageChunk:
+    """Token counts; several usage chunks add up."""
+
+    type: ClassVar[str] = "usage"
+    input_tokens: int = 0
+    output_tokens: int = 0
+
+
+@attrs.frozen
+class StopChunk:
+    """Why the model stopped (``"end_turn"``, ``"tool_use"``, ``"max_tokens"``, ...)."""
+
+    type: ClassVar[str] = "stop"
+    reason: str
+
+
+@attrs.frozen
+class ErrorChunk:
+    """The provider reported an error inside the stream."""
+
+    type: ClassVar[str] = "error"
+    message: str
+    code: str = "model_error"
+    retryable: bool = False
+
+
+ModelChunk: TypeAlias = (
+    TextChunk
+    | ReasoningChunk
+    | ToolCallStartChunk
+    | ToolCallDeltaChunk
+    | ToolCallChunk
+    | UsageChunk
+    | StopChunk
+    | ErrorChunk
+)
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A language model that streams chunks for a request.
+
+    Implementations: `ScriptedModel` (offline, deterministic), `OpenAIModel`,
+    `AnthropicModel`. ``stream`` is usually an async generator; the session
+    closes it (``aclose()``) when the tick is cancelled, so provider
+    connections are released at once.
+
+    A provider failure must be raised as `ModelError`.
+    """
+
+    name: str
+
+    def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """Stream the model's reply to ``request``."""
+        ...
+
+
+INVALID_JSON_KEY = "__invalid_json__"
+"""Adapters put a tool call's unparseable argument text under this key.
+
+The engine turns such a call into an ``is_error`` tool result that asks the
+model to call the tool again with a valid JSON object.
+"""
