@@ -177,7 +177,7 @@ class MessageEnd(StreamEvent):
 
     type: ClassVar[str] = "message_end"
     stop_reason: str
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
 
 
 @attrs.frozen(kw_only=True)
@@ -187,7 +187,7 @@ class MessageEvent(StreamEvent):
     type: ClassVar[str] = "message"
     message: Message
     stop_reason: str
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
 
 
 @attrs.frozen(kw_only=True)
@@ -273,7 +273,7 @@ class TickEnd(StreamEvent):
     """A tick ended; ``should_continue`` says whether another follows."""
 
     type: ClassVar[str] = "tick_end"
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
     stop_reason: str = ""
     should_continue: bool = False
 
@@ -298,7 +298,7 @@ class SpawnEnd(StreamEvent):
     child_session_id: str
     status: str
     response: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
 
 
 @attrs.frozen(kw_only=True)
@@ -326,9 +326,11 @@ class ExecutionEnd(StreamEvent):
     status: str
     reason: str | None = None
     error: str | None = None
-    usage: Usage = Usage()
+    usage: Usage = attrs.field(factory=Usage)
     new_messages: tuple[Message, ...] = ()
 
 
-EVENT_CLASSES: dict[str, type[StreamEvent]] = {cls.type: cls for cls in StreamEvent.__subclasses__()}
+EVENT_CLASSES: dict[str, type[StreamEvent]] = {
+    cls.type: cls for cls in StreamEvent.__subclasses__()
+}
 """Every event class, by its ``type``."""

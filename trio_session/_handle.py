@@ -21,11 +21,11 @@ import trio
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
 from ._messages import Message
+from ._result import SendResult
 
 if TYPE_CHECKING:
     from ._buffer import EventBuffer, EventSubscription
     from ._events import StreamEvent
-    from ._result import SendResult
 
 __all__ = ["ExecutionControl", "ExecutionHandle", "SessionExecutionHandle", "Status"]
 
@@ -143,8 +143,13 @@ class ExecutionHandle(Generic[R]):
         if self._status == "pending":
             self._status = "running"
 
-    def _settle(self, status: Status, value: R | None = None,
-                error: BaseException | None = None, reason: str | None = None) -> Status:
+    def _settle(
+        self,
+        status: Status,
+        value: R | None = None,
+        error: BaseException | None = None,
+        reason: str | None = None,
+    ) -> Status:
         """Record the outcome; an earlier terminal status (abort, cancel) wins.
 
         Returns the final status.
@@ -242,7 +247,7 @@ class ExecutionControl(Protocol):
     ) -> None: ...
 
 
-class SessionExecutionHandle(ExecutionHandle["SendResult"]):
+class SessionExecutionHandle(ExecutionHandle[SendResult]):
     """The handle of one execution of a session (``send``, ``render``, ``spawn``).
 
     Attributes:

@@ -39,16 +39,21 @@ def _check_str(name: str) -> Any:
     return check
 
 
-def _copy_mapping(name: str) -> Any:
-    def convert(value: object) -> dict[str, Any]:
-        if not isinstance(value, Mapping):
-            raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
-        for key in value:
-            if not isinstance(key, str):
-                raise TypeError(f"{name} keys must be str, got {type(key).__name__}")
-        return dict(value)
+def _copy_mapping(name: str, value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"{name} must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"{name} keys must be str, got {type(key).__name__}")
+    return dict(value)
 
-    return convert
+
+def _tool_input(value: object) -> dict[str, Any]:
+    return _copy_mapping("ToolUseBlock.input", value)
+
+
+def _message_metadata(value: object) -> dict[str, Any]:
+    return _copy_mapping("Message.metadata", value)
 
 
 @attrs.frozen
@@ -119,34 +124,38 @@ class ToolUseBlock:
     type: ClassVar[str] = "tool_use"
     tool_use_id: str = attrs.field(validator=_check_str("ToolUseBlock.tool_use_id"))
     name: str = attrs.field(validator=_check_str("ToolUseBlock.name"))
-    input: Mapping[str, Any] = attrs.field(converter=_copy_mapping("ToolUseBlock.input"))
+    input: Mapping[str, Any] = attrs.field(converter=_tool_input)
 
 
-def _to_blocks(field_name: str) -> Any:
-    def convert(value: object) -> tuple[ContentBlock, ...]:
-        if isinstance(value, str):
-            return (TextBlock(value),)
-        if isinstance(value, BLOCK_TYPES):
-            return (value,)
-        if isinstance(value, Mapping) or not isinstance(value, Iterable):
+def _to_blocks(field_name: str, value: object) -> tuple[ContentBlock, ...]:
+    if isinstance(value, str):
+        return (TextBlock(value),)
+    if isinstance(value, BLOCK_TYPES):
+        return (value,)
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise TypeError(
+            f"{field_name} must be a str or a sequence of content blocks, "
+            f"got {type(value).__name__}"
+        )
+    blocks: list[ContentBlock] = []
+    for i, item in enumerate(value):
+        if isinstance(item, str):
+            blocks.append(TextBlock(item))
+        elif isinstance(item, BLOCK_TYPES):
+            blocks.append(item)
+        else:
             raise TypeError(
-                f"{field_name} must be a str or a sequence of content blocks, "
-                f"got {type(value).__name__}"
+                f"{field_name}[{i}] must be a content block or a str, got {type(item).__name__}"
             )
-        blocks: list[ContentBlock] = []
-        for i, item in enumerate(value):
-            if isinstance(item, str):
-                blocks.append(TextBlock(item))
-            elif isinstance(item, BLOCK_TYPES):
-                blocks.append(item)
-            else:
-                raise TypeError(
-                    f"{field_name}[{i}] must be a content block or a str, "
-                    f"got {type(item).__name__}"
-                )
-        return tuple(blocks)
+    return tuple(blocks)
 
-    return convert
+
+def _result_content(value: object) -> tuple[ContentBlock, ...]:
+    return _to_blocks("ToolResultBlock.content", value)
+
+
+def _message_content(value: object) -> tuple[ContentBlock, ...]:
+    return _to_blocks("Message.content", value)
 
 
 @attrs.frozen
@@ -163,18 +172,14 @@ class ToolResultBlock:
     type: ClassVar[str] = "tool_result"
     tool_use_id: str = attrs.field(validator=_check_str("ToolResultBlock.tool_use_id"))
     name: str = attrs.field(validator=_check_str("ToolResultBlock.name"))
-    content: tuple[ContentBlock, ...] = attrs.field(
-        converter=_to_blocks("ToolResultBlock.content")
-    )
+    content: tuple[ContentBlock, ...] = attrs.field(converter=_result_content)
     is_error: bool = attrs.field(default=False)
 
     @content.validator
     def _check_content(self, _attr: object, value: tuple[ContentBlock, ...]) -> None:
         for i, block in enumerate(value):
             if isinstance(block, ToolResultBlock | ToolUseBlock):
-                raise ValueError(
-                    f"ToolResultBlock.content[{i}] must not be a {block.type} block"
-                )
+                raise ValueError(f"ToolResultBlock.content[{i}] must not be a {block.type} block")
 
     @is_error.validator
     def _check_is_error(self, _attr: object, value: object) -> None:
@@ -194,7 +199,7 @@ def _new_id() -> str:
 
 
 def _check_role(_inst: object, _attr: object, value: object) -> None:
-    if value not in ROLES:
+    if not isinstance(value, str) or value not in ROLES:
         raise ValueError(f"Message.role must be one of {sorted(ROLES)}, got {value!r}")
 
 
@@ -221,11 +226,9 @@ class Message:
     """
 
     role: Role = attrs.field(validator=_check_role)
-    content: tuple[ContentBlock, ...] = attrs.field(converter=_to_blocks("Message.content"))
+    content: tuple[ContentBlock, ...] = attrs.field(converter=_message_content)
     id: str = attrs.field(factory=_new_id, validator=_check_str("Message.id"))
-    metadata: Mapping[str, Any] = attrs.field(
-        factory=dict, converter=_copy_mapping("Message.metadata")
-    )
+    metadata: Mapping[str, Any] = attrs.field(factory=dict, converter=_message_metadata)
 
     def __attrs_post_init__(self) -> None:
         if self.role != "tool":

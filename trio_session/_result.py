@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import attrs
 
 from ._messages import Message
 from ._usage import Usage
 
 __all__ = ["SendResult"]
+
+
+def _message_tuple(messages: Iterable[Message]) -> tuple[Message, ...]:
+    return tuple(messages)
 
 
 @attrs.frozen(kw_only=True)
@@ -26,7 +32,7 @@ class SendResult:
 
     response: str
     message: Message | None
-    new_messages: tuple[Message, ...] = attrs.field(converter=tuple)
+    new_messages: tuple[Message, ...] = attrs.field(converter=_message_tuple)
     usage: Usage
     stop_reason: str
     session_id: str

@@ -11,7 +11,9 @@ the path of the bad field; cattrs' exception groups never escape.
 
 from __future__ import annotations
 
+import enum
 import json
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -19,9 +21,14 @@ from typing import Any, TypeVar, cast, get_args, get_origin
 
 import attrs
 import cattrs
-from cattrs.errors import BaseValidationError
+from cattrs.cols import (
+    homogenous_tuple_structure_factory,
+    is_mutable_sequence,
+    is_sequence,
+    list_structure_factory,
+)
+from cattrs.errors import BaseValidationError, ForbiddenExtraKeysError
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.errors import ForbiddenExtraKeysError
 from cattrs.v import transform_error
 
 from ._errors import SerializationError
@@ -42,12 +49,19 @@ converter = cattrs.Converter(forbid_extra_keys=True)
 
 # Strict primitives: cattrs' defaults would turn "5" into 5 and 1 into True.
 def _strict(kind: type[Any], accepts: tuple[type[Any], ...], name: str) -> Callable[..., Any]:
-    def structure(value: object, _type: object) -> Any:
+    def structure(value: object, type_: object) -> Any:
+        if isinstance(type_, type) and issubclass(type_, enum.Enum):
+            return type_(value)  # IntEnum / StrEnum dispatch here too
         if isinstance(value, bool) and kind is not bool:
             raise TypeError(f"expected {name}, got bool")
         if not isinstance(value, accepts):
             raise TypeError(f"expected {name}, got {type(value).__name__}")
-        return kind(value) if kind is float else value
+        if kind is float:
+            try:
+                return float(value)
+            except OverflowError:
+                raise ValueError(f"expected {name}, got an integer too large for a float") from None
+        return value
 
     return structure
 
@@ -56,6 +70,39 @@ converter.register_structure_hook(str, _strict(str, (str,), "a string"))
 converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
 converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
 converter.register_structure_hook(bool, _strict(bool, (bool,), "a boolean"))
+
+
+def _strict_sequence(type_: Any, conv: cattrs.Converter) -> Callable[..., Any]:
+    """Sequences come from JSON arrays only: no strings, no objects."""
+    if is_mutable_sequence(type_):
+        inner = list_structure_factory(type_, conv)
+    else:
+        inner = homogenous_tuple_structure_factory(type_, conv)
+
+    def structure(value: object, _type: object) -> Any:
+        if not isinstance(value, list | tuple):
+            raise TypeError(f"expected an array, got {type(value).__name__}")
+        return inner(value, _type)
+
+    return structure
+
+
+converter.register_structure_hook_factory(is_sequence, _strict_sequence)
+
+
+def _objects_only(cls: type[Any], conv: cattrs.Converter) -> Callable[..., Any]:
+    """attrs classes come from JSON objects only, without unknown keys."""
+    inner = make_dict_structure_fn(cls, conv, _cattrs_forbid_extra_keys=True)
+
+    def structure(value: object, _type: object) -> Any:
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an object, got {type(value).__name__}")
+        return inner(value, cls)
+
+    return structure
+
+
+converter.register_structure_hook_factory(attrs.has, _objects_only)
 
 
 def _structure_any(value: object, _type: object) -> Any:
@@ -90,7 +137,7 @@ def _structure_content(value: object, _type: object) -> tuple[Any, ...]:
         return (TextBlock(value),)
     if not isinstance(value, list):
         raise TypeError(f"expected a string or a list of blocks, got {type(value).__name__}")
-    return converter.structure(value, tuple[ContentBlock, ...])  # type: ignore[no-any-return]
+    return converter.structure(value, tuple[ContentBlock, ...])
 
 
 def _content_overrides(cls: type[Any]) -> dict[str, Any]:
@@ -99,12 +146,18 @@ def _content_overrides(cls: type[Any]) -> dict[str, Any]:
     return {}
 
 
-converter.register_structure_hook(
-    Message,
-    make_dict_structure_fn(
-        Message, converter, _cattrs_forbid_extra_keys=True, **_content_overrides(Message)
-    ),
+_structure_message_fields = make_dict_structure_fn(
+    Message, converter, _cattrs_forbid_extra_keys=True, **_content_overrides(Message)
 )
+
+
+def _structure_message(value: object, _type: object) -> Message:
+    if not isinstance(value, dict):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return _structure_message_fields(value, Message)
+
+
+converter.register_structure_hook(Message, _structure_message)
 
 
 def _typed_hooks(cls: type[Any]) -> None:
@@ -159,10 +212,23 @@ converter.register_structure_hook(StreamEvent, _tagged_dispatch("event", EVENT_C
 
 
 def _unstructure_event_base(obj: StreamEvent) -> Any:
+    if type(obj) is StreamEvent:
+        raise TypeError("StreamEvent itself is abstract; serialize one of its subclasses")
     return converter.unstructure(obj, unstructure_as=type(obj))
 
 
 converter.register_unstructure_hook(StreamEvent, _unstructure_event_base)
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"number {text[:20]} is out of range")
+    return value
 
 
 def _depth_ok(value: object, limit: int) -> bool:
@@ -216,11 +282,11 @@ def to_json(obj: Any) -> str:
     """
     try:
         data = converter.unstructure(obj)
+        if not _depth_ok(data, MAX_DEPTH):
+            raise ValueError(f"nested deeper than {MAX_DEPTH} levels")
         return json.dumps(data, ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
-        raise SerializationError(
-            f"cannot serialize {type(obj).__name__} to JSON: {exc}"
-        ) from None
+        raise SerializationError(f"cannot serialize {type(obj).__name__} to JSON: {exc}") from None
 
 
 def from_json(cls: type[T] | Any, text: str | bytes) -> T:
@@ -242,7 +308,7 @@ def from_json(cls: type[T] | Any, text: str | bytes) -> T:
     if not isinstance(text, str | bytes | bytearray):
         raise TypeError(f"from_json needs str or bytes, got {type(text).__name__}")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_refuse_constant, parse_float=_finite_float)
     except RecursionError:
         raise SerializationError(f"invalid {name} JSON: nested too deeply") from None
     except ValueError as exc:

@@ -6,16 +6,38 @@ from typing import Any
 
 from ._base import (
     ErrorChunk as ErrorChunk,
+)
+from ._base import (
     Model as Model,
+)
+from ._base import (
     ModelChunk as ModelChunk,
+)
+from ._base import (
     ModelRequest as ModelRequest,
+)
+from ._base import (
     ReasoningChunk as ReasoningChunk,
+)
+from ._base import (
     StopChunk as StopChunk,
+)
+from ._base import (
     TextChunk as TextChunk,
+)
+from ._base import (
     ToolCallChunk as ToolCallChunk,
+)
+from ._base import (
     ToolCallDeltaChunk as ToolCallDeltaChunk,
+)
+from ._base import (
     ToolCallStartChunk as ToolCallStartChunk,
+)
+from ._base import (
     ToolSpec as ToolSpec,
+)
+from ._base import (
     UsageChunk as UsageChunk,
 )
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import attrs
@@ -40,6 +40,14 @@ class ToolSpec:
     input_schema: Mapping[str, Any]
 
 
+def _message_tuple(messages: Iterable[Message]) -> tuple[Message, ...]:
+    return tuple(messages)
+
+
+def _spec_tuple(specs: Iterable[ToolSpec]) -> tuple[ToolSpec, ...]:
+    return tuple(specs)
+
+
 @attrs.frozen
 class ModelRequest:
     """The input of one model call: one tick's compiled context.
@@ -53,8 +61,8 @@ class ModelRequest:
     """
 
     system: str | None
-    messages: tuple[Message, ...] = attrs.field(converter=tuple)
-    tools: tuple[ToolSpec, ...] = attrs.field(converter=tuple, default=())
+    messages: tuple[Message, ...] = attrs.field(converter=_message_tuple)
+    tools: tuple[ToolSpec, ...] = attrs.field(converter=_spec_tuple, default=())
     tick: int = 1
     settings: Mapping[str, Any] = attrs.field(factory=dict)
 
