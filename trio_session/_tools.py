@@ -1,0 +1,795 @@
+"""Tools: ``@tool``, argument validation, results as blocks, and confirmations.
+
+A `Tool` wraps a plain function (sync or async). Its input schema comes from
+the signature (see `_schema`); the model's arguments are validated against it
+and structured with the shared cattrs converter before the function runs.
+
+Confirmation is a rendezvous between the engine, which waits, and whoever
+answers (``submit_tool_result``, a listener, the agent's policy hook). The
+pending confirmation is registered *before* anyone is told about it, so an
+answer given synchronously from a listener is never lost.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Annotated, Any, Literal, TypeAlias, cast, get_args, get_origin, overload
+
+import attrs
+import trio
+
+from ._errors import InvalidToolArguments, UnknownToolUse
+from ._messages import (
+    BLOCK_TYPES,
+    ContentBlock,
+    JsonBlock,
+    TextBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+)
+from ._schema import (
+    compile_signature,
+    jsonable,
+    parse_docstring,
+    resolve_hints,
+    structure_arguments,
+)
+from ._schema import validate as validate_schema
+from .models._base import ToolSpec
+
+__all__ = [
+    "Audience",
+    "Confirmations",
+    "Decision",
+    "PendingConfirmation",
+    "Tool",
+    "ToolContext",
+    "to_blocks",
+    "tool",
+]
+
+logger = logging.getLogger("trio_session")
+
+Audience: TypeAlias = Literal["model", "user", "all"]
+_AUDIENCES = frozenset(get_args(Audience))
+_NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
+
+ConfirmationPredicate: TypeAlias = Callable[[Mapping[str, Any]], bool]
+ConfirmationMessage: TypeAlias = Callable[[Mapping[str, Any]], str]
+
+
+# ---------------------------------------------------------------------------
+# Decision
+# ---------------------------------------------------------------------------
+
+
+def _check_bool(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"{name} must be a bool, got {type(value).__name__}")
+
+    return check
+
+
+def _check_optional_mapping(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, Mapping):
+        raise TypeError(
+            f"Decision.modified_arguments must be a mapping or None, got {type(value).__name__}"
+        )
+
+
+def _check_optional_str(_inst: object, _attr: object, value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"Decision.reason must be a str or None, got {type(value).__name__}")
+
+
+@attrs.frozen
+class Decision:
+    """The answer to a tool confirmation.
+
+    Args:
+        approved: Run the tool (True) or deny it (False).
+        modified_arguments: Replacement arguments to run the tool with; they are
+            validated against the tool's schema first.
+        reason: Why; a denial's reason is shown to the model.
+        always: Remember this answer for this tool for the rest of the session.
+
+    Example:
+        >>> Decision(True).approved
+        True
+        >>> Decision(False, reason="not on a Friday").reason
+        'not on a Friday'
+        >>> Decision(True, modified_arguments={"path": "/tmp/x"}).modified_arguments
+        {'path': '/tmp/x'}
+    """
+
+    approved: bool = attrs.field(validator=_check_bool("Decision.approved"))
+    modified_arguments: Mapping[str, Any] | None = attrs.field(
+        default=None, kw_only=True, validator=_check_optional_mapping
+    )
+    reason: str | None = attrs.field(default=None, kw_only=True, validator=_check_optional_str)
+    always: bool = attrs.field(
+        default=False, kw_only=True, validator=_check_bool("Decision.always")
+    )
+
+
+# ---------------------------------------------------------------------------
+# ToolContext
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen
+class ToolContext:
+    """What a tool handler receives when its first parameter is annotated `ToolContext`.
+
+    Attributes:
+        session: The `Session` the tool runs in.
+        execution: The `SessionExecutionHandle` of the execution that called
+            the tool; None when the tool runs through ``session.dispatch()``.
+        tool_use_id: The id of the tool call.
+        tick: The tick during which the tool runs.
+        props: The props of the execution.
+        state: The session's state, shared and persisted; mutate it freely.
+
+    Example:
+        >>> @tool
+        ... async def count(ctx: ToolContext) -> int:
+        ...     '''Count the calls so far.'''
+        ...     ctx.state["calls"] = ctx.state.get("calls", 0) + 1
+        ...     ctx.emit("counted", ctx.state["calls"])
+        ...     return ctx.state["calls"]
+    """
+
+    session: Any
+    execution: Any
+    tool_use_id: str
+    tick: int
+    props: Mapping[str, Any]
+    state: dict[str, Any]
+    _emit: Callable[[str, Any], None] = attrs.field(alias="emit_fn", repr=False)
+    _spawn: Callable[..., Awaitable[Any]] = attrs.field(alias="spawn_fn", repr=False)
+
+    def emit(self, name: str, data: Any = None) -> None:
+        """Publish a ``custom`` event with ``name`` and ``data`` on the execution's stream.
+
+        Raises:
+            TypeError: ``name`` is not a str.
+        """
+        if not isinstance(name, str):
+            raise TypeError(f"ToolContext.emit() name must be a str, got {type(name).__name__}")
+        self._emit(name, data)
+
+    async def spawn(self, agent: Any, message: Any = None, *, max_ticks: int | None = None) -> Any:
+        """Run a child session of ``agent`` inside this execution and return its result.
+
+        The child's events are forwarded into this execution's stream, its
+        confirmations are answerable through this execution's handle, and
+        aborting this execution cancels it.
+        """
+        return await self._spawn(agent, message, max_ticks=max_ticks)
+
+
+# ---------------------------------------------------------------------------
+# Results as blocks
+# ---------------------------------------------------------------------------
+
+_NOT_A_RESULT = (ToolUseBlock, ToolResultBlock)
+
+
+def to_blocks(value: Any) -> tuple[ContentBlock, ...]:
+    """Turn a tool handler's return value into content blocks.
+
+    - a str: one `TextBlock`;
+    - a block: itself; a list or tuple holding at least one block, and
+      otherwise only blocks and strs: those blocks (strs become `TextBlock`);
+    - None: no blocks;
+    - any other JSON-able value (dict, list, number, bool, attrs instance, Enum
+      member): one `JsonBlock` of its JSON form. A list of only strs is data,
+      so it is a `JsonBlock` too.
+
+    Raises:
+        TypeError: The value is not JSON-able (the message names its type), or
+            it is a tool-use or tool-result block.
+        ValueError: It holds a NaN or infinite float.
+
+    Example:
+        >>> to_blocks("sunny")
+        (TextBlock(text='sunny'),)
+        >>> to_blocks({"temp": 21})
+        (JsonBlock(data={'temp': 21}),)
+        >>> to_blocks(None)
+        ()
+    """
+    if isinstance(value, str):
+        return (TextBlock(value),)
+    if value is None:
+        return ()
+    if isinstance(value, BLOCK_TYPES):
+        _check_result_block(value, "tool result")
+        return (cast(ContentBlock, value),)
+    if isinstance(value, list | tuple) and any(isinstance(v, BLOCK_TYPES) for v in value):
+        blocks: list[ContentBlock] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                blocks.append(TextBlock(item))
+            elif isinstance(item, BLOCK_TYPES):
+                _check_result_block(item, f"tool result[{i}]")
+                blocks.append(cast(ContentBlock, item))
+            else:
+                raise TypeError(
+                    f"tool result[{i}] is of type {type(item).__name__} in a sequence of "
+                    "content blocks; return only blocks and strs, or only JSON data"
+                )
+        return tuple(blocks)
+    return (JsonBlock(jsonable(value, "tool result")),)
+
+
+def _check_result_block(block: object, where: str) -> None:
+    if isinstance(block, _NOT_A_RESULT):
+        raise TypeError(f"{where} is a {block.type} block, which a tool cannot return")
+
+
+# ---------------------------------------------------------------------------
+# Tool
+# ---------------------------------------------------------------------------
+
+
+@attrs.frozen(eq=False, repr=False)
+class Tool:
+    """A function the model (or the user, through ``dispatch``) can call.
+
+    Made by `tool`; calling the tool calls the function directly.
+
+    Attributes:
+        name: The name the model calls it by.
+        description: What it does, for the model.
+        input_schema: The self-contained JSON Schema of its arguments; do not
+            mutate it.
+        requires_confirmation: Whether a call waits for approval: a bool, or a
+            predicate of the arguments.
+        confirmation_message: The text asking for approval: a template
+            formatted with the arguments, a callable of them, or None for a
+            default.
+        confirmation_timeout: Seconds after which an unanswered confirmation is
+            denied; None waits indefinitely.
+        audience: ``"model"`` (default), ``"user"`` (hidden from the model,
+            reachable by ``dispatch``) or ``"all"``.
+        fn: The wrapped function.
+        takes_context: Whether its first parameter receives the `ToolContext`.
+    """
+
+    name: str
+    description: str
+    input_schema: Mapping[str, Any]
+    requires_confirmation: bool | ConfirmationPredicate
+    confirmation_message: str | ConfirmationMessage | None
+    confirmation_timeout: float | None
+    audience: Audience
+    fn: Callable[..., Any]
+    takes_context: bool
+    _hints: Mapping[str, Any] = attrs.field(alias="hints")
+    _spec: ToolSpec = attrs.field(alias="tool_spec")
+
+    def __repr__(self) -> str:
+        return f"<Tool {self.name!r}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Call the wrapped function directly (an async one returns its coroutine)."""
+        return self.fn(*args, **kwargs)
+
+    @property
+    def __wrapped__(self) -> Callable[..., Any]:
+        # Lets inspect.signature(tool) show the function's signature.
+        return self.fn
+
+    @property
+    def visible_to_model(self) -> bool:
+        """Whether the model is told about this tool (``audience`` is ``"model"`` or ``"all"``)."""
+        return self.audience != "user"
+
+    def spec(self) -> ToolSpec:
+        """What the model is told: name, description and input schema."""
+        return self._spec
+
+    def validate(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        """Check arguments against the schema and structure them into Python values.
+
+        Enum values become members, objects become attrs instances, arrays
+        become tuples where the annotation says so. Arguments not given are
+        left out, so the function's defaults apply.
+
+        Returns:
+            The keyword arguments to call the function with.
+
+        Raises:
+            InvalidToolArguments: The message names the tool and every bad field.
+
+        Example:
+            >>> @tool
+            ... def add(a: int, b: int = 0) -> int:
+            ...     return a + b
+            >>> add.validate({"a": 2.0})
+            {'a': 2}
+        """
+        problems = validate_schema(self.input_schema, arguments)
+        if not problems:
+            kwargs, problems = structure_arguments(self._hints, arguments)
+            if not problems:
+                return kwargs
+        raise InvalidToolArguments(
+            f"invalid arguments for tool {self.name!r}: " + "; ".join(problems)
+        )
+
+    def needs_confirmation(self, arguments: Mapping[str, Any]) -> bool:
+        """Whether a call with these arguments must be approved first.
+
+        A predicate that raises counts as True (logged): a tool that may
+        need approval never runs without it.
+        """
+        rule = self.requires_confirmation
+        if isinstance(rule, bool):
+            return rule
+        try:
+            return bool(rule(arguments))
+        except Exception:
+            logger.exception(
+                "requires_confirmation predicate of tool %r raised; asking for confirmation",
+                self.name,
+            )
+            return True
+
+    def confirmation_text(self, arguments: Mapping[str, Any]) -> str:
+        """The text asking to approve a call with these arguments.
+
+        A template is formatted with the arguments (``"Delete {path}?"``); a
+        callable gets them as a mapping. A template that does not fit the
+        arguments, or a callable that fails, falls back to the default
+        ``"Allow <name> with <arguments as JSON>?"``; this never raises.
+        """
+        message = self.confirmation_message
+        if isinstance(message, str):
+            try:
+                return message.format(**arguments)
+            except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+                pass
+        elif message is not None:
+            try:
+                text = message(arguments)
+            except Exception:
+                logger.exception("confirmation_message of tool %r raised", self.name)
+            else:
+                if isinstance(text, str):
+                    return text
+        return self._default_confirmation_text(arguments)
+
+    def _default_confirmation_text(self, arguments: Mapping[str, Any]) -> str:
+        try:
+            shown = json.dumps(dict(arguments), ensure_ascii=False, default=repr)
+        except (TypeError, ValueError):
+            shown = repr(arguments)
+        return f"Allow {self.name} with {shown}?"
+
+    async def run(
+        self, ctx: ToolContext | None, arguments: Mapping[str, Any]
+    ) -> tuple[ContentBlock, ...]:
+        """Validate the arguments, call the function, and return its result as blocks.
+
+        A sync function is called directly, after a checkpoint (so a
+        cancelled call never runs); an async one is awaited. The context is
+        passed first when the function takes it.
+
+        Raises:
+            InvalidToolArguments: The arguments do not fit the schema.
+            TypeError: The function takes a context and ``ctx`` is None, or
+                its return value is not JSON-able (see `to_blocks`).
+            Exception: Whatever the function raised, unchanged.
+        """
+        kwargs = self.validate(arguments)
+        args: tuple[Any, ...] = ()
+        if self.takes_context:
+            if ctx is None:
+                raise TypeError(f"tool {self.name!r} takes a ToolContext, but ctx is None")
+            args = (ctx,)
+        if _is_async(self.fn):
+            result = await self.fn(*args, **kwargs)
+        else:
+            await trio.lowlevel.checkpoint()
+            result = self.fn(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+        return to_blocks(result)
+
+
+def _is_async(fn: Callable[..., Any]) -> bool:
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+        getattr(fn, "__call__", None)  # noqa: B004 - callable objects with async __call__
+    )
+
+
+def _is_context_type(hint: Any) -> bool:
+    if get_origin(hint) is Annotated:
+        hint = get_args(hint)[0]
+    return isinstance(hint, type) and issubclass(hint, ToolContext)
+
+
+@overload
+def tool(fn: Callable[..., Any], /) -> Tool: ...
+
+
+@overload
+def tool(
+    fn: None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_confirmation: bool | ConfirmationPredicate = False,
+    confirmation_message: str | ConfirmationMessage | None = None,
+    confirmation_timeout: float | None = None,
+    audience: Audience = "model",
+) -> Callable[[Callable[..., Any]], Tool]: ...
+
+
+def tool(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_confirmation: bool | ConfirmationPredicate = False,
+    confirmation_message: str | ConfirmationMessage | None = None,
+    confirmation_timeout: float | None = None,
+    audience: Audience = "model",
+) -> Tool | Callable[[Callable[..., Any]], Tool]:
+    """Make a `Tool` of a function; use as ``@tool`` or ``@tool(...)``.
+
+    The input schema comes from the signature, the descriptions from the
+    docstring (the summary and free text for the tool, the ``Args:`` section
+    for the parameters). A first parameter annotated `ToolContext` receives
+    the context and is not part of the schema.
+
+    Args:
+        fn: The function, sync or async.
+        name: The tool's name (``^[a-zA-Z0-9_-]{1,64}$``); the function's name
+            by default.
+        description: What the tool does; the docstring's text by default.
+        requires_confirmation: True, or a predicate of the arguments, to make
+            every (matching) call wait for approval.
+        confirmation_message: A template formatted with the arguments
+            (``"Delete {path}?"``) or a callable of them.
+        confirmation_timeout: Seconds after which an unanswered confirmation
+            is denied; None (default) waits indefinitely.
+        audience: ``"model"``, ``"user"`` (hidden from the model, reachable by
+            ``session.dispatch``) or ``"all"``.
+
+    Raises:
+        TypeError: A bad option, or a signature that has no schema (``*args``,
+            ``**kwargs``, a positional-only parameter, an unsupported or
+            recursive type); the message names the parameter.
+        ValueError: A bad name, audience or timeout value.
+
+    Example:
+        >>> from typing import Literal
+        >>> @tool
+        ... async def get_weather(city: str, unit: Literal["c", "f"] = "c") -> str:
+        ...     '''Get the weather for a city.
+        ...
+        ...     Args:
+        ...         city: The city name.
+        ...         unit: Temperature unit.
+        ...     '''
+        ...     return f"21 degrees {unit} in {city}"
+        >>> get_weather.description
+        'Get the weather for a city.'
+        >>> get_weather.input_schema["required"]
+        ['city']
+    """
+    if isinstance(fn, str):
+        raise TypeError(f"tool() takes the function, not a name; use @tool(name={fn!r})")
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"tool() name must be a str, got {type(name).__name__}")
+    if name is not None and not _NAME_RE.match(name):
+        raise ValueError(
+            f"tool() name {name!r} is not a valid tool name: use 1 to 64 letters, digits, "
+            "'_' or '-'"
+        )
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"tool() description must be a str, got {type(description).__name__}")
+    if not isinstance(requires_confirmation, bool) and not callable(requires_confirmation):
+        raise TypeError(
+            "tool() requires_confirmation must be a bool or a callable of the arguments, "
+            f"got {type(requires_confirmation).__name__}"
+        )
+    if (
+        confirmation_message is not None
+        and not isinstance(confirmation_message, str)
+        and not callable(confirmation_message)
+    ):
+        raise TypeError(
+            "tool() confirmation_message must be a str template, a callable or None, "
+            f"got {type(confirmation_message).__name__}"
+        )
+    if confirmation_timeout is not None:
+        if isinstance(confirmation_timeout, bool) or not isinstance(
+            confirmation_timeout, int | float
+        ):
+            raise TypeError(
+                "tool() confirmation_timeout must be a number of seconds or None, "
+                f"got {type(confirmation_timeout).__name__}"
+            )
+        if math.isnan(confirmation_timeout) or confirmation_timeout <= 0:
+            raise ValueError(
+                f"tool() confirmation_timeout must be > 0 seconds, got {confirmation_timeout!r}"
+            )
+    if audience not in _AUDIENCES:
+        raise ValueError(f"tool() audience must be one of 'model', 'user', 'all', got {audience!r}")
+
+    def decorate(fn: Callable[..., Any]) -> Tool:
+        return _make_tool(
+            fn,
+            name=name,
+            description=description,
+            requires_confirmation=requires_confirmation,
+            confirmation_message=confirmation_message,
+            confirmation_timeout=(
+                None if confirmation_timeout is None else float(confirmation_timeout)
+            ),
+            audience=audience,
+        )
+
+    if fn is None:
+        return decorate
+    return decorate(fn)
+
+
+def _make_tool(
+    fn: Callable[..., Any],
+    *,
+    name: str | None,
+    description: str | None,
+    requires_confirmation: bool | ConfirmationPredicate,
+    confirmation_message: str | ConfirmationMessage | None,
+    confirmation_timeout: float | None,
+    audience: Audience,
+) -> Tool:
+    if isinstance(fn, Tool):
+        fn = fn.fn
+    if not callable(fn):
+        raise TypeError(f"tool() needs a function, got {type(fn).__name__}")
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        raise TypeError(
+            f"tool() cannot wrap the generator function {getattr(fn, '__qualname__', fn)!r}; "
+            "a tool returns its result"
+        )
+    if name is None:
+        name = getattr(fn, "__name__", None)
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise ValueError(
+                f"tool(): {name!r} is not a valid tool name (1 to 64 letters, digits, '_' or "
+                "'-'); pass name=..."
+            )
+    where = f"tool {name!r}"
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{where}: cannot read the signature of {fn!r}: {exc}") from None
+    localns = {"ToolContext": ToolContext}
+    try:
+        hints = resolve_hints(fn, localns)
+    except TypeError as exc:
+        raise TypeError(f"{where}: {exc}") from None
+    params = list(signature.parameters.values())
+    takes_context = bool(params) and _is_context_type(hints.get(params[0].name))
+    for param in params[1:]:
+        if _is_context_type(hints.get(param.name)):
+            raise TypeError(
+                f"{where}: parameter {param.name!r} is annotated ToolContext; the context "
+                "must be the first parameter"
+            )
+    plan = compile_signature(fn, skip_first=takes_context, localns=localns, where=where)
+    if description is None:
+        description = parse_docstring(getattr(fn, "__doc__", None))[1]
+    spec = ToolSpec(name, description, plan.schema)
+    return Tool(
+        name=name,
+        description=description,
+        input_schema=plan.schema,
+        requires_confirmation=requires_confirmation,
+        confirmation_message=confirmation_message,
+        confirmation_timeout=confirmation_timeout,
+        audience=audience,
+        fn=fn,
+        takes_context=takes_context,
+        hints=plan.hints,
+        tool_spec=spec,
+    )
+
+
+# ---------------------------------------------------------------------------
+# Confirmations
+# ---------------------------------------------------------------------------
+
+
+class PendingConfirmation:
+    """One tool call waiting for approval; made by `Confirmations.register`.
+
+    Attributes:
+        tool_use_id: The id of the tool call.
+        tool: The tool.
+        arguments: The arguments the model gave.
+    """
+
+    __slots__ = ("_closed", "_decision", "_event", "_registry", "arguments", "tool", "tool_use_id")
+
+    def __init__(
+        self,
+        tool_use_id: str,
+        tool: Tool,
+        arguments: Mapping[str, Any],
+        registry: Confirmations | None = None,
+    ) -> None:
+        self.tool_use_id = tool_use_id
+        self.tool = tool
+        self.arguments = arguments
+        self._registry = registry
+        self._event = trio.Event()
+        self._decision: Decision | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        state = "decided" if self._decision else "closed" if self._closed else "pending"
+        return f"<PendingConfirmation {self.tool_use_id!r} tool={self.tool.name!r} {state}>"
+
+    @property
+    def decision(self) -> Decision | None:
+        """The decision, once there is one."""
+        return self._decision
+
+    def decide(self, decision: Decision) -> None:
+        """Record the answer and wake the waiter.
+
+        Raises:
+            UnknownToolUse: It was answered already, timed out, or was cancelled.
+            InvalidToolArguments: ``decision.modified_arguments`` do not fit the
+                tool's schema; nothing is recorded and it stays pending.
+        """
+        if not isinstance(decision, Decision):
+            raise TypeError(f"decide() takes a Decision, got {type(decision).__name__}")
+        if self._decision is not None or self._closed:
+            raise UnknownToolUse(
+                f"the confirmation of tool use {self.tool_use_id!r} was already answered"
+            )
+        if decision.modified_arguments is not None:
+            self.tool.validate(decision.modified_arguments)
+        self._decision = decision
+        self._unregister()
+        self._event.set()
+
+    # The timeout is part of the answer (a timed-out confirmation is a denial,
+    # not an error), so it is a parameter rather than the caller's cancel scope.
+    async def wait(self, timeout: float | None) -> Decision:  # noqa: ASYNC109
+        """Wait for the decision, at most ``timeout`` seconds (None: no limit).
+
+        A decision made before ``wait()`` was called is returned at once, after
+        a checkpoint. On timeout the call is denied:
+        ``Decision(False, reason="confirmation timed out after 30s")``. On every
+        exit, cancellation included, the confirmation stops being pending, so
+        a late answer raises `UnknownToolUse`.
+        """
+        if timeout is not None and (math.isnan(timeout) or timeout < 0):
+            raise ValueError(f"timeout must be None or >= 0, got {timeout!r}")
+        try:
+            if timeout is None:
+                await self._event.wait()
+            else:
+                with trio.move_on_after(timeout):
+                    await self._event.wait()
+            if self._decision is None:
+                self._decision = Decision(
+                    False, reason=f"confirmation timed out after {timeout:g}s"
+                )
+            return self._decision
+        finally:
+            self._closed = True
+            self._unregister()
+
+    def _unregister(self) -> None:
+        if self._registry is not None:
+            self._registry._forget(self)
+
+
+class Confirmations:
+    """The pending confirmations of one execution tree.
+
+    A root execution shares it with the children it spawns, so a child's
+    confirmation is answerable through the parent's handle.
+
+    Example:
+        >>> confirmations = Confirmations()
+        >>> @tool(requires_confirmation=True)
+        ... def rm(path: str) -> None: ...
+        >>> pending = confirmations.register("call_1", rm, {"path": "/tmp/x"})
+        >>> confirmations.pending()
+        ['call_1']
+        >>> confirmations.submit("call_1", approved=False, modified_arguments=None,
+        ...                      reason="no", always=False)
+        >>> pending.decision
+        Decision(approved=False, modified_arguments=None, reason='no', always=False)
+    """
+
+    __slots__ = ("_pending",)
+
+    def __init__(self) -> None:
+        self._pending: dict[str, PendingConfirmation] = {}
+
+    def __repr__(self) -> str:
+        return f"<Confirmations pending={list(self._pending)!r}>"
+
+    def register(
+        self, tool_use_id: str, tool: Tool, arguments: Mapping[str, Any]
+    ) -> PendingConfirmation:
+        """Make a call pending; do it before announcing it, so no answer is lost.
+
+        Raises:
+            ValueError: A confirmation with this id is already pending.
+        """
+        if not isinstance(tool_use_id, str):
+            raise TypeError(f"tool_use_id must be a str, got {type(tool_use_id).__name__}")
+        if not isinstance(tool, Tool):
+            raise TypeError(f"tool must be a Tool, got {type(tool).__name__}")
+        if tool_use_id in self._pending:
+            raise ValueError(f"a confirmation for tool use {tool_use_id!r} is already pending")
+        pending = PendingConfirmation(tool_use_id, tool, arguments, self)
+        self._pending[tool_use_id] = pending
+        return pending
+
+    def submit(
+        self,
+        tool_use_id: str,
+        *,
+        approved: bool,
+        modified_arguments: Mapping[str, Any] | None,
+        reason: str | None,
+        always: bool,
+    ) -> None:
+        """Answer the pending confirmation ``tool_use_id``.
+
+        Raises:
+            UnknownToolUse: No confirmation with that id is pending (never
+                asked, or already answered).
+            InvalidToolArguments: ``modified_arguments`` do not fit the tool's
+                schema; the confirmation stays pending.
+            TypeError: A badly typed answer.
+        """
+        pending = self._pending.get(tool_use_id)
+        if pending is None:
+            raise UnknownToolUse(
+                f"no confirmation is pending for tool use {tool_use_id!r} "
+                "(unknown id, or already answered)"
+            )
+        pending.decide(
+            Decision(approved, modified_arguments=modified_arguments, reason=reason, always=always)
+        )
+
+    def get(self, tool_use_id: str) -> PendingConfirmation | None:
+        """The pending confirmation with that id, if any."""
+        return self._pending.get(tool_use_id)
+
+    def pending(self) -> list[str]:
+        """The ids awaiting an answer, oldest first."""
+        return list(self._pending)
+
+    def __contains__(self, tool_use_id: object) -> bool:
+        return tool_use_id in self._pending
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def _forget(self, pending: PendingConfirmation) -> None:
+        if self._pending.get(pending.tool_use_id) is pending:
+            del self._pending[pending.tool_use_id]
