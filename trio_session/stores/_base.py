@@ -1,0 +1,270 @@
+"""What a store keeps: the session snapshot, and the protocol every store follows."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, TypeVar, runtime_checkable
+
+import attrs
+
+from .._errors import SerializationError, SnapshotError
+from .._messages import Message
+from .._serde import from_json
+from .._usage import Usage
+
+__all__ = ["SNAPSHOT_VERSION", "SessionSnapshot", "SessionStore"]
+
+T = TypeVar("T")
+
+SNAPSHOT_VERSION = 1
+"""The snapshot format this trio-session writes; stores refuse to load newer ones."""
+
+
+def _check_version(_inst: object, _attr: object, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"SessionSnapshot.version must be an int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"SessionSnapshot.version must be at least 1, got {value}")
+
+
+def _check_session_id(_inst: object, _attr: object, value: Any) -> None:
+    if not isinstance(value, str):
+        raise TypeError(f"SessionSnapshot.session_id must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError("SessionSnapshot.session_id must not be empty")
+
+
+def _messages(name: str, value: object) -> tuple[Message, ...]:
+    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
+        raise TypeError(
+            f"SessionSnapshot.{name} must be a sequence of Message, got {type(value).__name__}"
+        )
+    messages = tuple(value)
+    for i, message in enumerate(messages):
+        if not isinstance(message, Message):
+            raise TypeError(
+                f"SessionSnapshot.{name}[{i}] must be a Message, got {type(message).__name__}"
+            )
+    return messages
+
+
+def _to_timeline(value: object) -> tuple[Message, ...]:
+    return _messages("timeline", value)
+
+
+def _to_queued_messages(value: object) -> tuple[Message, ...]:
+    return _messages("queued_messages", value)
+
+
+def _to_state(value: object) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"SessionSnapshot.state must be a mapping, got {type(value).__name__}")
+    for key in value:
+        if not isinstance(key, str):
+            raise TypeError(f"SessionSnapshot.state keys must be str, got {type(key).__name__}")
+    return dict(value)
+
+
+def _check_usage(_inst: object, _attr: object, value: object) -> None:
+    if not isinstance(value, Usage):
+        raise TypeError(f"SessionSnapshot.usage must be a Usage, got {type(value).__name__}")
+
+
+def _check_last_seq(_inst: object, _attr: object, value: object) -> None:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise TypeError(f"SessionSnapshot.last_seq must be an int, got {type(value).__name__}")
+    if value < 0:
+        raise ValueError(f"SessionSnapshot.last_seq must not be negative, got {value}")
+
+
+def _timestamp(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"SessionSnapshot.{name} must be a number, got {type(value).__name__}")
+    result = float(value)
+    if not math.isfinite(result):
+        raise ValueError(f"SessionSnapshot.{name} must be finite, got {value!r}")
+    return result
+
+
+def _to_created_at(value: object) -> float:
+    return _timestamp("created_at", value)
+
+
+def _to_updated_at(value: object) -> float:
+    return _timestamp("updated_at", value)
+
+
+@attrs.frozen(kw_only=True)
+class SessionSnapshot:
+    """Everything needed to restore a session: what a `SessionStore` keeps.
+
+    ``session.snapshot()`` makes one; ``open_session(..., store=...)`` saves one
+    after every tick and restores from the last. It round-trips through JSON
+    with `to_json` / `from_json`.
+
+    Attributes:
+        version: The snapshot format, `SNAPSHOT_VERSION` when written by this
+            trio-session. Stores refuse to load a newer one (`SnapshotError`).
+        session_id: The session's id; the store's key.
+        timeline: The committed conversation, oldest first.
+        queued_messages: Messages queued for the session's next execution.
+        state: The session's JSON-able state.
+        usage: Tokens and ticks of every execution so far.
+        last_seq: The ``seq`` of the session's last event; a restored session
+            numbers its events from ``last_seq + 1``.
+        created_at: ``time.time()`` when the session was first created.
+        updated_at: ``time.time()`` when this snapshot was taken.
+
+    Raises:
+        TypeError: A field of the wrong type; the message names it.
+        ValueError: An empty session id, a negative ``last_seq``, a version
+            below 1, or a timestamp that is not finite.
+
+    Example:
+        >>> from trio_session import user, to_json, from_json
+        >>> snap = SessionSnapshot(session_id="s1", timeline=[user("hi")],
+        ...                        created_at=0.0, updated_at=0.0)
+        >>> from_json(SessionSnapshot, to_json(snap)) == snap
+        True
+    """
+
+    version: int = attrs.field(default=SNAPSHOT_VERSION, validator=_check_version)
+    session_id: str = attrs.field(validator=_check_session_id)
+    timeline: tuple[Message, ...] = attrs.field(converter=_to_timeline)
+    queued_messages: tuple[Message, ...] = attrs.field(default=(), converter=_to_queued_messages)
+    state: Mapping[str, Any] = attrs.field(factory=dict, converter=_to_state)
+    usage: Usage = attrs.field(factory=Usage, validator=_check_usage)
+    last_seq: int = attrs.field(default=0, validator=_check_last_seq)
+    created_at: float = attrs.field(converter=_to_created_at)
+    updated_at: float = attrs.field(converter=_to_updated_at)
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Where sessions are saved and restored from.
+
+    Implement these four coroutines to persist sessions anywhere (Postgres,
+    Redis, a web service), then prove the implementation with
+    `trio_session.testing.check_store`. The contract:
+
+    - ``save`` is atomic: afterwards the store holds exactly that snapshot, or,
+      if it raised (including `trio.Cancelled`), exactly what it held before.
+      A snapshot holding a value JSON cannot represent fails here, not at load.
+    - ``load`` returns an equal snapshot, as fresh objects, or None for an
+      unknown id. A snapshot of a newer format version than `SNAPSHOT_VERSION`,
+      or a corrupt one, raises `SnapshotError` and is left untouched.
+    - ``delete`` of an unknown id does nothing.
+    - ``list`` returns every stored session id, sorted.
+
+    A save is made after every tick, so it should cost about the same for a
+    long conversation as for a short one: write the new messages, not the
+    whole timeline again. Messages are identified by their ids: a timeline
+    extends the stored one when it has the stored first and last messages'
+    ids at the same positions; anything else is a rewrite (`SQLiteStore`
+    works this way). Give a changed message a new id.
+
+    Example:
+        >>> from trio_session import MemoryStore
+        >>> isinstance(MemoryStore(), SessionStore)
+        True
+    """
+
+    async def save(self, snapshot: SessionSnapshot) -> None:
+        """Store ``snapshot`` under its ``session_id``, replacing what was there."""
+        ...
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        """The stored snapshot of ``session_id``, or None if there is none."""
+        ...
+
+    async def delete(self, session_id: str) -> None:
+        """Forget ``session_id``; nothing happens if it is unknown."""
+        ...
+
+    async def list(self) -> builtins.list[str]:
+        """Every stored session id, sorted."""
+        ...
+
+
+# Helpers shared by the built-in stores. Not public: third-party stores get
+# the contract from the docstring above and check_store, not from these.
+
+
+def check_snapshot(snapshot: object) -> SessionSnapshot:
+    if not isinstance(snapshot, SessionSnapshot):
+        raise TypeError(f"save() needs a SessionSnapshot, got {type(snapshot).__name__}")
+    return snapshot
+
+
+def check_session_id(session_id: object) -> str:
+    if not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str, got {type(session_id).__name__}")
+    return session_id
+
+
+def extends(
+    stored_count: int,
+    stored_first_id: str | None,
+    stored_last_id: str | None,
+    timeline: Sequence[Message],
+) -> bool:
+    """Whether ``timeline`` continues a stored timeline, so only its tail needs writing.
+
+    Messages are identified by id: the stored timeline is taken to be a prefix
+    of ``timeline`` when ``timeline`` is at least as long and has the stored
+    first and last messages' ids at the same positions. Checking two ids keeps
+    a save O(new messages) however long the conversation; anything else is a
+    rewrite. (A session only ever appends to its timeline; the first id also
+    catches the common rewrite, a summary replacing the oldest messages.)
+    """
+    if stored_count == 0:
+        return True
+    return (
+        0 < stored_count <= len(timeline)
+        and timeline[0].id == stored_first_id
+        and timeline[stored_count - 1].id == stored_last_id
+    )
+
+
+def check_version(session_id: str, version: object) -> int:
+    """Refuse a snapshot that this trio-session cannot read, by its version."""
+    if isinstance(version, bool) or not isinstance(version, int):
+        raise SnapshotError(session_id, f"corrupt snapshot: version is {version!r}")
+    if version > SNAPSHOT_VERSION:
+        raise SnapshotError(
+            session_id,
+            f"snapshot format version {version} is newer than this trio-session "
+            f"supports ({SNAPSHOT_VERSION}); upgrade trio-session to load it",
+        )
+    if version < 1:
+        raise SnapshotError(session_id, f"corrupt snapshot: version is {version}")
+    return version
+
+
+def version_of(session_id: str, text: object) -> int:
+    """The version recorded in a JSON document of a snapshot (or its header)."""
+    if not isinstance(text, str):
+        raise SnapshotError(session_id, f"corrupt snapshot: stored as {type(text).__name__}")
+    try:
+        data = json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise SnapshotError(session_id, f"corrupt snapshot: invalid JSON: {exc}") from None
+    if not isinstance(data, dict) or "version" not in data:
+        raise SnapshotError(session_id, "corrupt snapshot: no version")
+    return check_version(session_id, data["version"])
+
+
+def decode(session_id: str, what: str, cls: type[T] | Any, text: object) -> T:
+    """``from_json`` for stored data: any failure is a `SnapshotError` naming ``what``."""
+    if not isinstance(text, str):
+        raise SnapshotError(
+            session_id, f"corrupt snapshot: {what} is stored as {type(text).__name__}, not text"
+        )
+    try:
+        result: T = from_json(cls, text)
+    except SerializationError as exc:
+        raise SnapshotError(session_id, f"corrupt snapshot: {what}: {exc}") from None
+    return result

@@ -1,0 +1,418 @@
+"""The embedded default store: one SQLite file, through the standard library."""
+
+from __future__ import annotations
+
+import builtins
+import os
+import sqlite3
+import time
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, TypeVar
+
+import trio
+
+from .._errors import SnapshotError, TrioSessionError
+from .._messages import Message
+from .._serde import to_json
+from .._usage import Usage
+from ._base import (
+    SessionSnapshot,
+    check_session_id,
+    check_snapshot,
+    check_version,
+    decode,
+    extends,
+)
+
+__all__ = ["SQLiteStore"]
+
+T = TypeVar("T")
+
+SCHEMA_VERSION = 1
+"""The layout of the tables, kept in ``PRAGMA user_version``."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sessions (
+    session_id TEXT PRIMARY KEY NOT NULL,
+    version INTEGER NOT NULL,
+    message_count INTEGER NOT NULL,
+    queued TEXT NOT NULL,
+    state TEXT NOT NULL,
+    usage TEXT NOT NULL,
+    last_seq INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    session_id TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    message_id TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (session_id, idx)
+);
+"""
+
+_SELECT_HEAD = """
+SELECT s.message_count, first.message_id, last.message_id
+FROM sessions AS s
+LEFT JOIN messages AS first ON first.session_id = s.session_id AND first.idx = 0
+LEFT JOIN messages AS last ON last.session_id = s.session_id AND last.idx = s.message_count - 1
+WHERE s.session_id = ?
+"""
+
+_SELECT_SESSION = """
+SELECT version, message_count, queued, state, usage, last_seq, created_at, updated_at
+FROM sessions WHERE session_id = ?
+"""
+
+_UPSERT_SESSION = """
+INSERT INTO sessions (session_id, version, message_count, queued, state, usage, last_seq,
+                      created_at, updated_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT (session_id) DO UPDATE SET
+    version = excluded.version,
+    message_count = excluded.message_count,
+    queued = excluded.queued,
+    state = excluded.state,
+    usage = excluded.usage,
+    last_seq = excluded.last_seq,
+    created_at = excluded.created_at,
+    updated_at = excluded.updated_at
+"""
+
+
+class SQLiteStore:
+    """A `SessionStore` in one SQLite file: the embedded default.
+
+    It uses the standard library's `sqlite3` in a worker thread
+    (`trio.to_thread`), so the event loop never blocks on the disk. The file
+    is in WAL mode, so readers do not block the writer; each ``save`` is one
+    transaction, so a crash or a cancellation leaves either the old snapshot
+    or the new one, never a mix. Several processes can share one file: a
+    writer waits up to ``busy_timeout`` seconds for another to finish.
+
+    Saving is incremental: after a tick, a save writes that tick's new
+    messages and the session's fields, not the whole timeline again. Messages
+    are told apart by id: when the new timeline has the stored first and last
+    messages' ids at the same positions, the stored messages are kept and the
+    rest appended; any other timeline replaces them. So a message that is
+    changed (rather than appended) needs a new id, as a new `Message` gets.
+
+    The connection opens on first use (or on ``async with``); close the store
+    with ``await store.aclose()`` or by leaving ``async with``.
+
+    Args:
+        path: The database file; created if missing. ``":memory:"`` gives a
+            private in-memory database.
+        busy_timeout: Seconds to wait for another connection's write lock
+            before failing with `sqlite3.OperationalError`.
+
+    Raises:
+        TrioSessionError: (on first use) the file was written by a newer
+            trio-session with a different table layout.
+
+    Example:
+        >>> import trio, tempfile, os
+        >>> from trio_session import SessionSnapshot, user
+        >>> async def main(path):
+        ...     async with SQLiteStore(path) as store:
+        ...         await store.save(SessionSnapshot(
+        ...             session_id="s1", timeline=[user("hi")],
+        ...             created_at=0.0, updated_at=0.0))
+        ...     async with SQLiteStore(path) as store:
+        ...         return (await store.load("s1")).timeline[0].text
+        >>> trio.run(main, os.path.join(tempfile.mkdtemp(), "sessions.db"))
+        'hi'
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+        if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
+            raise TypeError(f"busy_timeout must be a number, got {type(busy_timeout).__name__}")
+        if not busy_timeout >= 0:
+            raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        self._path: str = os.fspath(path)
+        self._busy_timeout = float(busy_timeout)
+        self._conn: sqlite3.Connection | None = None
+        # One connection, used by one worker thread at a time: the lock is the
+        # only thing that serializes access, because check_same_thread is off.
+        self._lock = trio.Lock()
+        self._closed = False
+
+    @property
+    def path(self) -> str:
+        """The database file."""
+        return self._path
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else "open"
+        return f"<SQLiteStore {self._path!r} ({state})>"
+
+    async def __aenter__(self) -> SQLiteStore:
+        # Opening eagerly reports a bad file at the `async with`, not at the first save.
+        await self._run(_noop)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection; later calls raise `trio.ClosedResourceError`.
+
+        Waits for a call in progress to finish (a write is never abandoned
+        halfway), even when cancelled. Closing twice does nothing.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._closed = True
+        # Shielded: the connection must not outlive the store. The wait is
+        # bounded: each holder of the lock is a worker thread that finishes
+        # within busy_timeout, and waiters behind us see _closed and leave.
+        with trio.CancelScope(shield=True):
+            async with self._lock:
+                conn, self._conn = self._conn, None
+                if conn is not None:
+                    await trio.to_thread.run_sync(conn.close)
+
+    async def save(self, snapshot: SessionSnapshot) -> None:
+        """Store ``snapshot`` in one transaction, writing only what changed.
+
+        If this raises — `trio.Cancelled` included — nothing was written.
+        A cancellation that arrives while the transaction runs waits for it
+        to finish (it is never abandoned halfway) and the save completes.
+
+        Raises:
+            SerializationError: The snapshot holds a value JSON cannot
+                represent; the stored snapshot is unchanged.
+            trio.ClosedResourceError: The store was closed.
+        """
+        check_snapshot(snapshot)
+        # Serialize the small fields here, so a bad state fails before the
+        # database is touched; new messages are serialized in the worker,
+        # which alone knows which ones are new.
+        fields = (
+            snapshot.session_id,
+            snapshot.version,
+            len(snapshot.timeline),
+            to_json(snapshot.queued_messages),
+            to_json(snapshot.state),
+            to_json(snapshot.usage),
+            snapshot.last_seq,
+            snapshot.created_at,
+            snapshot.updated_at,
+        )
+        await self._run(_save, snapshot.timeline, fields)
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        """The snapshot stored under ``session_id``, or None.
+
+        Raises:
+            SnapshotError: The stored snapshot is from a newer format version
+                or corrupt; it is left as it is.
+            trio.ClosedResourceError: The store was closed.
+        """
+        check_session_id(session_id)
+        return await self._run(_load, session_id)
+
+    async def delete(self, session_id: str) -> None:
+        """Forget ``session_id`` and its messages; nothing happens if it is unknown."""
+        check_session_id(session_id)
+        await self._run(_delete, session_id)
+
+    async def list(self) -> builtins.list[str]:
+        """Every stored session id, sorted."""
+        return await self._run(_list)
+
+    async def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        async with self._lock:
+            if self._closed:
+                raise trio.ClosedResourceError("this SQLiteStore was closed")
+            # Never abandoned on cancellation: the worker owns the connection
+            # until it returns, and a write must not be left halfway.
+            return await trio.to_thread.run_sync(self._call, fn, args, abandon_on_cancel=False)
+
+    def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
+        # In a worker thread, under the lock.
+        if self._conn is None:
+            self._conn = _connect(self._path, self._busy_timeout)
+        return fn(self._conn, *args)
+
+
+def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+    # isolation_level=None: no implicit transactions; every write below runs
+    # inside an explicit BEGIN IMMEDIATE ... COMMIT.
+    conn = sqlite3.connect(
+        path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+    )
+    try:
+        # Checked before switching to WAL, which rewrites the file header: a
+        # file of a newer layout is left exactly as it was.
+        (schema,) = conn.execute("PRAGMA user_version").fetchone()
+        _check_layout(path, schema)
+        _use_wal(conn, busy_timeout)
+        if schema != SCHEMA_VERSION:
+            with _transaction(conn):
+                # Again under the write lock: another process may have won the race.
+                (schema,) = conn.execute("PRAGMA user_version").fetchone()
+                _check_layout(path, schema)
+                if schema == 0:
+                    # Not executescript(): it would commit the transaction first.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _use_wal(conn: sqlite3.Connection, busy_timeout: float) -> None:
+    """Switch the file to WAL mode, which it then keeps for good."""
+    (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+    if mode.lower() in ("wal", "memory"):
+        return
+    # The switch needs an exclusive lock, and SQLite reports a conflict at
+    # once instead of calling the busy handler (when two processes open a
+    # new file together): retry until busy_timeout runs out.
+    deadline = time.monotonic() + busy_timeout
+    delay = 0.001
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode != sqlite3.SQLITE_BUSY or time.monotonic() >= deadline:
+                raise
+        time.sleep(delay)
+        delay = min(delay * 2, 0.05)
+
+
+def _check_layout(path: str, schema: int) -> None:
+    if schema > SCHEMA_VERSION:
+        raise TrioSessionError(
+            f"{path}: the session database has layout version {schema}, "
+            f"newer than this trio-session supports ({SCHEMA_VERSION})"
+        )
+
+
+class _transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT``, rolled back on any exception."""
+
+    def __init__(self, conn: sqlite3.Connection, mode: str = "IMMEDIATE") -> None:
+        self._conn = conn
+        self._mode = mode
+
+    def __enter__(self) -> None:
+        self._conn.execute(f"BEGIN {self._mode}")
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            try:
+                self._conn.execute("COMMIT")
+            except BaseException:
+                # A failed COMMIT (disk full, I/O error) can leave the
+                # transaction open, and the connection unusable with it.
+                self._rollback()
+                raise
+        else:
+            self._rollback()
+
+    def _rollback(self) -> None:
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
+
+
+def _noop(conn: sqlite3.Connection) -> None:
+    pass
+
+
+def _save(conn: sqlite3.Connection, timeline: tuple[Message, ...], fields: tuple[Any, ...]) -> None:
+    session_id = fields[0]
+    with _transaction(conn):
+        head = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
+        start = 0
+        if head is not None:
+            count, first_id, last_id = head
+            if isinstance(count, int) and extends(count, first_id, last_id, timeline):
+                start = count
+        # Also clears rows a corrupt or foreign writer left past the stored count.
+        conn.execute("DELETE FROM messages WHERE session_id = ? AND idx >= ?", (session_id, start))
+        conn.executemany(
+            "INSERT INTO messages (session_id, idx, message_id, body) VALUES (?, ?, ?, ?)",
+            [
+                (session_id, idx, message.id, to_json(message))
+                for idx, message in enumerate(timeline[start:], start)
+            ],
+        )
+        conn.execute(_UPSERT_SESSION, fields)
+
+
+def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
+    # One read transaction, so the row and its messages come from one commit.
+    with _transaction(conn, "DEFERRED"):
+        row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+        if row is None:
+            return None
+        version, count, queued, state, usage, last_seq, created_at, updated_at = row
+        # First, so that a newer format is reported as such, not as corruption.
+        check_version(session_id, version)
+        messages = conn.execute(
+            "SELECT idx, message_id, body FROM messages WHERE session_id = ? ORDER BY idx",
+            (session_id,),
+        ).fetchall()
+    if not isinstance(count, int) or len(messages) != count:
+        raise SnapshotError(
+            session_id,
+            f"corrupt snapshot: {len(messages)} message row(s) stored, "
+            f"but the session row counts {count!r}",
+        )
+    timeline: list[Message] = []
+    for expected_idx, (idx, message_id, body) in enumerate(messages):
+        if idx != expected_idx:
+            raise SnapshotError(session_id, f"corrupt snapshot: message {expected_idx} is missing")
+        message: Message = decode(session_id, f"message {idx}", Message, body)
+        if message.id != message_id:
+            raise SnapshotError(
+                session_id,
+                f"corrupt snapshot: message {idx} has id {message.id!r}, "
+                f"but its row says {message_id!r}",
+            )
+        timeline.append(message)
+    try:
+        return SessionSnapshot(
+            version=version,
+            session_id=session_id,
+            timeline=timeline,
+            queued_messages=decode(session_id, "queued messages", tuple[Message, ...], queued),
+            state=decode(session_id, "state", dict[str, Any], state),
+            usage=decode(session_id, "usage", Usage, usage),
+            last_seq=last_seq,
+            created_at=created_at,
+            updated_at=updated_at,
+        )
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(session_id, f"corrupt snapshot: {exc}") from None
+
+
+def _delete(conn: sqlite3.Connection, session_id: str) -> None:
+    with _transaction(conn):
+        conn.execute("DELETE FROM messages WHERE session_id = ?", (session_id,))
+        conn.execute("DELETE FROM sessions WHERE session_id = ?", (session_id,))
+
+
+def _list(conn: sqlite3.Connection) -> list[str]:
+    return sorted(row[0] for row in conn.execute("SELECT session_id FROM sessions"))
