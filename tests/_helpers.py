@@ -1,0 +1,81 @@
+"""Shared helpers for the session and engine tests."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from trio_session import ExecutionHandle, Message, StreamEvent
+
+
+async def collect(handle: ExecutionHandle[object]) -> list[StreamEvent]:
+    """Every event of an execution, through execution_end (errors swallowed)."""
+    events: list[StreamEvent] = []
+    async with handle.events.subscribe() as subscription:
+        async for event in subscription:
+            events.append(event)
+    return events
+
+
+def types_of(events: Sequence[StreamEvent]) -> list[str]:
+    return [event.type for event in events]
+
+
+def assert_transcript_integrity(timeline: Sequence[Message]) -> None:
+    """No tool_use without its tool_result right after it, ever."""
+    answered: set[str] = set()
+    for message in timeline:
+        for block in message.tool_results:
+            answered.add(block.tool_use_id)
+    for message in timeline:
+        for block in message.tool_uses:
+            assert block.tool_use_id in answered, f"unanswered tool_use {block.tool_use_id}"
+    for i, message in enumerate(timeline):
+        if message.tool_uses:
+            assert i + 1 < len(timeline), "tool_use at the end of the timeline"
+            following = {b.tool_use_id for b in timeline[i + 1].tool_results}
+            assert {b.tool_use_id for b in message.tool_uses} <= following
+
+
+def assert_well_formed(events: Sequence[StreamEvent]) -> None:
+    """One execution's stream: starts, ends once, gapless seq, ordered ticks."""
+    assert events, "no events"
+    assert events[0].type == "execution_start"
+    assert events[-1].type == "execution_end"
+    assert sum(1 for e in events if e.type == "execution_end" and not e.spawn_path) == 1
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), seqs
+    own = [e for e in events if not e.spawn_path]
+    # Within a tick: tick_start < model events < message < tools < commits < tick_end.
+    order = {
+        "tick_start": 0,
+        "model_request": 1,
+        "message_start": 1,
+        "content_start": 1,
+        "content_delta": 1,
+        "content_end": 1,
+        "reasoning_delta": 1,
+        "tool_call_start": 1,
+        "tool_call_delta": 1,
+        "tool_call": 1,
+        "message_end": 1,
+        "error": 1,
+        "message": 2,
+        "tool_result_start": 3,
+        "tool_confirmation_required": 3,
+        "tool_confirmation_result": 3,
+        "tool_result": 3,
+        "entry_committed": 4,
+        "message_delivered": 4,
+        "tick_end": 5,
+    }
+    rank = -1
+    for event in own:
+        if event.type == "tick_start":
+            rank = 0
+            continue
+        if event.type in order and rank >= 0:
+            r = order[event.type]
+            assert r >= rank, f"{event.type} after rank {rank} in tick {event.tick}"
+            rank = r
+        if event.type == "tick_end":
+            rank = -1

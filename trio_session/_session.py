@@ -1,0 +1,679 @@
+"""Sessions: a long-lived conversation that runs one execution at a time."""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Final, Literal, overload
+
+import attrs
+import trio
+
+from ._agent import Agent
+from ._buffer import EventBuffer, EventSubscription, SeqCounter
+from ._engine import CLEANUP_TIMEOUT, Execution, call_hook, current_tool_call, reraise, unwrap
+from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
+from ._events import CustomEvent
+from ._handle import SessionExecutionHandle, as_message
+from ._messages import ContentBlock, Message
+from ._procedure import Procedure
+from ._tools import Decision, ToolContext
+from ._usage import Usage
+from .stores import SessionSnapshot, SessionStore
+
+__all__ = ["MAX_SPAWN_DEPTH", "Session", "open_session"]
+
+logger = logging.getLogger("trio_session")
+
+MAX_SPAWN_DEPTH: Final = 10
+"""How deeply child sessions may nest."""
+
+SessionStatus = Literal["idle", "running", "closed"]
+
+
+class _TimelineView(Sequence[Message]):
+    """A read-only view of the session's committed messages."""
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: list[Message]) -> None:
+        self._items = items
+
+    @overload
+    def __getitem__(self, index: int) -> Message: ...
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Message]: ...
+    def __getitem__(self, index: int | slice) -> Message | Sequence[Message]:
+        if isinstance(index, slice):
+            return tuple(self._items[index])
+        return self._items[index]
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Message]:
+        return iter(tuple(self._items))
+
+    def __repr__(self) -> str:
+        return f"Timeline({len(self._items)} messages)"
+
+
+class _Conversation:
+    """The session's state as its executions see it (the engine's `ExecutionHost`)."""
+
+    def __init__(
+        self,
+        session: Session,
+        *,
+        session_id: str,
+        store: SessionStore | None,
+        snapshot: SessionSnapshot | None,
+        max_buffered_events: int | None,
+    ) -> None:
+        self.session = session
+        self.id = session_id
+        self.store = store
+        self.max_buffered_events = max_buffered_events
+        now = time.time()
+        if snapshot is not None:
+            self.timeline: list[Message] = list(snapshot.timeline)
+            self.queue: list[Message] = list(snapshot.queued_messages)
+            self.state: dict[str, Any] = copy.deepcopy(dict(snapshot.state))
+            self.usage = snapshot.usage
+            self.seq = SeqCounter(snapshot.last_seq)
+            self.created_at = snapshot.created_at
+        else:
+            self.timeline = []
+            self.queue = []
+            self.state = {}
+            self.usage = Usage()
+            self.seq = SeqCounter(0)
+            self.created_at = now
+        self.current: Execution | None = None
+        self.always: dict[str, Decision] = {}
+
+    @property
+    def owner(self) -> Session:
+        return self.session
+
+    @property
+    def persistent(self) -> bool:
+        return self.store is not None
+
+    def take_queued(self) -> list[Message]:
+        queued, self.queue = self.queue, []
+        return queued
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        self.queue.extend(messages)
+
+    def notify_message(self, message: Message, execution: Execution | None) -> None:
+        hook = self.session.agent.on_message
+        if hook is None:
+            return
+        result = hook(message, self.session)
+        if inspect.isawaitable(result):
+            if execution is not None:
+                execution.run_hook_soon(result)
+            else:
+                self.session._nursery.start_soon(_logged_hook, result, "on_message")
+
+    def remembered(self, tool_name: str) -> Decision | None:
+        return self.always.get(tool_name)
+
+    def remember(self, tool_name: str, decision: Decision) -> None:
+        self.always[tool_name] = decision
+
+    def snapshot(self) -> SessionSnapshot:
+        return SessionSnapshot(
+            session_id=self.id,
+            timeline=tuple(self.timeline),
+            queued_messages=tuple(self.queue),
+            state=copy.deepcopy(self.state),
+            usage=self.usage,
+            last_seq=self.seq.last,
+            created_at=self.created_at,
+            updated_at=time.time(),
+        )
+
+    async def save(self) -> None:
+        if self.store is not None:
+            await self.store.save(self.snapshot())
+
+    def execution_finished(self, execution: Execution) -> None:
+        self.session._execution_finished(execution)
+
+
+async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
+    try:
+        await awaitable
+    except Exception:
+        logger.exception("Agent.%s raised while the session was idle", name)
+
+
+def _as_messages(message: object) -> list[Message]:
+    if isinstance(message, Message | str):
+        return [as_message(message, "send")]
+    if isinstance(message, Sequence) and not isinstance(message, bytes | bytearray):
+        messages = []
+        for i, item in enumerate(message):
+            if not isinstance(item, Message | str):
+                raise TypeError(
+                    f"send() message[{i}] must be a Message or a str, got {type(item).__name__}"
+                )
+            messages.append(as_message(item, "send"))
+        if not messages:
+            raise ValueError("send() needs at least one message")
+        return messages
+    raise TypeError(
+        f"send() takes a Message, a str or a sequence of them, got {type(message).__name__}"
+    )
+
+
+def _check_props(props: object, where: str) -> Mapping[str, Any] | None:
+    if props is not None and not isinstance(props, Mapping):
+        raise TypeError(f"{where}() props must be a mapping or None, got {type(props).__name__}")
+    return props
+
+
+def _check_max_ticks(max_ticks: object, where: str) -> int | None:
+    if max_ticks is not None and (
+        not isinstance(max_ticks, int) or isinstance(max_ticks, bool) or max_ticks < 1
+    ):
+        raise ValueError(f"{where}() max_ticks must be a positive int or None, got {max_ticks!r}")
+    return max_ticks
+
+
+class Session:
+    """A long-lived conversation with an agent, run one execution at a time.
+
+    Open one with `open_session`. ``send``, ``render`` and ``spawn`` are
+    procedures: ``await session.send("hi")`` returns the execution's handle, and
+    ``await session.send("hi").result`` its `SendResult`.
+
+    Attributes:
+        id: The session's id.
+        agent: The agent it runs.
+        send: ``(message, *, props=None, max_ticks=None, metadata=None)`` -> handle.
+            While an execution runs, the message joins it and its handle is returned.
+        render: ``(props=None, *, max_ticks=None)`` -> handle: run with whatever is
+            queued and no new message; while running, new props apply from the next tick.
+        spawn: ``(agent, message=None, *, max_ticks=None)`` -> the child's handle.
+            From a tool, the child runs inside the calling execution and its
+            events are forwarded into it.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with open_session(Agent(ScriptedModel(["Hello!"]))) as session:
+        ...         result = await session.send("Hi").result
+        ...         print(result.response)
+    """
+
+    send: Procedure[SessionExecutionHandle]
+    render: Procedure[SessionExecutionHandle]
+    spawn: Procedure[SessionExecutionHandle]
+
+    def __init__(
+        self,
+        agent: Agent,
+        *,
+        session_id: str,
+        nursery: trio.Nursery,
+        store: SessionStore | None = None,
+        snapshot: SessionSnapshot | None = None,
+        max_buffered_events: int | None = None,
+        parent: Session | None = None,
+    ) -> None:
+        self.id = session_id
+        self.agent = agent
+        self.parent = parent
+        self._depth: int = parent._depth + 1 if parent is not None else 0
+        self._nursery = nursery
+        self._closed = False
+        self._children: list[Session] = []
+        self._core = _Conversation(
+            self,
+            session_id=session_id,
+            store=store,
+            snapshot=snapshot,
+            max_buffered_events=max_buffered_events,
+        )
+        self._last_buffer = EventBuffer._closed_empty(session_id=session_id, seq=self._core.seq)
+        self.send = Procedure(self._send, name="send")
+        self.render = Procedure(self._render, name="render")
+        self.spawn = Procedure(self._spawn, name="spawn")
+
+    def __repr__(self) -> str:
+        return f"<Session {self.id!r} {self.status} {len(self._core.timeline)} messages>"
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def status(self) -> SessionStatus:
+        """``idle``, ``running`` (an execution is in progress) or ``closed``."""
+        if self._closed:
+            return "closed"
+        current = self._core.current
+        if current is not None and not current.finished:
+            return "running"
+        return "idle"
+
+    @property
+    def timeline(self) -> Sequence[Message]:
+        """The committed messages, oldest first (a read-only view)."""
+        return _TimelineView(self._core.timeline)
+
+    @property
+    def queued_messages(self) -> Sequence[Message]:
+        """Messages waiting for the session's next execution."""
+        return tuple(self._core.queue)
+
+    @property
+    def state(self) -> dict[str, Any]:
+        """Free-form JSON-able state, persisted with the session; tools may change it."""
+        return self._core.state
+
+    @state.setter
+    def state(self, value: dict[str, Any]) -> None:
+        if not isinstance(value, dict):
+            raise TypeError(f"Session.state must be a dict, got {type(value).__name__}")
+        self._core.state = value
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and ticks of every execution so far."""
+        return self._core.usage
+
+    @property
+    def current_execution(self) -> SessionExecutionHandle | None:
+        """The running execution's handle, else the last one's, else None."""
+        current = self._core.current
+        return current.handle if current is not None else None
+
+    @property
+    def children(self) -> Sequence[Session]:
+        """Child sessions that are still running."""
+        return tuple(self._children)
+
+    @property
+    def last_seq(self) -> int:
+        """The ``seq`` of the session's latest event."""
+        return self._core.seq.last
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise SessionClosed(f"session {self.id!r} is closed")
+
+    # -- procedures ---------------------------------------------------------
+
+    async def _send(
+        self,
+        message: Message | str | Sequence[Message | str],
+        *,
+        props: Mapping[str, Any] | None = None,
+        max_ticks: int | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> SessionExecutionHandle:
+        self._check_open()
+        messages = _as_messages(message)
+        _check_props(props, "send")
+        _check_max_ticks(max_ticks, "send")
+        if metadata is not None:
+            if not isinstance(metadata, Mapping):
+                raise TypeError(
+                    f"send() metadata must be a mapping or None, got {type(metadata).__name__}"
+                )
+            messages = [attrs.evolve(m, metadata={**m.metadata, **metadata}) for m in messages]
+        for item in messages:
+            await call_hook(self.agent.on_message, item, self)
+        while True:
+            self._check_open()
+            current = self._core.current
+            if current is not None and not current.finished:
+                if current.accepting:
+                    for item in messages:
+                        current.accept(item)
+                    if props is not None:
+                        current.update_props(props)
+                    return current.handle
+                # Past its last tick: let it finish, then start the next one.
+                await current.handle.wait()
+                continue
+            return self._start(messages, props, max_ticks)
+
+    async def _render(
+        self, props: Mapping[str, Any] | None = None, *, max_ticks: int | None = None
+    ) -> SessionExecutionHandle:
+        self._check_open()
+        _check_props(props, "render")
+        _check_max_ticks(max_ticks, "render")
+        while True:
+            self._check_open()
+            current = self._core.current
+            if current is not None and not current.finished:
+                if current.accepting:
+                    if props is not None:
+                        current.update_props(props)
+                    return current.handle
+                await current.handle.wait()
+                continue
+            return self._start([], props, max_ticks)
+
+    async def _spawn(
+        self,
+        agent: Agent,
+        message: Message | str | Sequence[Message | str] | None = None,
+        *,
+        max_ticks: int | None = None,
+    ) -> SessionExecutionHandle:
+        self._check_open()
+        if not isinstance(agent, Agent):
+            raise TypeError(f"spawn() takes an Agent, got {type(agent).__name__}")
+        messages = _as_messages(message) if message is not None else []
+        _check_max_ticks(max_ticks, "spawn")
+        if self._depth + 1 > MAX_SPAWN_DEPTH:
+            raise MaxSpawnDepth(
+                f"spawn() from session {self.id!r} would nest {self._depth + 1} levels deep; "
+                f"the limit is {MAX_SPAWN_DEPTH}"
+            )
+        call = current_tool_call.get()
+        parent_execution = (
+            call.execution
+            if call is not None and call.execution.host is self._core and call.execution.running
+            else None
+        )
+        nursery = parent_execution.nursery if parent_execution is not None else self._nursery
+        child = Session(
+            agent,
+            session_id=uuid.uuid4().hex,
+            nursery=nursery,
+            max_buffered_events=self._core.max_buffered_events,
+            parent=self,
+        )
+        child._one_shot = True
+        self._children.append(child)
+        try:
+            return child._start(
+                messages,
+                None,
+                max_ticks,
+                parent=parent_execution,
+                origin_tool_use_id=call.tool_use_id if parent_execution and call else None,
+            )
+        except BaseException:
+            self._children.remove(child)
+            raise
+
+    def _start(
+        self,
+        messages: Sequence[Message],
+        props: Mapping[str, Any] | None,
+        max_ticks: int | None,
+        *,
+        parent: Execution | None = None,
+        origin_tool_use_id: str | None = None,
+    ) -> SessionExecutionHandle:
+        execution = Execution(
+            self._core,
+            self.agent,
+            messages=messages,
+            props=props,
+            max_ticks=max_ticks,
+            parent=parent,
+        )
+        if parent is not None:
+            parent.adopt(execution, origin_tool_use_id)
+        else:
+            self._nursery.start_soon(execution.run)
+            execution.start()
+        # Only once the task is scheduled: a failed start leaves the session idle.
+        self._core.current = execution
+        self._last_buffer._link(execution.buffer)
+        self._last_buffer = execution.buffer
+        return execution.handle
+
+    _one_shot: bool = False
+
+    def _execution_finished(self, execution: Execution) -> None:
+        if self._one_shot and not self._closed:
+            self._closed = True
+            self._last_buffer._end_chain()
+            if self.parent is not None and self in self.parent._children:
+                self.parent._children.remove(self)
+
+    # -- methods ------------------------------------------------------------
+
+    def queue(self, message: Message | str) -> None:
+        """Queue a message without starting an execution.
+
+        The agent's ``on_message`` hook runs. While an execution runs, the
+        message is delivered into it at its next tick; otherwise it waits for
+        the next ``send`` or ``render``.
+
+        Raises:
+            SessionClosed: The session is closed.
+            TypeError: ``message`` is neither a `Message` nor a str.
+        """
+        self._check_open()
+        item = as_message(message, "queue")
+        current = self._core.current
+        if current is not None and current.accepting:
+            current.queue_message(item)
+        else:
+            self._core.notify_message(item, None)
+            self._core.queue.append(item)
+
+    async def dispatch(self, tool_name: str, input: Mapping[str, Any]) -> tuple[ContentBlock, ...]:
+        """Run one of the agent's tools directly, without the model.
+
+        No confirmation is asked: the caller is the user. Tools with
+        ``audience="user"`` are reachable only this way. Custom events the tool
+        emits go to the running execution's stream, if one runs.
+
+        Raises:
+            UnknownTool: The agent has no tool of that name.
+            InvalidToolArguments: ``input`` does not fit the tool's schema.
+            Exception: Whatever the tool's handler raised.
+
+        Example:
+            >>> blocks = await session.dispatch("get_weather", {"city": "Oslo"})  # doctest: +SKIP
+        """
+        self._check_open()
+        if not isinstance(tool_name, str):
+            raise TypeError(f"dispatch() tool_name must be a str, got {type(tool_name).__name__}")
+        if not isinstance(input, Mapping):
+            raise TypeError(f"dispatch() input must be a mapping, got {type(input).__name__}")
+        found = self.agent.tool(tool_name)
+        if found is None:
+            names = ", ".join(t.name for t in self.agent.tools) or "none"
+            raise UnknownTool(
+                f"agent {self.agent.name!r} has no tool {tool_name!r} (tools: {names})"
+            )
+        current = self._core.current
+        running = current is not None and not current.finished
+
+        def emit(name: str, data: Any) -> None:
+            if running and current is not None and not current.buffer.closed:
+                current.buffer._emit(CustomEvent, name=name, data=data)
+
+        context = ToolContext(
+            session=self,
+            execution=current.handle if running and current is not None else None,
+            tool_use_id=f"dispatch_{uuid.uuid4().hex[:16]}",
+            tick=current.current_tick if running and current is not None else 0,
+            props=current.props if running and current is not None else {},
+            state=self.state,
+            emit_fn=emit,
+            spawn_fn=self.spawn,
+        )
+        return await found.run(context, input)
+
+    async def interrupt(
+        self, message: Message | str | None = None, *, reason: str | None = None
+    ) -> SessionExecutionHandle | None:
+        """Abort the running execution (if any); with a message, send it.
+
+        Returns:
+            The new execution's handle when a message was given, else None.
+
+        Raises:
+            SessionClosed: The session is closed.
+        """
+        self._check_open()
+        if message is not None:
+            as_message(message, "interrupt")
+        current = self._core.current
+        if current is not None and not current.finished:
+            current.handle.abort(reason or "interrupted")
+            await current.handle.wait()
+        if message is None:
+            return None
+        return await self.send(message)
+
+    def subscribe(
+        self, *, after_seq: int | None = None, types: Collection[str] | None = None
+    ) -> EventSubscription:
+        """Follow every execution of the session, from what it still holds.
+
+        Replays the latest execution's events (after ``after_seq``), then
+        follows live events across executions; ends when the session closes.
+
+        Raises:
+            SessionClosed: The session is closed.
+        """
+        self._check_open()
+        return self._last_buffer._subscribe_session(types=types, after_seq=after_seq)
+
+    def snapshot(self) -> SessionSnapshot:
+        """The session's persistent state now.
+
+        Raises:
+            SessionClosed: The session is closed.
+        """
+        self._check_open()
+        return self._core.snapshot()
+
+    async def aclose(self) -> None:
+        """Close the session: cancel a running execution (status ``cancelled``).
+
+        Idempotent. Afterwards every other method raises `SessionClosed`.
+        """
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
+        self._close_now("session closed")
+        call = current_tool_call.get()
+        current = self._core.current
+        if current is not None and not (call is not None and call.execution is current):
+            await current.handle.wait()
+        for child in list(self._children):
+            await child._wait_idle()
+        self._last_buffer._end_chain()
+
+    def _close_now(self, reason: str) -> None:
+        """Mark closed and cancel what runs (synchronously)."""
+        self._closed = True
+        current = self._core.current
+        if current is not None and not current.finished:
+            current.handle._cancel(reason)
+        for child in list(self._children):
+            child._close_now(reason)
+
+    async def _wait_idle(self) -> None:
+        current = self._core.current
+        if current is not None:
+            await current.handle.wait()
+
+
+@asynccontextmanager
+async def open_session(
+    agent: Agent,
+    *,
+    session_id: str | None = None,
+    store: SessionStore | None = None,
+    max_buffered_events: int | None = None,
+) -> AsyncIterator[Session]:
+    """Open a session that owns a nursery for its executions.
+
+    Leaving the block normally waits for a running execution to finish, as a
+    nursery does; leaving it with an exception, or ``await session.aclose()``,
+    cancels it (status ``cancelled``). Errors reach the caller unwrapped — never
+    as an exception group.
+
+    Args:
+        agent: What the session runs.
+        session_id: Its id; a new one is generated when None. With a ``store``
+            that holds this id, the session is restored from it.
+        store: Where to persist the session after every tick and execution.
+        max_buffered_events: Retention bound of each execution's event buffer;
+            lagging subscribers get `EventsLagged`. None: no bound.
+
+    Raises:
+        SnapshotError: The stored snapshot is newer than this version or corrupt.
+
+    Example:
+        >>> async def main():  # doctest: +SKIP
+        ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
+        ...         handle = await session.send("Hello")
+        ...         async for event in handle:
+        ...             print(event.type)
+    """
+    if not isinstance(agent, Agent):
+        raise TypeError(f"open_session() takes an Agent, got {type(agent).__name__}")
+    if session_id is not None and (not isinstance(session_id, str) or not session_id):
+        raise ValueError(f"session_id must be a non-empty str or None, got {session_id!r}")
+    if store is not None and not all(
+        callable(getattr(store, name, None)) for name in ("save", "load", "delete", "list")
+    ):
+        raise TypeError(
+            f"store must be a SessionStore (save/load/delete/list), got {type(store).__name__}"
+        )
+    if max_buffered_events is not None and (
+        not isinstance(max_buffered_events, int)
+        or isinstance(max_buffered_events, bool)
+        or max_buffered_events < 1
+    ):
+        raise ValueError(
+            f"max_buffered_events must be a positive int or None, got {max_buffered_events!r}"
+        )
+    sid = session_id or uuid.uuid4().hex
+    snapshot = await store.load(sid) if store is not None and session_id is not None else None
+    session: Session | None = None
+    failed = False
+    try:
+        async with trio.open_nursery() as nursery:
+            session = Session(
+                agent,
+                session_id=sid,
+                nursery=nursery,
+                store=store,
+                snapshot=snapshot,
+                max_buffered_events=max_buffered_events,
+            )
+            try:
+                yield session
+            except BaseException:
+                failed = True
+                session._close_now("session closed")
+                raise
+    except BaseExceptionGroup as group:
+        failed = True
+        reraise(unwrap(group))
+    finally:
+        if session is not None:
+            session._closed = True
+            session._last_buffer._end_chain()
+            if store is not None:
+                # Messages queued while idle are kept too.
+                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                    try:
+                        await session._core.save()
+                    except Exception:
+                        if not failed:
+                            raise
+                        logger.exception("saving session %r on close failed", sid)
