@@ -23,6 +23,7 @@ import trio
 from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
 from _servers import (
     FakeServer,
+    Reply as ServerReply,
     anthropic_message_events,
     anthropic_sse,
     json_reply,
@@ -30,7 +31,6 @@ from _servers import (
     openai_sse,
     sse_reply,
 )
-from _servers import Reply as ServerReply
 
 from trio_session import (
     Agent,

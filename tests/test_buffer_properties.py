@@ -21,8 +21,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trio_session import (
     CustomEvent,

@@ -14,8 +14,7 @@ import pytest
 import trio
 import trio.testing
 from _servers import Ending, FakeServer, json_reply, openai_chunk, openai_sse, sse_reply
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from trio_session import (
     ImageBlock,

@@ -13,8 +13,7 @@ from typing import Any, get_args, get_origin
 
 import attrs
 import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trio_session import (
     EVENT_CLASSES,

@@ -16,8 +16,7 @@ from typing import Any
 import trio
 import trio.testing
 from _helpers import assert_transcript_integrity
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from trio_session import (

@@ -38,8 +38,8 @@ from ._schema import (
     parse_docstring,
     resolve_hints,
     structure_arguments,
+    validate as validate_schema,
 )
-from ._schema import validate as validate_schema
 from .models._base import ToolSpec
 
 __all__ = [

@@ -7,9 +7,11 @@
 
 from __future__ import annotations
 
-from ._base import SNAPSHOT_VERSION as SNAPSHOT_VERSION
-from ._base import SessionSnapshot as SessionSnapshot
-from ._base import SessionStore as SessionStore
+from ._base import (
+    SNAPSHOT_VERSION as SNAPSHOT_VERSION,
+    SessionSnapshot as SessionSnapshot,
+    SessionStore as SessionStore,
+)
 from ._memory import MemoryStore as MemoryStore
 from ._sqlite import SQLiteStore as SQLiteStore
 
