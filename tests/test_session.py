@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import gc
+import tracemalloc
 import weakref
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -19,16 +21,20 @@ from trio_session import (
     InvalidToolArguments,
     Message,
     ModelError,
+    ModelChunk,
     ModelRequest,
     Reply,
     ScriptedModel,
     SendResult,
     SessionClosed,
+    SessionExecutionHandle,
     TextBlock,
+    TextChunk,
     TickContext,
     TickResult,
     ToolContext,
     UnknownTool,
+    UsageChunk,
     open_session,
     tool,
     user,
@@ -558,19 +564,40 @@ async def test_bad_input_is_refused_clearly() -> None:
             pass
 
 
-async def test_finished_executions_are_not_kept() -> None:
-    model = ScriptedModel([f"answer {i}" for i in range(200)])
-    refs = []
-    async with open_session(Agent(model)) as session:
-        for i in range(200):
-            handle = await session.send(f"q{i}")
+class _QuietModel:
+    """Answers "ok" at once and records nothing (ScriptedModel keeps every request)."""
+
+    name = "quiet"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        yield TextChunk("ok")
+        yield UsageChunk(1, 1)
+
+
+async def test_memory_stays_flat_over_ten_thousand_executions() -> None:
+    refs: list[weakref.ref[SessionExecutionHandle]] = []
+    async with open_session(Agent(_QuietModel())) as session:
+        for i in range(10_000):
+            if i == 9_000:
+                gc.collect()
+                tracemalloc.start()
+                before = tracemalloc.get_traced_memory()[0]
+            handle = await session.send("q")
             await handle.wait()
-            refs.append(weakref.ref(handle))
+            if i % 50 == 0:
+                refs.append(weakref.ref(handle))
             del handle
         gc.collect()
-        alive = sum(1 for ref in refs if ref() is not None)
-    # Only the current (last) execution is still referenced by the session.
-    assert alive == 1
+        grown = tracemalloc.get_traced_memory()[0] - before
+        tracemalloc.stop()
+        alive = [ref for ref in refs if ref() is not None]
+        assert session.queued_messages == ()
+        assert session.children == ()
+        assert len(session.timeline) == 20_000
+    # No finished handle is reachable; only the two new timeline messages of each
+    # execution (~350 bytes each) remain.
+    assert alive == []
+    assert grown / 1_000 < 1_500, f"{grown / 1_000:.0f} bytes per execution"
 
 
 async def test_timeline_is_read_only_and_messages_are_user_objects() -> None:
