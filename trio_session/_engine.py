@@ -173,13 +173,15 @@ def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
             stack.extend(reversed(exc.exceptions))
         else:
             leaves.append(exc)
-    for kind in ((KeyboardInterrupt, SystemExit), (Exception,), (BaseException,)):
-        for leaf in leaves:
-            if isinstance(leaf, kind) and not (
-                kind == (BaseException,) and not isinstance(leaf, trio.Cancelled)
-            ):
-                return leaf
-    return leaves[0] if leaves else group
+
+    def rank(exc: BaseException) -> int:
+        if isinstance(exc, KeyboardInterrupt | SystemExit):
+            return 0
+        if isinstance(exc, Exception):
+            return 1
+        return 3 if isinstance(exc, trio.Cancelled) else 2
+
+    return min(leaves, key=rank) if leaves else group
 
 
 async def call_hook(hook: Callable[..., Any] | None, *args: Any) -> Any:
@@ -504,16 +506,13 @@ class Execution:
             if state.results[index] is None:
                 if index not in state.started:
                     self.buffer._emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-                result = _error_result(
-                    call, f"The call to {call.name!r} did not complete: the execution was {status}."
-                )
-                state.results[index] = result
-                self.buffer._emit(
-                    ToolResultEvent,
-                    tool_use_id=call.tool_use_id,
-                    name=call.name,
-                    content=result.content,
-                    is_error=True,
+                self._answer(
+                    state,
+                    index,
+                    _error_result(
+                        call,
+                        f"The call to {call.name!r} did not complete: the execution was {status}.",
+                    ),
                 )
         self._commit_tick(state)
 
@@ -761,15 +760,17 @@ class Execution:
         async with limiter:
             state.started.add(index)
             self.buffer._emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-            result = await self._tool_result(call, state.number)
-            state.results[index] = result
-            self.buffer._emit(
-                ToolResultEvent,
-                tool_use_id=call.tool_use_id,
-                name=call.name,
-                content=result.content,
-                is_error=result.is_error,
-            )
+            self._answer(state, index, await self._tool_result(call, state.number))
+
+    def _answer(self, state: _Tick, index: int, result: ToolResultBlock) -> None:
+        state.results[index] = result
+        self.buffer._emit(
+            ToolResultEvent,
+            tool_use_id=result.tool_use_id,
+            name=result.name,
+            content=result.content,
+            is_error=result.is_error,
+        )
 
     async def _tool_result(self, call: ToolUseBlock, tick: int) -> ToolResultBlock:
         tool = self.agent.tool(call.name)

@@ -395,7 +395,6 @@ class Session:
             max_buffered_events=self._core.max_buffered_events,
             parent=self,
         )
-        child._one_shot = True
         self._children.append(child)
         try:
             return child._start(
@@ -437,10 +436,9 @@ class Session:
         self._last_buffer = execution.buffer
         return execution.handle
 
-    _one_shot: bool = False
-
     def _execution_finished(self, execution: Execution) -> None:
-        if self._one_shot and not self._closed:
+        # A spawned child runs one execution and closes with it.
+        if self.parent is not None and not self._closed:
             self._closed = True
             self._last_buffer._end_chain()
             if self.parent is not None and self in self.parent._children:
