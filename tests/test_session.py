@@ -15,6 +15,7 @@ from _helpers import assert_transcript_integrity, assert_well_formed, collect, t
 
 from trio_session import (
     Agent,
+    EventsLagged,
     ExecutionAborted,
     ExecutionCancelled,
     ExecutionTimeout,
@@ -608,3 +609,35 @@ async def test_timeline_is_read_only_and_messages_are_user_objects() -> None:
         assert timeline[0].metadata == {"source": "test"}
         with pytest.raises(TypeError):
             timeline[0] = user("no")  # type: ignore[index]
+
+
+async def test_retention_bound_reports_lag_to_a_slow_subscriber() -> None:
+    model = ScriptedModel(["abcdefghij" * 5], chunk_size=1)
+    async with open_session(Agent(model), max_buffered_events=8) as session:
+        handle = await session.send("go")
+        slow = handle.events.subscribe()
+        await handle.wait()
+        assert len(handle.events) == 8
+        with pytest.raises(EventsLagged) as info:
+            await slow.receive()
+        assert info.value.missed == handle.events.history[0].seq - 1
+        rest = [event async for event in slow]
+    assert [e.seq for e in rest] == [e.seq for e in handle.events.history]
+    assert rest[-1].type == "execution_end"
+
+
+async def test_tools_emit_custom_events_into_the_stream() -> None:
+    @tool
+    def progress(ctx: ToolContext) -> str:
+        """Report progress."""
+        ctx.emit("progress", {"done": 0.5})
+        return "half"
+
+    model = ScriptedModel([Reply(tool_calls=[("progress", {})]), "ok"])
+    async with open_session(Agent(model, tools=[progress])) as session:
+        handle = await session.send("go")
+        custom = handle.events.subscribe(types={"custom"})
+        await handle.result
+        events = [event async for event in custom]
+    assert [(e.name, e.data) for e in events] == [("progress", {"done": 0.5})]
+    assert events[0].tick == 1
