@@ -15,29 +15,45 @@ A reply can end in three ways:
 
 Helpers build the providers' exact event encodings: `openai_sse` (``data: {...}`` lines and
 ``data: [DONE]``) and `anthropic_sse` (``event:`` + ``data:`` pairs).
+
+The adapter tests also share their client side from here: the `server` fixture (import it
+into a test module as ``from _servers import server as server``), `collect` / `collect_into`
+for a model's stream, the `WEATHER` tool spec, and `construct_without_sdks`.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from contextlib import aclosing
+from typing import Any, Literal, Protocol
 
 import attrs
 import h11
+import pytest
 import trio
 
+from trio_session import ModelChunk, ModelRequest, ToolSpec
+
 __all__ = [
+    "WEATHER",
+    "Adapter",
     "Ending",
     "FakeServer",
     "RecordedRequest",
     "Reply",
     "anthropic_message_events",
     "anthropic_sse",
+    "collect",
+    "collect_into",
+    "construct_without_sdks",
     "json_reply",
     "openai_chunk",
     "openai_sse",
+    "server",
     "sse_reply",
 ]
 
@@ -387,3 +403,64 @@ class FakeServer:
     def _client_went_away(self) -> None:
         self.closed_by_client += 1
         self.client_closed.set()
+
+
+@pytest.fixture
+async def server(nursery: trio.Nursery) -> FakeServer:
+    """A `FakeServer` serving in the test's nursery, with no replies queued yet."""
+    server = FakeServer()
+    await nursery.start(server.serve)
+    return server
+
+
+# -- The client side, shared by the adapter tests ------------------------------------------------
+
+
+WEATHER = ToolSpec(
+    "get_weather",
+    "Get the weather for a city.",
+    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+)
+
+
+class Adapter(Protocol):
+    """A model whose ``stream`` is an async generator, as the provider adapters' are."""
+
+    def stream(self, request: ModelRequest) -> AsyncGenerator[ModelChunk, None]: ...
+
+
+async def collect(model: Adapter, request: ModelRequest) -> list[ModelChunk]:
+    """Every chunk of the model's reply to ``request``; the stream is closed afterwards."""
+    async with aclosing(model.stream(request)) as stream:
+        return [chunk async for chunk in stream]
+
+
+async def collect_into(got: list[ModelChunk], model: Adapter, request: ModelRequest) -> None:
+    """Like `collect`, but the chunks received before an error stay in ``got``."""
+    async with aclosing(model.stream(request)) as stream:
+        async for chunk in stream:
+            got.append(chunk)
+
+
+def construct_without_sdks(module: str, construct: str) -> str:
+    """Build an adapter in a fresh interpreter where neither provider SDK can be imported.
+
+    The interpreter imports `trio_session` and the adapter ``module`` (which must work), then
+    evaluates ``construct`` (which must fail with ModuleNotFoundError). Returns that error's
+    message; raises if anything else happened.
+    """
+    code = (
+        "import sys; sys.modules['openai'] = sys.modules['anthropic'] = None\n"
+        f"import trio_session, {module}\n"
+        "assert trio_session.Message('user', 'hi').text == 'hi'\n"
+        "try:\n"
+        f"    {construct}\n"
+        "except ModuleNotFoundError as exc:\n"
+        "    print(exc)\n"
+        "else:\n"
+        "    raise SystemExit('no ModuleNotFoundError')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    return done.stdout

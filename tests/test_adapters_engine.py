@@ -29,6 +29,7 @@ from _servers import (
     json_reply,
     openai_chunk,
     openai_sse,
+    server as server,
     sse_reply,
 )
 
@@ -170,13 +171,6 @@ PROVIDERS = {
 @pytest.fixture(params=sorted(PROVIDERS))
 def provider(request: pytest.FixtureRequest) -> Provider:
     return PROVIDERS[request.param]
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> FakeServer:
-    server = FakeServer()
-    await nursery.start(server.serve)
-    return server
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -13,12 +12,17 @@ import pytest
 import trio
 import trio.testing
 from _servers import (
+    WEATHER,
     Ending,
     FakeServer,
     Reply,
     anthropic_message_events,
     anthropic_sse,
+    collect,
+    collect_into,
+    construct_without_sdks,
     json_reply,
+    server as server,
     sse_reply,
 )
 
@@ -27,6 +31,7 @@ from trio_session import (
     ImageBlock,
     JsonBlock,
     Message,
+    ModelChunk,
     ModelError,
     ModelRequest,
     ReasoningBlock,
@@ -38,27 +43,13 @@ from trio_session import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
     UsageChunk,
     assistant,
     user,
 )
 from trio_session.models._anthropic import to_anthropic_messages
-from trio_session.models._base import INVALID_JSON_KEY, ModelChunk
-
-WEATHER = ToolSpec(
-    "get_weather",
-    "Get the weather for a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> FakeServer:
-    server = FakeServer()
-    await nursery.start(server.serve)
-    return server
+from trio_session.models._base import INVALID_JSON_KEY
 
 
 def make_client(server: FakeServer, **options: Any) -> anthropic.AsyncAnthropic:
@@ -70,19 +61,6 @@ def make_client(server: FakeServer, **options: Any) -> anthropic.AsyncAnthropic:
 async def model(server: FakeServer) -> AsyncIterator[AnthropicModel]:
     async with make_client(server) as client:
         yield AnthropicModel("claude-test", client=client, max_tokens=1024)
-
-
-async def collect(model: AnthropicModel, request: ModelRequest) -> list[ModelChunk]:
-    async with aclosing(model.stream(request)) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def collect_into(
-    got: list[ModelChunk], model: AnthropicModel, request: ModelRequest
-) -> None:
-    async with aclosing(model.stream(request)) as stream:
-        async for chunk in stream:
-            got.append(chunk)
 
 
 def reply(blocks: Sequence[Mapping[str, Any]], **options: Any) -> Reply:
@@ -557,21 +535,10 @@ def test_missing_sdk_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_package_imports_without_the_sdk() -> None:
-    # A fresh interpreter, so that nothing is imported already; without openai either, as
-    # this adapter shares the provider-neutral helpers of trio_session.models._openai.
-    code = (
-        "import sys; sys.modules['anthropic'] = sys.modules['openai'] = None\n"
-        "import trio_session, trio_session.models._anthropic\n"
-        "assert trio_session.Message('user', 'hi').text == 'hi'\n"
-        "try:\n"
-        "    trio_session.AnthropicModel('claude-test', api_key='k')\n"
-        "except ModuleNotFoundError as exc:\n"
-        "    print(exc)\n"
+    printed = construct_without_sdks(
+        "trio_session.models._anthropic", "trio_session.AnthropicModel('claude-test', api_key='k')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert "pip install 'trio-session[anthropic]'" in done.stdout
+    assert "pip install 'trio-session[anthropic]'" in printed
 
 
 def test_constructor_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Sequence
 from contextlib import aclosing
@@ -13,13 +12,26 @@ import openai
 import pytest
 import trio
 import trio.testing
-from _servers import Ending, FakeServer, json_reply, openai_chunk, openai_sse, sse_reply
+from _servers import (
+    WEATHER,
+    Ending,
+    FakeServer,
+    collect,
+    collect_into,
+    construct_without_sdks,
+    json_reply,
+    openai_chunk,
+    openai_sse,
+    server as server,
+    sse_reply,
+)
 from hypothesis import given, settings, strategies as st
 
 from trio_session import (
     ImageBlock,
     JsonBlock,
     Message,
+    ModelChunk,
     ModelError,
     ModelRequest,
     OpenAIModel,
@@ -32,28 +44,16 @@ from trio_session import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     ToolResultBlock,
-    ToolSpec,
     ToolUseBlock,
     UsageChunk,
     assistant,
     user,
 )
-from trio_session.models._base import INVALID_JSON_KEY, ModelChunk
-from trio_session.models._openai import SSEDecoder, to_openai_messages
+from trio_session.models._base import INVALID_JSON_KEY
+from trio_session.models._openai import to_openai_messages
+from trio_session.models._sdk import SSEDecoder
 
-WEATHER = ToolSpec(
-    "get_weather",
-    "Get the weather for a city.",
-    {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
-)
 USAGE = {"prompt_tokens": 12, "completion_tokens": 7}
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> FakeServer:
-    server = FakeServer()
-    await nursery.start(server.serve)
-    return server
 
 
 def make_client(server: FakeServer, **options: Any) -> openai.AsyncOpenAI:
@@ -65,17 +65,6 @@ def make_client(server: FakeServer, **options: Any) -> openai.AsyncOpenAI:
 async def model(server: FakeServer) -> AsyncIterator[OpenAIModel]:
     async with make_client(server) as client:
         yield OpenAIModel("gpt-test", client=client)
-
-
-async def collect(model: OpenAIModel, request: ModelRequest) -> list[ModelChunk]:
-    async with aclosing(model.stream(request)) as stream:
-        return [chunk async for chunk in stream]
-
-
-async def collect_into(got: list[ModelChunk], model: OpenAIModel, request: ModelRequest) -> None:
-    async with aclosing(model.stream(request)) as stream:
-        async for chunk in stream:
-            got.append(chunk)
 
 
 def text_reply(*pieces: str, finish: str = "stop") -> Any:
@@ -624,20 +613,10 @@ def test_missing_sdk_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_package_imports_without_the_sdk() -> None:
-    # A fresh interpreter, so that nothing is imported already.
-    code = (
-        "import sys; sys.modules['openai'] = None\n"
-        "import trio_session, trio_session.models._openai\n"
-        "assert trio_session.Message('user', 'hi').text == 'hi'\n"
-        "try:\n"
-        "    trio_session.OpenAIModel('gpt-test', api_key='k')\n"
-        "except ModuleNotFoundError as exc:\n"
-        "    print(exc)\n"
+    printed = construct_without_sdks(
+        "trio_session.models._openai", "trio_session.OpenAIModel('gpt-test', api_key='k')"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
-    )
-    assert "pip install 'trio-session[openai]'" in done.stdout
+    assert "pip install 'trio-session[openai]'" in printed
 
 
 def test_constructor_validation(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,8 +1,8 @@
 """AnthropicModel: the Messages API, streamed through the official ``anthropic`` SDK.
 
 The SDK is an optional extra (``pip install 'trio-session[anthropic]'``) and is imported only
-when a model is built. As with `OpenAIModel`, the SDK builds, authenticates, sends and retries
-the request and turns HTTP error statuses into exceptions, while the adapter reads the
+when a model is built. As with every `SDKModel`, the SDK builds, authenticates, sends and
+retries the request and turns HTTP error statuses into exceptions, while the adapter reads the
 server-sent events itself, so that closing the stream closes the HTTP response at once and
 leaves no async generator for the garbage collector.
 """
@@ -10,25 +10,14 @@ leaves no async generator for the garbage collector.
 from __future__ import annotations
 
 import base64
-import functools
-import inspect
-import json
-import sys
 import urllib.parse
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from .._errors import ModelError
-from .._messages import (
-    ContentBlock,
-    ImageBlock,
-    JsonBlock,
-    Message,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-)
+from .._messages import ContentBlock, ImageBlock, Message, ToolResultBlock, ToolUseBlock
+from . import _sdk
 from ._base import (
     ModelChunk,
     ModelRequest,
@@ -41,19 +30,6 @@ from ._base import (
     UsageChunk,
 )
 
-# Provider-neutral helpers (SSE decoding, closing a body, error mapping); `_openai` does not
-# import its SDK at import time, so this costs nothing without it.
-from ._openai import (
-    SSEDecoder,
-    close_body,
-    error_detail,
-    load_event,
-    parse_arguments,
-    status_error,
-    stream_error,
-    transport_error,
-)
-
 if TYPE_CHECKING:
     from anthropic import AsyncAnthropic
 
@@ -61,32 +37,8 @@ __all__ = ["AnthropicModel"]
 
 DEFAULT_MAX_TOKENS = 4096
 
-# The adapter builds these from the request; a setting may not replace them.
-_RESERVED_SETTINGS = frozenset({"messages", "stream", "system", "tools"})
 
-_NO_OUTPUT = "(no output)"
-
-
-def _import_anthropic() -> ModuleType:
-    try:
-        import anthropic
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            "AnthropicModel needs the anthropic SDK, which is not installed: "
-            "pip install 'trio-session[anthropic]'",
-            name="anthropic",
-        ) from exc
-    return anthropic
-
-
-@functools.cache
-def _create_parameters() -> frozenset[str]:
-    from anthropic.resources.messages import AsyncMessages
-
-    return frozenset(inspect.signature(AsyncMessages.create).parameters) - {"self"}
-
-
-class AnthropicModel:
+class AnthropicModel(_sdk.SDKModel["AsyncAnthropic"]):
     """A Claude model served through the Anthropic Messages API, streamed.
 
     Text and thinking deltas stream as `TextChunk` / `ReasoningChunk`; a ``tool_use`` block
@@ -119,12 +71,10 @@ class AnthropicModel:
     ``connection_error`` (retryable); ``authentication``, ``permission_denied``,
     ``not_found``, ``bad_request`` (not retryable).
 
-    Cancellation: closing the stream (the session does so when a tick is aborted or
-    cancelled) closes the HTTP response at once, so the server sees the connection close and
-    stops generating; ``trio.Cancelled`` propagates unchanged.
-
-    Lifetime: a model that built its own client owns it and its pooled connections; close it
-    with ``await model.aclose()`` or ``async with model:``.
+    Cancellation and lifetime, as for `OpenAIModel`: closing the stream (an aborted or
+    cancelled tick) closes the HTTP response at once, and the server stops generating;
+    ``trio.Cancelled`` propagates unchanged. A model that built its own client owns its pooled
+    connections until ``await model.aclose()`` or the end of ``async with model:``.
 
     Args:
         model: The model id, such as ``"claude-sonnet-4-5"``.
@@ -143,12 +93,15 @@ class AnthropicModel:
         TypeError: ``client`` is not an ``anthropic.AsyncAnthropic``.
 
     Example:
-        >>> model = AnthropicModel("claude-sonnet-4-5", max_tokens=2048)  # doctest: +SKIP
-        >>> async with open_session(Agent(model, tools=[get_weather])) as session:  # doctest: +SKIP
-        ...     print(await session.send("Weather in Paris?").result)
+        >>> async with AnthropicModel("claude-sonnet-4-5") as model:  # doctest: +SKIP
+        ...     async with open_session(Agent(model, tools=[get_weather])) as session:
+        ...         print(await session.send("Weather in Paris?").result)
     """
 
-    name: str
+    _sdk_name = "anthropic"
+    _client_class = "AsyncAnthropic"
+    _sdk_error = "AnthropicError"
+    _reserved_settings = frozenset({"messages", "stream", "system", "tools"})
 
     def __init__(
         self,
@@ -160,145 +113,52 @@ class AnthropicModel:
         max_tokens: int = DEFAULT_MAX_TOKENS,
         **settings: Any,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise TypeError(f"AnthropicModel.model must be a non-empty str, got {model!r}")
-        anthropic = _import_anthropic()
         settings["max_tokens"] = max_tokens
-        _check_settings(settings, "AnthropicModel settings")
-        if client is not None:
-            if api_key is not None or base_url is not None:
-                raise ValueError(
-                    "AnthropicModel: pass either client or api_key/base_url, not both"
-                )
-            if not isinstance(client, anthropic.AsyncAnthropic):
-                raise TypeError(
-                    "AnthropicModel.client must be an anthropic.AsyncAnthropic "
-                    f"(the async client), got {type(client).__name__}"
-                )
-            self._owns_client = False
-        else:
-            client = anthropic.AsyncAnthropic(api_key=api_key, base_url=base_url)
-            if (
-                client.api_key is None
-                and getattr(client, "auth_token", None) is None
-                and getattr(client, "_token_cache", None) is None
-            ):
-                # The SDK would only notice at the first request, with a TypeError.
-                raise ValueError(
-                    "AnthropicModel needs credentials: pass api_key=... or set "
-                    "ANTHROPIC_API_KEY"
-                )
-            self._owns_client = True
-        self.name = model
-        self.model = model
-        self.client: AsyncAnthropic = client
-        self.settings: dict[str, Any] = dict(settings)
-        self._retry_clients: dict[int, Any] = {}
+        super().__init__(
+            model,
+            client=client,
+            connection={"api_key": api_key, "base_url": base_url},
+            settings=settings,
+        )
 
-    def __repr__(self) -> str:
-        return f"AnthropicModel({self.model!r}, base_url={str(self.client.base_url)!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client, if this model built it (a given ``client`` stays open)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> AnthropicModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _with_retries(self, max_retries: int) -> Any:
-        # A copy of the client that shares its connection pool; made once per value.
-        client = self._retry_clients.get(max_retries)
-        if client is None:
-            client = self._retry_clients[max_retries] = self.client.with_options(
-                max_retries=max_retries
+    def _build_client(
+        self, sdk: ModuleType, connection: Mapping[str, str | None]
+    ) -> AsyncAnthropic:
+        client: AsyncAnthropic = sdk.AsyncAnthropic(**connection)
+        if (
+            client.api_key is None
+            and getattr(client, "auth_token", None) is None
+            and getattr(client, "_token_cache", None) is None
+        ):
+            # The SDK would only notice at the first request, with a TypeError.
+            raise ValueError(
+                "AnthropicModel needs credentials: pass api_key=... or set ANTHROPIC_API_KEY"
             )
         return client
 
-    def _prepare(self, request: ModelRequest) -> tuple[dict[str, Any], int | None]:
-        settings = {**self.settings, **request.settings}
-        _check_settings(settings, "ModelRequest.settings")
-        max_retries = settings.pop("max_retries", None)
+    def _check_settings(self, settings: Mapping[str, Any], where: str) -> None:
+        super()._check_settings(settings, where)
+        max_tokens = settings.get("max_tokens")
+        if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
+            raise ValueError(f"{where}: max_tokens must be an int >= 0, got {max_tokens!r}")
+
+    def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         system, messages = to_anthropic_messages(request.system, request.messages)
         kwargs: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
         if system:
             kwargs["system"] = system
         if request.tools:
             kwargs["tools"] = [
-                {
-                    "name": spec.name,
-                    "description": spec.description,
-                    "input_schema": dict(spec.input_schema),
-                }
-                for spec in request.tools
+                {"name": t.name, "description": t.description, "input_schema": dict(t.input_schema)}
+                for t in request.tools
             ]
-        known = _create_parameters()
-        extra_body = dict(settings.pop("extra_body", None) or {})
-        for key, value in settings.items():
-            if key in known:
-                kwargs[key] = value
-            else:
-                extra_body[key] = value
-        if extra_body:
-            kwargs["extra_body"] = extra_body
-        return kwargs, max_retries
+        return kwargs
 
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelChunk, None]:
-        """Stream the reply to ``request`` as chunks.
+    def _resource(self, client: AsyncAnthropic) -> Any:
+        return client.messages
 
-        Raises:
-            ModelError: The request failed, the connection broke, or the stream carried an
-                ``error`` event.
-        """
-        kwargs, max_retries = self._prepare(request)
-        client = self.client if max_retries is None else self._with_retries(max_retries)
-        state = _StreamState()
-        try:
-            async with client.messages.with_streaming_response.create(**kwargs) as response:
-                http_response = response.http_response
-                body = http_response.aiter_bytes()
-                decoder = SSEDecoder()
-                try:
-                    async for raw in body:
-                        for data in decoder.feed(raw):
-                            for chunk in state.feed(load_event(data)):
-                                yield chunk
-                        if state.stopped:
-                            break
-                    else:
-                        for data in decoder.flush():
-                            for chunk in state.feed(load_event(data)):
-                                yield chunk
-                finally:
-                    await close_body(body, http_response, graceful=state.stopped)
-        except ModelError:
-            raise
-        except Exception as exc:
-            error = _to_model_error(exc)
-            if error is None:
-                raise
-            raise error from exc
-        for chunk in state.finish():
-            yield chunk
-
-
-def _check_settings(settings: Mapping[str, Any], where: str) -> None:
-    for key in settings:
-        if key in _RESERVED_SETTINGS:
-            raise ValueError(
-                f"{where} must not set {key!r}: AnthropicModel builds it from the request"
-            )
-    max_tokens = settings.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 0:
-        raise ValueError(f"{where}: max_tokens must be an int >= 0, got {max_tokens!r}")
-    max_retries = settings.get("max_retries")
-    if max_retries is not None and (
-        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
-    ):
-        raise ValueError(f"{where}: max_retries must be an int >= 0, got {max_retries!r}")
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
 
 # -- the request ----------------------------------------------------------------------------
@@ -319,7 +179,7 @@ def to_anthropic_messages(
     for message in messages:
         role = message.role
         if role == "system":
-            text = "".join(t for t in map(_block_text, message.content) if t)
+            text = _sdk.plain_text(message.content)
             if text:
                 system_parts.append(text)
             continue
@@ -328,7 +188,8 @@ def to_anthropic_messages(
         elif role == "tool":
             blocks = [_tool_result(b) for b in message.content if isinstance(b, ToolResultBlock)]
         else:
-            blocks = _user_blocks(message.content, "[event] " if role == "event" else "")
+            prefix = "[event] " if role == "event" else ""
+            blocks = _sdk.content_parts(message.content, _image, prefix)
         if not blocks:
             continue
         api_role = "assistant" if role == "assistant" else "user"
@@ -341,14 +202,6 @@ def to_anthropic_messages(
             # The API wants a turn's tool results before anything else in it.
             entry["content"].sort(key=lambda block: block["type"] != "tool_result")
     return "\n\n".join(system_parts), out
-
-
-def _block_text(block: ContentBlock) -> str | None:
-    if isinstance(block, TextBlock):
-        return block.text
-    if isinstance(block, JsonBlock):
-        return json.dumps(block.data, ensure_ascii=False, default=str)
-    return None
 
 
 def _image(block: ImageBlock) -> dict[str, Any]:
@@ -372,23 +225,6 @@ def _image(block: ImageBlock) -> dict[str, Any]:
     }
 
 
-def _user_blocks(blocks: tuple[ContentBlock, ...], prefix: str = "") -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for block in blocks:
-        if isinstance(block, ImageBlock):
-            out.append(_image(block))
-        else:
-            text = _block_text(block)
-            if text:  # the API refuses empty text blocks
-                out.append({"type": "text", "text": text})
-    if prefix:
-        if out and out[0]["type"] == "text":
-            out[0] = {"type": "text", "text": prefix + out[0]["text"]}
-        else:
-            out.insert(0, {"type": "text", "text": prefix.rstrip()})
-    return out
-
-
 def _assistant_blocks(blocks: tuple[ContentBlock, ...]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for block in blocks:
@@ -403,18 +239,18 @@ def _assistant_blocks(blocks: tuple[ContentBlock, ...]) -> list[dict[str, Any]]:
             )
         else:
             # Images cannot be sent in an assistant turn; reasoning needs a signature.
-            text = _block_text(block)
+            text = _sdk.block_text(block)
             if text:
                 out.append({"type": "text", "text": text})
     return out
 
 
 def _tool_result(block: ToolResultBlock) -> dict[str, Any]:
-    content = _user_blocks(block.content) or [{"type": "text", "text": _NO_OUTPUT}]
+    content = _sdk.content_parts(block.content, _image)
     result: dict[str, Any] = {
         "type": "tool_result",
         "tool_use_id": block.tool_use_id,
-        "content": content,
+        "content": content or [{"type": "text", "text": _sdk.NO_OUTPUT}],
     }
     if block.is_error:
         result["is_error"] = True
@@ -437,7 +273,7 @@ class _ToolUse:
         raw = "".join(self.parts)
         if not raw.strip() and isinstance(self.initial, dict):
             return self.initial
-        return parse_arguments(raw)
+        return _sdk.parse_arguments(raw)
 
 
 _INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
@@ -446,17 +282,18 @@ _INPUT_KEYS = ("input_tokens", "cache_creation_input_tokens", "cache_read_input_
 class _StreamState:
     """Turns Messages stream events into model chunks."""
 
-    __slots__ = ("_input", "_tool_uses", "events", "output_tokens", "stop_reason", "stopped")
+    __slots__ = ("_input", "_tool_uses", "done", "events", "output_tokens", "stop_reason")
 
     def __init__(self) -> None:
         self._tool_uses: dict[int, _ToolUse] = {}
         self._input = dict.fromkeys(_INPUT_KEYS, 0)
         self.output_tokens = 0
         self.stop_reason: str | None = None
-        self.stopped = False
+        self.done = False
         self.events = 0
 
-    def feed(self, event: Any) -> list[ModelChunk]:
+    def feed(self, data: str) -> list[ModelChunk]:
+        event = _sdk.load_event(data)
         if not isinstance(event, dict):
             raise ModelError(f"the server sent an unexpected event: {event!r:.200}")
         self.events += 1
@@ -504,9 +341,9 @@ class _StreamState:
             self.stop_reason = (event.get("delta") or {}).get("stop_reason") or self.stop_reason
             self._usage(event.get("usage"))
         elif kind == "message_stop":
-            self.stopped = True
+            self.done = True
         elif kind == "error":
-            raise stream_error(event.get("error"))
+            raise _sdk.stream_error(event.get("error"))
         return []
 
     def _usage(self, usage: Any) -> None:
@@ -526,7 +363,7 @@ class _StreamState:
                 "the response carried no server-sent events: is base_url the Messages API?",
                 code="model_error",
             )
-        if not self.stopped:
+        if not self.done:
             raise ModelError(
                 "the stream ended before the message was complete (no message_stop)",
                 code="connection_error",
@@ -540,19 +377,3 @@ class _StreamState:
         # The API's stop reasons are the session's vocabulary already.
         out.append(StopChunk(self.stop_reason or "end_turn"))
         return out
-
-
-def _to_model_error(exc: Exception) -> ModelError | None:
-    """The `ModelError` for an SDK or transport exception, or None for anything else."""
-    anthropic = sys.modules.get("anthropic")
-    if anthropic is not None:
-        if isinstance(exc, anthropic.APIStatusError):
-            return status_error(exc.status_code, error_detail(exc.body, exc.message))
-        if isinstance(exc, anthropic.APITimeoutError):
-            return ModelError("request timed out", code="timeout", retryable=True)
-        if isinstance(exc, anthropic.APIConnectionError):
-            cause = exc.__cause__ or exc
-            return ModelError(f"connection error: {cause}", code="connection_error", retryable=True)
-        if isinstance(exc, anthropic.AnthropicError):
-            return ModelError(str(exc), code="model_error", retryable=False)
-    return transport_error(exc)

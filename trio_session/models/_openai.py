@@ -4,39 +4,22 @@ Works with OpenAI and with every server that speaks the Chat Completions wire fo
 (vLLM, Ollama, llama.cpp, LiteLLM, ...). The SDK is an optional extra
 (``pip install 'trio-session[openai]'``) and is imported only when a model is built.
 
-How the SDK is used: it builds, authenticates and sends the request, applies its retry policy
-and turns HTTP error statuses into exceptions; the adapter reads the server-sent events of the
-response body itself. The SDK's own stream iterator leaves async generators unfinished when a
-stream ends at ``[DONE]`` or at an in-stream error, which trio reports as a ResourceWarning and
-closes only at garbage collection; reading the body here lets ``aclose()`` close the HTTP
-response at once, and skips building a pydantic object per chunk.
+As with every `SDKModel`, the SDK builds, authenticates, sends and retries the request and
+turns HTTP error statuses into exceptions, while the adapter reads the server-sent events of
+the response itself, so that closing the stream closes the HTTP response at once.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
-import inspect
 import json
-import ssl
-import sys
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import Mapping
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import trio
-
 from .._errors import ModelError
-from .._messages import (
-    ContentBlock,
-    ImageBlock,
-    JsonBlock,
-    Message,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-)
+from .._messages import ContentBlock, ImageBlock, Message, ToolResultBlock, ToolUseBlock
+from . import _sdk
 from ._base import (
     INVALID_JSON_KEY,
     ModelChunk,
@@ -47,6 +30,7 @@ from ._base import (
     ToolCallChunk,
     ToolCallDeltaChunk,
     ToolCallStartChunk,
+    ToolSpec,
     UsageChunk,
 )
 
@@ -54,15 +38,6 @@ if TYPE_CHECKING:
     from openai import AsyncOpenAI
 
 __all__ = ["OpenAIModel"]
-
-# Closing a response is a few socket operations; the bound only guards against a wedged peer.
-CLOSE_TIMEOUT = 5.0
-# After [DONE] the server normally ends the body at once; reading that end lets the connection
-# be reused. A server that keeps the body open longer gets its connection closed instead.
-DRAIN_TIMEOUT = 0.5
-
-# The adapter builds these from the request; a setting may not replace them.
-_RESERVED_SETTINGS = frozenset({"messages", "stream", "tools"})
 
 _FINISH_REASONS = {
     "stop": "end_turn",
@@ -72,29 +47,8 @@ _FINISH_REASONS = {
     "content_filter": "content_filter",
 }
 
-_NO_OUTPUT = "(no output)"
 
-
-def _import_openai() -> ModuleType:
-    try:
-        import openai
-    except ImportError as exc:
-        raise ModuleNotFoundError(
-            "OpenAIModel needs the openai SDK, which is not installed: "
-            "pip install 'trio-session[openai]'",
-            name="openai",
-        ) from exc
-    return openai
-
-
-@functools.cache
-def _create_parameters() -> frozenset[str]:
-    from openai.resources.chat.completions import AsyncCompletions
-
-    return frozenset(inspect.signature(AsyncCompletions.create).parameters) - {"self"}
-
-
-class OpenAIModel:
+class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
     """A model served through the OpenAI Chat Completions API, streamed.
 
     Each request is sent with ``stream=True`` and ``stream_options={"include_usage": True}``;
@@ -156,7 +110,10 @@ class OpenAIModel:
         ...     print(await session.send("Weather in Paris?").result)
     """
 
-    name: str
+    _sdk_name = "openai"
+    _client_class = "AsyncOpenAI"
+    _sdk_error = "OpenAIError"
+    _reserved_settings = frozenset({"messages", "stream", "tools"})
 
     def __init__(
         self,
@@ -167,61 +124,24 @@ class OpenAIModel:
         client: AsyncOpenAI | None = None,
         **settings: Any,
     ) -> None:
-        if not isinstance(model, str) or not model:
-            raise TypeError(f"OpenAIModel.model must be a non-empty str, got {model!r}")
-        openai = _import_openai()
-        _check_settings(settings, "OpenAIModel settings")
-        if client is not None:
-            if base_url is not None or api_key is not None:
-                raise ValueError("OpenAIModel: pass either client or base_url/api_key, not both")
-            if not isinstance(client, openai.AsyncOpenAI):
-                raise TypeError(
-                    "OpenAIModel.client must be an openai.AsyncOpenAI (the async client), "
-                    f"got {type(client).__name__}"
-                )
-            self._owns_client = False
-        else:
-            try:
-                client = openai.AsyncOpenAI(base_url=base_url, api_key=api_key)
-            except openai.OpenAIError as exc:
-                raise ValueError(
-                    "OpenAIModel needs an API key: pass api_key=... or set OPENAI_API_KEY "
-                    f"(servers that ignore keys accept any placeholder): {exc}"
-                ) from exc
-            self._owns_client = True
-        self.name = model
-        self.model = model
-        self.client: AsyncOpenAI = client
-        self.settings: dict[str, Any] = dict(settings)
-        self._retry_clients: dict[int, Any] = {}
+        super().__init__(
+            model,
+            client=client,
+            connection={"base_url": base_url, "api_key": api_key},
+            settings=settings,
+        )
 
-    def __repr__(self) -> str:
-        return f"OpenAIModel({self.model!r}, base_url={str(self.client.base_url)!r})"
-
-    async def aclose(self) -> None:
-        """Close the HTTP client, if this model built it (a given ``client`` stays open)."""
-        if self._owns_client:
-            await self.client.close()
-
-    async def __aenter__(self) -> OpenAIModel:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
-
-    def _with_retries(self, max_retries: int) -> Any:
-        # A copy of the client that shares its connection pool; made once per value.
-        client = self._retry_clients.get(max_retries)
-        if client is None:
-            client = self._retry_clients[max_retries] = self.client.with_options(
-                max_retries=max_retries
-            )
+    def _build_client(self, sdk: ModuleType, connection: Mapping[str, str | None]) -> AsyncOpenAI:
+        try:
+            client: AsyncOpenAI = sdk.AsyncOpenAI(**connection)
+        except sdk.OpenAIError as exc:
+            raise ValueError(
+                "OpenAIModel needs an API key: pass api_key=... or set OPENAI_API_KEY "
+                f"(servers that ignore keys accept any placeholder): {exc}"
+            ) from exc
         return client
 
-    def _prepare(self, request: ModelRequest) -> tuple[dict[str, Any], int | None]:
-        settings = {**self.settings, **request.settings}
-        _check_settings(settings, "ModelRequest.settings")
-        max_retries = settings.pop("max_retries", None)
+    def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
             "messages": to_openai_messages(request.system, request.messages),
@@ -229,84 +149,21 @@ class OpenAIModel:
             "stream_options": {"include_usage": True},
         }
         if request.tools:
-            kwargs["tools"] = [
-                {
-                    "type": "function",
-                    "function": {
-                        "name": spec.name,
-                        "description": spec.description,
-                        "parameters": dict(spec.input_schema),
-                    },
-                }
-                for spec in request.tools
-            ]
-        known = _create_parameters()
-        extra_body = dict(settings.pop("extra_body", None) or {})
-        for key, value in settings.items():
-            if key in known:
-                kwargs[key] = value
-            else:
-                extra_body[key] = value
-        if extra_body:
-            kwargs["extra_body"] = extra_body
-        return kwargs, max_retries
+            kwargs["tools"] = [_function(spec) for spec in request.tools]
+        return kwargs
 
-    async def stream(self, request: ModelRequest) -> AsyncGenerator[ModelChunk, None]:
-        """Stream the reply to ``request`` as chunks.
+    def _resource(self, client: AsyncOpenAI) -> Any:
+        return client.chat.completions
 
-        Raises:
-            ModelError: The request failed, the connection broke, or the server reported an
-                error in the stream.
-        """
-        kwargs, max_retries = self._prepare(request)
-        client = self.client if max_retries is None else self._with_retries(max_retries)
-        state = _StreamState()
-        try:
-            async with client.chat.completions.with_streaming_response.create(**kwargs) as response:
-                http_response = response.http_response
-                body = http_response.aiter_bytes()
-                decoder = SSEDecoder()
-                try:
-                    async for raw in body:
-                        for data in decoder.feed(raw):
-                            if data.startswith("[DONE]"):
-                                state.done = True
-                                break
-                            for chunk in state.feed(load_event(data)):
-                                yield chunk
-                        if state.done:
-                            break
-                    else:
-                        for data in decoder.flush():
-                            if data.startswith("[DONE]"):
-                                state.done = True
-                            else:
-                                for chunk in state.feed(load_event(data)):
-                                    yield chunk
-                finally:
-                    await close_body(body, http_response, graceful=state.done)
-        except ModelError:
-            raise
-        except Exception as exc:
-            error = _to_model_error(exc)
-            if error is None:
-                raise
-            raise error from exc
-        for chunk in state.finish():
-            yield chunk
+    def _new_state(self) -> _StreamState:
+        return _StreamState()
 
-
-def _check_settings(settings: Mapping[str, Any], where: str) -> None:
-    for key in settings:
-        if key in _RESERVED_SETTINGS:
-            raise ValueError(
-                f"{where} must not set {key!r}: OpenAIModel builds it from the request"
-            )
-    max_retries = settings.get("max_retries")
-    if max_retries is not None and (
-        not isinstance(max_retries, int) or isinstance(max_retries, bool) or max_retries < 0
-    ):
-        raise ValueError(f"{where}: max_retries must be an int >= 0, got {max_retries!r}")
+    def _to_model_error(self, exc: Exception) -> ModelError | None:
+        error = super()._to_model_error(exc)
+        if error is not None and getattr(exc, "code", None) == "insufficient_quota":
+            # A 429 that waiting does not cure.
+            error.retryable = False
+        return error
 
 
 # -- the request ----------------------------------------------------------------------------
@@ -331,7 +188,7 @@ def to_openai_messages(system: str | None, messages: tuple[Message, ...]) -> lis
             out.append({"role": "user", "content": pending_images})
             pending_images = []
         if role == "system":
-            text = _plain_text(message.content)
+            text = _sdk.plain_text(message.content)
             if text:
                 system_parts.append(text)
         elif role == "user":
@@ -363,16 +220,15 @@ def to_openai_messages(system: str | None, messages: tuple[Message, ...]) -> lis
     return out
 
 
-def _block_text(block: ContentBlock) -> str | None:
-    if isinstance(block, TextBlock):
-        return block.text
-    if isinstance(block, JsonBlock):
-        return json.dumps(block.data, ensure_ascii=False, default=str)
-    return None
-
-
-def _plain_text(blocks: tuple[ContentBlock, ...]) -> str:
-    return "".join(t for t in map(_block_text, blocks) if t)
+def _function(spec: ToolSpec) -> dict[str, Any]:
+    return {
+        "type": "function",
+        "function": {
+            "name": spec.name,
+            "description": spec.description,
+            "parameters": dict(spec.input_schema),
+        },
+    }
 
 
 def _image_part(block: ImageBlock) -> dict[str, Any]:
@@ -380,19 +236,7 @@ def _image_part(block: ImageBlock) -> dict[str, Any]:
 
 
 def _user_content(blocks: tuple[ContentBlock, ...], prefix: str = "") -> str | list[dict[str, Any]]:
-    parts: list[dict[str, Any]] = []
-    for block in blocks:
-        if isinstance(block, ImageBlock):
-            parts.append(_image_part(block))
-        else:
-            text = _block_text(block)
-            if text:
-                parts.append({"type": "text", "text": text})
-    if prefix:
-        if parts and parts[0]["type"] == "text":
-            parts[0] = {"type": "text", "text": prefix + parts[0]["text"]}
-        else:
-            parts.insert(0, {"type": "text", "text": prefix.rstrip()})
+    parts = _sdk.content_parts(blocks, _image_part, prefix)
     # Plain strings where possible: some compatible servers accept nothing else.
     if all(p["type"] == "text" for p in parts):
         return "".join(p["text"] for p in parts)
@@ -400,7 +244,7 @@ def _user_content(blocks: tuple[ContentBlock, ...], prefix: str = "") -> str | l
 
 
 def _assistant_message(blocks: tuple[ContentBlock, ...]) -> dict[str, Any] | None:
-    text = _plain_text(blocks)
+    text = _sdk.plain_text(blocks)
     calls = [
         {
             "id": block.tool_use_id,
@@ -433,10 +277,10 @@ def _tool_result_content(block: ToolResultBlock) -> tuple[str, list[dict[str, An
         if isinstance(item, ImageBlock):
             images.append(_image_part(item))
         else:
-            text = _block_text(item)
+            text = _sdk.block_text(item)
             if text:
                 texts.append(text)
-    text = "\n".join(texts) or _NO_OUTPUT
+    text = "\n".join(texts) or _sdk.NO_OUTPUT
     if block.is_error and text[:5].lower() != "error":
         # Chat Completions has no error flag for tool results; say it in the text.
         text = "Error: " + text
@@ -457,7 +301,7 @@ class _Call:
 
 
 class _StreamState:
-    """Turns ``chat.completion.chunk`` objects into model chunks."""
+    """Turns the events of a stream (``chat.completion.chunk`` objects, ``[DONE]``) into chunks."""
 
     __slots__ = ("_by_index", "_calls", "done", "events", "finish_reason", "refused", "usage")
 
@@ -470,17 +314,24 @@ class _StreamState:
         self.refused = False
         self.usage: Mapping[str, Any] | None = None
 
-    def feed(self, data: Any) -> list[ModelChunk]:
-        if not isinstance(data, dict):
-            raise ModelError(f"the server sent an unexpected event: {data!r:.200}")
+    def feed(self, data: str) -> list[ModelChunk]:
+        if self.done:
+            # Nothing after [DONE] counts.
+            return []
+        if data.startswith("[DONE]"):
+            self.done = True
+            return []
+        event = _sdk.load_event(data)
+        if not isinstance(event, dict):
+            raise ModelError(f"the server sent an unexpected event: {event!r:.200}")
         self.events += 1
-        if data.get("error"):
-            raise stream_error(data["error"])
+        if event.get("error"):
+            raise _sdk.stream_error(event["error"])
         out: list[ModelChunk] = []
-        usage = data.get("usage")
+        usage = event.get("usage")
         if usage:
             self.usage = usage
-        for choice in data.get("choices") or ():
+        for choice in event.get("choices") or ():
             # n > 1 is not supported: the session keeps one reply per tick.
             if choice.get("index", 0) != 0:
                 continue
@@ -554,7 +405,8 @@ class _StreamState:
         for call in self._calls:
             if not call.started:
                 self._start(call, out)
-            out.append(ToolCallChunk(call.id, call.name, parse_arguments("".join(call.arguments))))
+            arguments = _sdk.parse_arguments("".join(call.arguments))
+            out.append(ToolCallChunk(call.id, call.name, arguments))
         if self.usage:
             out.append(
                 UsageChunk(
@@ -578,206 +430,3 @@ class _StreamState:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _to_model_error(exc: Exception) -> ModelError | None:
-    """The `ModelError` for an SDK or transport exception, or None for anything else."""
-    openai = sys.modules.get("openai")
-    if openai is not None:
-        if isinstance(exc, openai.APIStatusError):
-            error = status_error(exc.status_code, error_detail(exc.body, exc.message))
-            if exc.code == "insufficient_quota":
-                # A 429 that waiting does not cure.
-                error.retryable = False
-            return error
-        if isinstance(exc, openai.APITimeoutError):
-            return ModelError(f"request timed out: {exc}", code="timeout", retryable=True)
-        if isinstance(exc, openai.APIConnectionError):
-            cause = exc.__cause__ or exc
-            return ModelError(f"connection error: {cause}", code="connection_error", retryable=True)
-        if isinstance(exc, openai.OpenAIError):
-            return ModelError(str(exc), code="model_error", retryable=False)
-    return transport_error(exc)
-
-
-# -- provider-neutral helpers, shared with _anthropic ----------------------------------------
-
-
-class SSEDecoder:
-    """Incremental server-sent-events decoder that keeps only the ``data`` of each event."""
-
-    __slots__ = ("_buffer", "_data")
-
-    def __init__(self) -> None:
-        self._buffer = b""
-        self._data: list[str] = []
-
-    def feed(self, raw: bytes) -> list[str]:
-        lines = (self._buffer + raw).split(b"\n")
-        self._buffer = lines.pop()
-        events: list[str] = []
-        for line in lines:
-            self._line(line, events)
-        return events
-
-    def flush(self) -> list[str]:
-        events: list[str] = []
-        if self._buffer:
-            self._line(self._buffer, events)
-            self._buffer = b""
-        self._line(b"", events)
-        return events
-
-    def _line(self, line: bytes, events: list[str]) -> None:
-        if line.endswith(b"\r"):
-            line = line[:-1]
-        if not line:
-            if self._data:
-                events.append("\n".join(self._data))
-                self._data = []
-            return
-        field, _, value = line.partition(b":")
-        if field == b"data":
-            if value.startswith(b" "):
-                value = value[1:]
-            self._data.append(value.decode("utf-8", "replace"))
-
-
-def load_event(data: str) -> Any:
-    try:
-        return json.loads(data)
-    except ValueError:
-        raise ModelError(
-            f"the server sent an event that is not JSON: {data[:200]!r}", code="model_error"
-        ) from None
-
-
-def parse_arguments(raw: str) -> dict[str, Any]:
-    """Parse a tool call's JSON arguments; invalid ones go under `INVALID_JSON_KEY`.
-
-    Example:
-        >>> parse_arguments('{"city": "Paris"}'), parse_arguments(""), parse_arguments("{oops")
-        ({'city': 'Paris'}, {}, {'__invalid_json__': '{oops'})
-    """
-    if not raw.strip():
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError:
-        return {INVALID_JSON_KEY: raw}
-    if not isinstance(value, dict):
-        return {INVALID_JSON_KEY: raw}
-    return value
-
-
-async def close_body(body: AsyncIterator[bytes], response: Any, *, graceful: bool) -> None:
-    """Finish reading ``body`` and close ``response``, even inside a cancelled scope.
-
-    The body iterator is a stack of async generators (httpx, httpcore). Closing only the
-    outermost one would leave the inner ones for the garbage collector (trio warns) and the
-    connection open until then; instead the iterator is driven once more inside a cancelled
-    scope, so the cancellation surfaces at the socket read and unwinds every layer — the same
-    path a cancelled read takes, which closes the connection.
-    """
-    with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-        # The body's own failure is not reported: the stream is being closed anyway.
-        with contextlib.suppress(Exception):
-            if graceful:
-                with trio.move_on_after(DRAIN_TIMEOUT):
-                    async for _ in body:
-                        pass
-            with trio.CancelScope() as drain:
-                drain.cancel()
-                async for _ in body:
-                    pass
-        await response.aclose()
-
-
-def status_error(status: int, detail: str) -> ModelError:
-    """The `ModelError` for an HTTP error status."""
-    if status == 429:
-        code, retryable = "rate_limit", True
-    elif status in (503, 529):
-        code, retryable = "overloaded", True
-    elif status in (408, 504):
-        code, retryable = "timeout", True
-    elif status >= 500:
-        code, retryable = "server_error", True
-    elif status == 401:
-        code, retryable = "authentication", False
-    elif status == 403:
-        code, retryable = "permission_denied", False
-    elif status == 404:
-        code, retryable = "not_found", False
-    elif status == 409:
-        code, retryable = "model_error", True
-    else:
-        code, retryable = "bad_request", False
-    return ModelError(f"HTTP {status}: {detail}", code=code, retryable=retryable)
-
-
-def error_detail(body: Any, fallback: str) -> str:
-    error = body.get("error", body) if isinstance(body, dict) else None
-    if isinstance(error, dict) and isinstance(error.get("message"), str):
-        return str(error["message"])
-    if isinstance(error, str):
-        return error
-    return fallback
-
-
-_ERROR_TYPES = {
-    "rate_limit_exceeded": ("rate_limit", True),
-    "rate_limit_error": ("rate_limit", True),
-    "insufficient_quota": ("rate_limit", False),
-    "server_error": ("server_error", True),
-    "api_error": ("server_error", True),
-    "overloaded_error": ("overloaded", True),
-    "invalid_request_error": ("bad_request", False),
-    "authentication_error": ("authentication", False),
-    "permission_error": ("permission_denied", False),
-    "not_found_error": ("not_found", False),
-    "timeout": ("timeout", True),
-    "timeout_error": ("timeout", True),
-    "request_too_large": ("bad_request", False),
-    "billing_error": ("permission_denied", False),
-}
-
-
-def stream_error(error: Any) -> ModelError:
-    """The `ModelError` for an ``{"error": ...}`` object sent inside the stream."""
-    message = error_detail({"error": error}, str(error))
-    if isinstance(error, dict):
-        code = error.get("code")
-        if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
-            return status_error(code, message)
-        for key in (code, error.get("type")):
-            if isinstance(key, str) and key in _ERROR_TYPES:
-                mapped, retryable = _ERROR_TYPES[key]
-                return ModelError(message, code=mapped, retryable=retryable)
-    return ModelError(message, code="model_error", retryable=False)
-
-
-def transport_error(exc: Exception) -> ModelError | None:
-    """The `ModelError` for an HTTP-transport exception raised while reading a body, or None.
-
-    Reading the body directly (not through the SDK's stream) surfaces the transport's own
-    exceptions: httpx (or the SDKs' httpx2) errors, and AnyIO / TLS failures.
-    """
-    for name in ("httpx2", "httpx"):
-        http = sys.modules.get(name)
-        if http is None:
-            continue
-        if isinstance(exc, http.TimeoutException):
-            return ModelError(
-                f"timed out reading the stream: {exc}", code="timeout", retryable=True
-            )
-        if isinstance(exc, http.RequestError):
-            return ModelError(
-                f"connection lost while streaming: {exc}", code="connection_error", retryable=True
-            )
-    anyio = sys.modules.get("anyio")
-    if isinstance(exc, ssl.SSLError) or (
-        anyio is not None and isinstance(exc, anyio.EndOfStream | anyio.BrokenResourceError)
-    ):
-        return ModelError(f"connection error: {exc!r}", code="connection_error", retryable=True)
-    return None
