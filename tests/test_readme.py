@@ -13,11 +13,13 @@ ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 BASH_BLOCKS = re.findall(r"```bash\n(.*?)```", README, flags=re.S)
+QUICK_START = README.split("## Quick start", 1)[1].split("\n## ", 1)[0]
 
 
 def test_readme_has_the_two_commands() -> None:
-    assert len(BASH_BLOCKS) == 2
-    demo, tests = (block.strip() for block in BASH_BLOCKS)
+    commands = re.findall(r"```bash\n(.*?)```", QUICK_START, flags=re.S)
+    assert len(commands) == 2
+    demo, tests = (block.strip() for block in commands)
     assert demo.endswith("-m trio_session")
     assert "pytest" in tests and '".[test]"' in tests
 
@@ -36,6 +38,17 @@ def test_readme_snippet_runs(index: int, tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip(), "the snippet printed nothing"
+
+
+def test_scripted_demo_command() -> None:
+    (command,) = (block for block in BASH_BLOCKS if block.startswith("printf"))
+    command = command.replace("| python ", f"| {sys.executable} ")
+    done = subprocess.run(
+        command, shell=True, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "6*7 = 42." in done.stdout
+    assert "Saved note #1: buy milk" in done.stdout
 
 
 def test_twenty_line_example_output() -> None:

@@ -29,6 +29,7 @@ from ._buffer import (
     EventBuffer as EventBuffer,
     EventSubscription as EventSubscription,
 )
+from ._demo import DemoModel as DemoModel, demo_agent as demo_agent
 from ._errors import (
     EventsLagged as EventsLagged,
     ExecutionAborted as ExecutionAborted,
@@ -169,6 +170,7 @@ __all__ = [
     "ContentStart",
     "CustomEvent",
     "Decision",
+    "DemoModel",
     "EVENT_CLASSES",
     "EntryCommitted",
     "ErrorChunk",
@@ -259,6 +261,7 @@ __all__ = [
     "system",
     "to_json",
     "tool",
+    "demo_agent",
     "user",
 ]
 
