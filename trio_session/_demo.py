@@ -31,6 +31,7 @@ from .models._base import (
     Model,
     ModelChunk,
     ModelRequest,
+    Pacer,
     StopChunk,
     TextChunk,
     ToolCallChunk,
@@ -459,15 +460,7 @@ class DemoModel:
     async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         """Stream the reply to ``request``: words, then tool calls, usage and the stop reason."""
         plan = self.plan(request)
-        first = True
-
-        async def pause() -> None:
-            nonlocal first
-            if first:
-                first = False
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep(self.delay)
+        pause = Pacer(self.delay)
 
         for match in _WORD.finditer(plan.text):
             await pause()
@@ -478,7 +471,7 @@ class DemoModel:
             yield ToolCallStartChunk(call_id, name)
             yield ToolCallDeltaChunk(call_id, json.dumps(arguments))
             yield ToolCallChunk(call_id, name, arguments)
-        if first:
+        if not pause.used:
             await trio.lowlevel.checkpoint()
         prompt = len(request.system or "") + sum(len(m.text) for m in request.messages)
         output = len(plan.text) + sum(len(json.dumps(a)) for _, a in plan.calls)

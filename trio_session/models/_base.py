@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
 
 import attrs
+import trio
 
 from .._messages import Message
 
@@ -167,6 +168,33 @@ class Model(Protocol):
     def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
         """Stream the model's reply to ``request``."""
         ...
+
+
+class Pacer:
+    """Paces an offline model's chunks: a checkpoint before the first, then ``delay``.
+
+    Example:
+        >>> pause = Pacer(0.02)
+        >>> # async for piece in pieces: await pause(); yield TextChunk(piece)
+    """
+
+    __slots__ = ("_delay", "_first")
+
+    def __init__(self, delay: float) -> None:
+        self._delay = delay
+        self._first = True
+
+    @property
+    def used(self) -> bool:
+        """Whether it has paced anything yet."""
+        return not self._first
+
+    async def __call__(self) -> None:
+        if self._first:
+            self._first = False
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.sleep(self._delay)
 
 
 INVALID_JSON_KEY = "__invalid_json__"

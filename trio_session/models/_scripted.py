@@ -16,6 +16,7 @@ from .._usage import Usage
 from ._base import (
     ModelChunk,
     ModelRequest,
+    Pacer,
     ReasoningChunk,
     StopChunk,
     TextChunk,
@@ -152,15 +153,7 @@ class ScriptedModel:
             yield chunk
 
     async def _play(self, reply: Reply, request: ModelRequest) -> AsyncIterator[ModelChunk]:
-        first = True
-
-        async def pause() -> None:
-            nonlocal first
-            if first:
-                first = False
-                await trio.lowlevel.checkpoint()
-            else:
-                await trio.sleep(self.delay)
+        pause = Pacer(self.delay)
 
         for piece in self._pieces(reply.reasoning):
             await pause()
