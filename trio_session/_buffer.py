@@ -1027,7 +1027,6 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
         """
         # The short path, for an unfiltered subscription that keeps up or
         # replays: it must cost no more than a memory channel's receive().
-        # (__anext__ repeats it: one coroutine frame less per event.)
         buffer = self._buf
         cursor = self._cursor
         if self._fast and cursor >= buffer._start:
@@ -1056,40 +1055,6 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
                     return events[index]
                 return await self._receive_slow(True)
         return await self._receive_slow(False)
-
-    async def __anext__(self) -> StreamEvent:
-        buffer = self._buf
-        cursor = self._cursor
-        if self._fast and cursor >= buffer._start:
-            events = buffer._events
-            index = cursor - buffer._base
-            if index < len(events):
-                await checkpoint_if_cancelled()
-                self._cursor = cursor + 1
-                await cancel_shielded_checkpoint()
-                return events[index]
-            if not buffer._closed:
-                if self._task is not None:
-                    raise trio.BusyResourceError(_BUSY)
-                self._task = task = current_task()
-                buffer._parked_all[self] = task
-                await wait_task_rescheduled(self._abort)
-                self._task = None
-                buffer = self._buf
-                cursor = self._cursor
-                events = buffer._events
-                index = cursor - buffer._base
-                if self._fast and index < len(events) and cursor >= buffer._start:
-                    self._cursor = cursor + 1
-                    return events[index]
-                try:
-                    return await self._receive_slow(True)
-                except trio.EndOfChannel:
-                    raise StopAsyncIteration from None
-        try:
-            return await self._receive_slow(False)
-        except trio.EndOfChannel:
-            raise StopAsyncIteration from None
 
     async def _receive_slow(self, checkpointed: bool) -> StreamEvent:
         """receive() for the rest: filters, lag, the end, session chaining.
