@@ -888,35 +888,8 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
 
     def _take(self) -> StreamEvent | None:
         """The next wanted event, or None when none is available yet."""
-        if self._closed:
-            raise trio.ClosedResourceError("this subscription was closed")
-        types = self._types
-        while True:
-            buffer = self._buf
-            if self._after is not None:
-                self._apply_after(buffer)
-            cursor = self._cursor
-            if cursor < buffer._start:
-                self._lagged(buffer)
-                cursor = self._cursor
-            events = buffer._events
-            base = buffer._base
-            index = cursor - base
-            if types is None:
-                if index < len(events):
-                    self._cursor = cursor + 1
-                    return events[index]
-            else:
-                count = len(events)
-                while index < count:
-                    event = events[index]
-                    index += 1
-                    if event.type in types:
-                        self._cursor = base + index
-                        return event
-                self._cursor = base + count
-            if not self._at_end(buffer):
-                return None
+        batch = self._take_many(1)
+        return batch[0] if batch else None
 
     def _take_many(self, max_items: int | None) -> list[StreamEvent]:
         if self._closed:
