@@ -459,9 +459,9 @@ class Execution:
         """Settle the handle and publish the last events, on every path."""
         handle = self.handle
         self._accepting = False
-        self._salvage_tick(status)
-        self._return_pending()
         final = handle._settle(status, value, error, reason)
+        self._salvage_tick(final)
+        self._return_pending()
         if final in ("failed", "error") and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 try:
@@ -521,14 +521,11 @@ class Execution:
     async def _loop(self) -> SendResult:
         buf = self.buffer
         host = self.host
-        delivered = host.take_queued()
-        for message in delivered:
-            buf._emit(MessageDelivered, message_id=message.id)
-            self._commit(message)
+        self._deliver(host.take_queued())
         for message in self._input:
             self._commit(message)
         self._input.clear()
-        self._deliver_pending()
+        self._deliver(self._take_pending())
         if host.persistent and self._new_messages:
             await host.save()
 
@@ -577,13 +574,14 @@ class Execution:
             if go_on and tick >= self.max_ticks:
                 go_on, stop_reason = False, "max_ticks"
             if go_on:
-                self._deliver_pending()
+                self._deliver(self._take_pending())
+                if host.persistent:
+                    await host.save()
             else:
-                # Past the last boundary: later messages wait on the session.
+                # Past the last boundary: later messages wait on the session,
+                # and the end-of-execution save covers this tick.
                 self._accepting = False
                 self._return_pending()
-            if host.persistent:
-                await host.save()
             await call_hook(self.agent.on_tick_end, result)
             buf._emit(
                 TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
@@ -615,14 +613,17 @@ class Execution:
         self._new_messages.append(message)
         self.buffer._emit(EntryCommitted, message=message, index=len(timeline) - 1)
 
-    def _deliver_pending(self) -> None:
-        pending, self._pending = self._pending, []
-        for message in pending:
+    def _deliver(self, messages: Sequence[Message]) -> None:
+        for message in messages:
             self.buffer._emit(MessageDelivered, message_id=message.id)
             self._commit(message)
 
-    def _return_pending(self) -> None:
+    def _take_pending(self) -> list[Message]:
         pending, self._pending = self._pending, []
+        return pending
+
+    def _return_pending(self) -> None:
+        pending = self._take_pending()
         if pending:
             self.host.enqueue(pending)
 

@@ -325,7 +325,3 @@ def from_json(cls: type[T] | Any, text: str | bytes) -> T:
     except cattrs.errors.StructureHandlerNotFoundError as exc:
         raise SerializationError(f"cannot structure {name}: {exc}") from None
 
-
-def is_attrs_class(cls: object) -> bool:
-    """Whether ``cls`` is an attrs class (used by schema generation too)."""
-    return isinstance(cls, type) and attrs.has(cls)

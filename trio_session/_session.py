@@ -156,22 +156,23 @@ async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
         logger.exception("Agent.%s raised while the session was idle", name)
 
 
-def _as_messages(message: object) -> list[Message]:
+def _as_messages(message: object, where: str) -> list[Message]:
     if isinstance(message, Message | str):
-        return [as_message(message, "send")]
+        return [as_message(message, where)]
     if isinstance(message, Sequence) and not isinstance(message, bytes | bytearray):
         messages = []
         for i, item in enumerate(message):
             if not isinstance(item, Message | str):
                 raise TypeError(
-                    f"send() message[{i}] must be a Message or a str, got {type(item).__name__}"
+                    f"{where}() message[{i}] must be a Message or a str, "
+                    f"got {type(item).__name__}"
                 )
-            messages.append(as_message(item, "send"))
+            messages.append(as_message(item, where))
         if not messages:
-            raise ValueError("send() needs at least one message")
+            raise ValueError(f"{where}() needs at least one message")
         return messages
     raise TypeError(
-        f"send() takes a Message, a str or a sequence of them, got {type(message).__name__}"
+        f"{where}() takes a Message, a str or a sequence of them, got {type(message).__name__}"
     )
 
 
@@ -320,7 +321,7 @@ class Session:
         metadata: Mapping[str, Any] | None = None,
     ) -> SessionExecutionHandle:
         self._check_open()
-        messages = _as_messages(message)
+        messages = _as_messages(message, "send")
         _check_props(props, "send")
         _check_max_ticks(max_ticks, "send")
         if metadata is not None:
@@ -331,20 +332,7 @@ class Session:
             messages = [attrs.evolve(m, metadata={**m.metadata, **metadata}) for m in messages]
         for item in messages:
             await call_hook(self.agent.on_message, item, self)
-        while True:
-            self._check_open()
-            current = self._core.current
-            if current is not None and not current.finished:
-                if current.accepting:
-                    for item in messages:
-                        current.accept(item)
-                    if props is not None:
-                        current.update_props(props)
-                    return current.handle
-                # Past its last tick: let it finish, then start the next one.
-                await current.handle.wait()
-                continue
-            return self._start(messages, props, max_ticks)
+        return await self._join_or_start(messages, props, max_ticks)
 
     async def _render(
         self, props: Mapping[str, Any] | None = None, *, max_ticks: int | None = None
@@ -352,17 +340,28 @@ class Session:
         self._check_open()
         _check_props(props, "render")
         _check_max_ticks(max_ticks, "render")
+        return await self._join_or_start([], props, max_ticks)
+
+    async def _join_or_start(
+        self,
+        messages: Sequence[Message],
+        props: Mapping[str, Any] | None,
+        max_ticks: int | None,
+    ) -> SessionExecutionHandle:
+        """One execution at a time: join the running one, or start the next."""
         while True:
             self._check_open()
             current = self._core.current
-            if current is not None and not current.finished:
-                if current.accepting:
-                    if props is not None:
-                        current.update_props(props)
-                    return current.handle
-                await current.handle.wait()
-                continue
-            return self._start([], props, max_ticks)
+            if current is None or current.finished:
+                return self._start(messages, props, max_ticks)
+            if current.accepting:
+                for item in messages:
+                    current.accept(item)
+                if props is not None:
+                    current.update_props(props)
+                return current.handle
+            # Past its last tick: let it finish, then start the next one.
+            await current.handle.wait()
 
     async def _spawn(
         self,
@@ -374,7 +373,7 @@ class Session:
         self._check_open()
         if not isinstance(agent, Agent):
             raise TypeError(f"spawn() takes an Agent, got {type(agent).__name__}")
-        messages = _as_messages(message) if message is not None else []
+        messages = _as_messages(message, "spawn") if message is not None else []
         _check_max_ticks(max_ticks, "spawn")
         if self._depth + 1 > MAX_SPAWN_DEPTH:
             raise MaxSpawnDepth(
