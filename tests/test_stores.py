@@ -10,6 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _snapshots import conversation, snap
 from hypothesis import given, settings, strategies as st
 
 import trio_session
@@ -32,24 +33,6 @@ from trio_session import (
 )
 from trio_session.stores import SNAPSHOT_VERSION
 from trio_session.testing import check_store
-
-
-def snap(session_id: str = "s1", timeline: tuple[Message, ...] = (), **kw: Any) -> SessionSnapshot:
-    return SessionSnapshot(
-        session_id=session_id,
-        timeline=timeline,
-        created_at=kw.pop("created_at", 1.0),
-        updated_at=kw.pop("updated_at", 2.0),
-        **kw,
-    )
-
-
-def conversation(n: int, tag: str = "m") -> tuple[Message, ...]:
-    return tuple(
-        Message("user" if i % 2 == 0 else "assistant", f"message {i}", id=f"{tag}{i}")
-        for i in range(n)
-    )
-
 
 # --- SessionSnapshot ----------------------------------------------------------
 

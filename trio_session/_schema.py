@@ -439,18 +439,10 @@ class _Builder:
                 )
                 if doc and "description" not in schema:
                     schema["description"] = doc
-                default = field.default
-                if default is attrs.NOTHING:
+                if field.default is attrs.NOTHING:
                     required.append(field.name)
                 else:
-                    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                        ok, value = (
-                            (False, None)
-                            if default.takes_self
-                            else _json_default(_call_factory(default.factory))
-                        )
-                    else:
-                        ok, value = _json_default(default)
+                    ok, value = _field_default(field.default)
                     if ok:
                         schema["default"] = value
                 properties[field.name] = schema
@@ -465,14 +457,16 @@ class _Builder:
             self._expanding.pop()
 
 
-def _call_factory(factory: Callable[[], Any]) -> Any:
-    try:
-        return factory()
-    except Exception:
-        return _NO_DEFAULT
-
-
-_NO_DEFAULT = object()
+def _field_default(default: Any) -> tuple[bool, Any]:
+    """An attrs field's default as JSON, if it has one that JSON can show."""
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return False, None
+        try:
+            default = default.factory()
+        except Exception:
+            return False, None
+    return _json_default(default)
 
 
 def type_schema(tp: Any) -> dict[str, Any]:
@@ -500,17 +494,21 @@ class SignaturePlan:
         schema: The input schema (a JSON object schema).
         descriptions: The parameter descriptions put into the schema.
         hints: Each parameter's annotation (``Any`` when missing), for structuring.
+        takes_context: Whether the first parameter is the context, left out of
+            the schema.
     """
 
     schema: dict[str, Any]
     descriptions: dict[str, str]
     hints: dict[str, Any]
+    takes_context: bool
 
 
 def compile_signature(
     fn: Callable[..., Any],
     *,
-    skip_first: bool,
+    skip_first: bool = False,
+    context: type[Any] | None = None,
     localns: Mapping[str, Any] | None = None,
     where: str | None = None,
 ) -> SignaturePlan:
@@ -518,24 +516,41 @@ def compile_signature(
 
     Args:
         fn: The function.
-        skip_first: Leave the first parameter (the `ToolContext`) out.
+        skip_first: Leave the first parameter (the `ToolContext`) out,
+            whatever its annotation.
+        context: The context type: a first parameter annotated with it (or
+            ``Annotated[it, ...]``) is left out, as with ``skip_first``.
         localns: Extra names for resolving string annotations.
         where: How to name ``fn`` in errors (its qualified name by default).
 
     Raises:
         TypeError: ``*args``, ``**kwargs``, a positional-only parameter, an
-            unsupported annotation or a recursive attrs class; the message
-            names the parameter.
+            unsupported or unresolvable annotation, a recursive attrs class,
+            or a later parameter annotated with ``context``; the message names
+            the parameter.
     """
     label = where or f"{getattr(fn, '__qualname__', None) or repr(fn)}()"
     try:
         signature = inspect.signature(fn)
     except (TypeError, ValueError) as exc:
         raise TypeError(f"{label}: cannot read the signature: {exc}") from None
-    hints = resolve_hints(fn, localns)
+    try:
+        hints = resolve_hints(fn, localns)
+    except TypeError as exc:
+        raise TypeError(f"{label}: {exc}") from None
     _, _, doc_params = parse_docstring(getattr(fn, "__doc__", None))
     params = list(signature.parameters.values())
-    if skip_first:
+    takes_context = skip_first
+    if context is not None:
+        if params and _annotated_as(hints.get(params[0].name), context):
+            takes_context = True
+        for param in params[1:]:
+            if _annotated_as(hints.get(param.name), context):
+                raise TypeError(
+                    f"{label}: parameter {param.name!r} is annotated {context.__name__}; "
+                    "the context must be the first parameter"
+                )
+    if takes_context:
         if not params:
             raise TypeError(f"{label}: expected a first parameter for the ToolContext")
         params = params[1:]
@@ -581,7 +596,13 @@ def compile_signature(
         "required": required,
         "additionalProperties": False,
     }
-    return SignaturePlan(input_schema, descriptions, param_hints)
+    return SignaturePlan(input_schema, descriptions, param_hints, takes_context)
+
+
+def _annotated_as(hint: Any, cls: type[Any]) -> bool:
+    if get_origin(hint) is typing.Annotated:
+        hint = get_args(hint)[0]
+    return isinstance(hint, type) and issubclass(hint, cls)
 
 
 def signature_schema(

@@ -18,7 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, Literal, TypeAlias, cast, get_args, get_origin, overload
+from typing import Any, Literal, TypeAlias, cast, get_args, overload
 
 import attrs
 import trio
@@ -36,7 +36,6 @@ from ._schema import (
     compile_signature,
     jsonable,
     parse_docstring,
-    resolve_hints,
     structure_arguments,
     validate as validate_schema,
 )
@@ -411,12 +410,6 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-def _is_context_type(hint: Any) -> bool:
-    if get_origin(hint) is Annotated:
-        hint = get_args(hint)[0]
-    return isinstance(hint, type) and issubclass(hint, ToolContext)
-
-
 @overload
 def tool(fn: Callable[..., Any], /) -> Tool: ...
 
@@ -573,25 +566,9 @@ def _make_tool(
                 f"tool(): {name!r} is not a valid tool name (1 to 64 letters, digits, '_' or "
                 "'-'); pass name=..."
             )
-    where = f"tool {name!r}"
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError) as exc:
-        raise TypeError(f"{where}: cannot read the signature of {fn!r}: {exc}") from None
-    localns = {"ToolContext": ToolContext}
-    try:
-        hints = resolve_hints(fn, localns)
-    except TypeError as exc:
-        raise TypeError(f"{where}: {exc}") from None
-    params = list(signature.parameters.values())
-    takes_context = bool(params) and _is_context_type(hints.get(params[0].name))
-    for param in params[1:]:
-        if _is_context_type(hints.get(param.name)):
-            raise TypeError(
-                f"{where}: parameter {param.name!r} is annotated ToolContext; the context "
-                "must be the first parameter"
-            )
-    plan = compile_signature(fn, skip_first=takes_context, localns=localns, where=where)
+    plan = compile_signature(
+        fn, context=ToolContext, localns={"ToolContext": ToolContext}, where=f"tool {name!r}"
+    )
     if description is None:
         description = parse_docstring(getattr(fn, "__doc__", None))[1]
     spec = ToolSpec(name, description, plan.schema)
@@ -604,7 +581,7 @@ def _make_tool(
         confirmation_timeout=confirmation_timeout,
         audience=audience,
         fn=fn,
-        takes_context=takes_context,
+        takes_context=plan.takes_context,
         hints=plan.hints,
         tool_spec=spec,
     )
@@ -631,7 +608,7 @@ class PendingConfirmation:
         tool_use_id: str,
         tool: Tool,
         arguments: Mapping[str, Any],
-        registry: Confirmations | None = None,
+        registry: Confirmations,
     ) -> None:
         self.tool_use_id = tool_use_id
         self.tool = tool
@@ -667,7 +644,7 @@ class PendingConfirmation:
         if decision.modified_arguments is not None:
             self.tool.validate(decision.modified_arguments)
         self._decision = decision
-        self._unregister()
+        self._registry._forget(self)
         self._event.set()
 
     # The timeout is part of the answer (a timed-out confirmation is a denial,
@@ -696,10 +673,6 @@ class PendingConfirmation:
             return self._decision
         finally:
             self._closed = True
-            self._unregister()
-
-    def _unregister(self) -> None:
-        if self._registry is not None:
             self._registry._forget(self)
 
 

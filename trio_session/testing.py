@@ -15,6 +15,7 @@ from typing import Any, TypeAlias
 import attrs
 import trio
 
+from ._engine import CLEANUP_TIMEOUT
 from ._errors import SnapshotError, TrioSessionError
 from ._messages import (
     ImageBlock,
@@ -122,7 +123,11 @@ async def _make(make_store: StoreFactory, name: str) -> SessionStore:
 
 async def _close(store: SessionStore) -> None:
     aclose = getattr(store, "aclose", None)
-    if aclose is not None:
+    if aclose is None:
+        return
+    # Runs in a `finally`, maybe while the check is being cancelled: shielded so
+    # the store is still closed, bounded so a close that hangs cannot hang us.
+    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
         await aclose()
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import builtins
-import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -11,7 +10,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 import attrs
 
 from .._errors import SerializationError, SnapshotError
-from .._messages import Message
+from .._messages import Message, _copy_mapping
 from .._serde import from_json
 from .._usage import Usage
 
@@ -60,12 +59,7 @@ def _to_queued_messages(value: object) -> tuple[Message, ...]:
 
 
 def _to_state(value: object) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise TypeError(f"SessionSnapshot.state must be a mapping, got {type(value).__name__}")
-    for key in value:
-        if not isinstance(key, str):
-            raise TypeError(f"SessionSnapshot.state keys must be str, got {type(key).__name__}")
-    return dict(value)
+    return _copy_mapping("SessionSnapshot.state", value)
 
 
 def _check_usage(_inst: object, _attr: object, value: object) -> None:
@@ -242,19 +236,6 @@ def check_version(session_id: str, version: object) -> int:
     if version < 1:
         raise SnapshotError(session_id, f"corrupt snapshot: version is {version}")
     return version
-
-
-def version_of(session_id: str, text: object) -> int:
-    """The version recorded in a JSON document of a snapshot (or its header)."""
-    if not isinstance(text, str):
-        raise SnapshotError(session_id, f"corrupt snapshot: stored as {type(text).__name__}")
-    try:
-        data = json.loads(text)
-    except (ValueError, RecursionError) as exc:
-        raise SnapshotError(session_id, f"corrupt snapshot: invalid JSON: {exc}") from None
-    if not isinstance(data, dict) or "version" not in data:
-        raise SnapshotError(session_id, "corrupt snapshot: no version")
-    return check_version(session_id, data["version"])
 
 
 def decode(session_id: str, what: str, cls: type[T] | Any, text: object) -> T:

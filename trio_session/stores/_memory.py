@@ -13,9 +13,9 @@ from ._base import (
     SessionSnapshot,
     check_session_id,
     check_snapshot,
+    check_version,
     decode,
     extends,
-    version_of,
 )
 
 __all__ = ["MemoryStore"]
@@ -24,7 +24,10 @@ __all__ = ["MemoryStore"]
 @attrs.define
 class _Stored:
     # The snapshot without its timeline, as JSON; then one JSON text per message,
-    # so that a save after a tick serializes only that tick's messages.
+    # so that a save after a tick serializes only that tick's messages. The
+    # version is kept beside the header, to refuse a newer format before
+    # decoding it.
+    version: int
     header: str
     message_ids: builtins.list[str]
     messages: builtins.list[str]
@@ -75,14 +78,15 @@ class MemoryStore:
         if stored is not None and extends(
             len(ids), ids[0] if ids else None, ids[-1] if ids else None, timeline
         ):
-            start = len(stored.message_ids)
+            start = len(ids)
             new = [to_json(m) for m in timeline[start:]]
+            stored.version = snapshot.version
             stored.header = header
             stored.message_ids.extend(m.id for m in timeline[start:])
             stored.messages.extend(new)
         else:
             self._sessions[snapshot.session_id] = _Stored(
-                header, [m.id for m in timeline], [to_json(m) for m in timeline]
+                snapshot.version, header, [m.id for m in timeline], [to_json(m) for m in timeline]
             )
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
@@ -96,7 +100,7 @@ class MemoryStore:
         stored = self._sessions.get(session_id)
         if stored is None:
             return None
-        version_of(session_id, stored.header)
+        check_version(session_id, stored.version)
         header: SessionSnapshot = decode(session_id, "header", SessionSnapshot, stored.header)
         timeline: tuple[Message, ...] = tuple(
             decode(session_id, f"message {i}", Message, text)
