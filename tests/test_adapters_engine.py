@@ -38,6 +38,7 @@ from trio_session import (
     AnthropicModel,
     ExecutionAborted,
     ExecutionCancelled,
+    ExecutionHandle,
     Model,
     ModelError,
     OpenAIModel,
@@ -189,6 +190,25 @@ def collapsed(events: Sequence[StreamEvent]) -> list[str]:
     return out
 
 
+async def first_delta(handle: ExecutionHandle[Any]) -> None:
+    """Wait until the execution has streamed some text: the model's stream is open."""
+    async with handle.events.subscribe(types={"content_delta"}) as deltas:
+        await deltas.receive()
+
+
+async def run_to_model_error(
+    model: Model, message: str
+) -> tuple[pytest.ExceptionInfo[ModelError], ExecutionHandle[Any], list[StreamEvent], list[Any]]:
+    """Send ``message`` and expect a `ModelError`: its info, the handle, events and timeline."""
+    async with open_session(Agent(model)) as session:
+        handle = await session.send(message)
+        with pytest.raises(ModelError) as info:
+            await handle.result
+        events = await collect(handle)
+        timeline = list(session.timeline)
+    return info, handle, events, timeline
+
+
 async def run_weather_loop(model: Model) -> tuple[Any, list[StreamEvent], list[Any]]:
     agent = Agent(model, system="You are a weather bot.", tools=[get_weather])
     async with open_session(agent) as session:
@@ -264,12 +284,7 @@ async def test_http_error_ends_the_execution_in_error(
 ) -> None:
     server.push(json_reply(status, {"error": {"type": "x", "message": "nope"}},
                            [("retry-after", "1")]))
-    async with open_session(Agent(model)) as session:
-        handle = await session.send("hi")
-        with pytest.raises(ModelError) as info:
-            await handle.result
-        events = await collect(handle)
-        timeline = list(session.timeline)
+    info, handle, events, timeline = await run_to_model_error(model, "hi")
     assert handle.status == "error"
     assert (info.value.code, info.value.retryable) == (code, retryable)
     [error] = [e for e in events if e.type == "error"]
@@ -282,12 +297,7 @@ async def test_dropped_connection_ends_in_error_and_commits_nothing_partial(
     provider: Provider, server: FakeServer, model: Model
 ) -> None:
     server.push(provider.dropped())
-    async with open_session(Agent(model)) as session:
-        handle = await session.send("tell me a story")
-        with pytest.raises(ModelError) as info:
-            await handle.result
-        events = await collect(handle)
-        timeline = list(session.timeline)
+    info, _, events, timeline = await run_to_model_error(model, "tell me a story")
     assert (info.value.code, info.value.retryable) == ("connection_error", True)
     assert "content_delta" in types_of(events)  # the partial output was streamed...
     assert [m.role for m in timeline] == ["user"]  # ...but not committed
@@ -300,9 +310,8 @@ async def test_abort_closes_the_provider_connection(
     server.push(provider.slow())
     async with open_session(Agent(model)) as session:
         handle = await session.send("tell me a story")
-        async with handle.events.subscribe(types={"content_delta"}) as deltas:
-            await deltas.receive()
-            handle.abort("user pressed stop")
+        await first_delta(handle)
+        handle.abort("user pressed stop")
         with pytest.raises(ExecutionAborted) as info:
             await handle.result
         # The server sees its client go away: the HTTP stream was really closed.
@@ -324,8 +333,7 @@ async def test_closing_the_session_closes_the_provider_connection(
     server.push(provider.slow())
     async with open_session(Agent(model)) as session:
         handle = await session.send("tell me a story")
-        async with handle.events.subscribe(types={"content_delta"}) as deltas:
-            await deltas.receive()
+        await first_delta(handle)
         await session.aclose()
         with pytest.raises(ExecutionCancelled):
             await handle.result
@@ -341,8 +349,7 @@ async def test_next_execution_after_an_abort_works(
     server.push(provider.slow(), provider.text("Hello again."))
     async with open_session(Agent(model)) as session:
         first = await session.send("tell me a story")
-        async with first.events.subscribe(types={"content_delta"}) as deltas:
-            await deltas.receive()
+        await first_delta(first)
         first.abort()
         await first.wait()
         second = await session.send("hi")

@@ -19,10 +19,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed, types_of
+from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
 from _servers import (
     FakeServer,
     anthropic_message_events,
@@ -30,6 +31,7 @@ from _servers import (
     json_reply,
     openai_chunk,
     openai_sse,
+    server as server,
     sse_reply,
 )
 from hypothesis import given, settings, strategies as st
@@ -42,7 +44,6 @@ from trio_session import (
     ModelRequest,
     Reply,
     ScriptedModel,
-    SessionExecutionHandle,
     StopChunk,
     StreamEvent,
     TextChunk,
@@ -69,23 +70,11 @@ from trio_session._demo import (
 SPECS = tuple(t.spec() for t in DEMO_TOOLS)
 
 
-async def collect(handle: SessionExecutionHandle) -> list[StreamEvent]:
-    async with handle.events.subscribe() as subscription:
-        return [event async for event in subscription]
-
-
 def approving(agent: Agent, approved: bool = True) -> Agent:
     async def decide(event: Any) -> Decision:
         return Decision(approved, reason=None if approved else "not today")
 
-    return Agent(
-        agent.model,
-        system=agent.system,
-        tools=agent.tools,
-        name=agent.name,
-        max_ticks=agent.max_ticks,
-        on_tool_confirmation=decide,
-    )
+    return attrs.evolve(agent, on_tool_confirmation=decide)
 
 
 # -- the calculator -------------------------------------------------------------------------
@@ -397,6 +386,13 @@ class Terminal:
     async def run(self) -> None:
         self.exit_code = await self.chat.run(self.receive)
 
+    async def exited(self) -> int:
+        """Wait (in virtual time) for the chat to end; return its exit status."""
+        with trio.fail_after(60):
+            while self.exit_code is None:
+                await trio.sleep(1)
+        return self.exit_code
+
     def type(self, line: str) -> None:
         self.send.send_nowait(line)
 
@@ -410,39 +406,62 @@ class Terminal:
         return before
 
 
-def terminal(agent: Agent | None = None, **options: Any) -> Terminal:
-    store = options.pop("store", None)
-    session_id = options.pop("session_id", None)
-    options.setdefault("interactive", True)
-    chat = Chat(
+def make_chat(
+    agent: Agent | None = None,
+    *,
+    store: MemoryStore | None = None,
+    session_id: str | None = None,
+    out: io.StringIO | None = None,
+    err: io.StringIO | None = None,
+    **options: Any,
+) -> Chat:
+    """A chat (of the demo agent, streaming at once, by default) that writes to StringIOs."""
+    return Chat(
         agent or demo_agent(delay=0),
         options=ChatOptions(**options),
         store=store,
         session_id=session_id,
-        out=io.StringIO(),
-        err=io.StringIO(),
+        out=out if out is not None else io.StringIO(),
+        err=err if err is not None else io.StringIO(),
     )
-    return Terminal(chat)
 
 
-async def chat_output(lines: Sequence[str], agent: Agent | None = None, **options: Any) -> str:
-    out = io.StringIO()
+def terminal(agent: Agent | None = None, **options: Any) -> Terminal:
+    options.setdefault("interactive", True)
+    return Terminal(make_chat(agent, **options))
+
+
+async def started(nursery: trio.Nursery, agent: Agent | None = None, **options: Any) -> Terminal:
+    """A `terminal` running in ``nursery``, at its first prompt."""
+    term = terminal(agent, **options)
+    nursery.start_soon(term.run)
+    await term.expect(PROMPT)
+    return term
+
+
+async def telling_a_story(nursery: trio.Nursery) -> Terminal:
+    """A `terminal` whose agent has begun a slow story (a word a second)."""
+    term = await started(nursery, demo_agent(delay=1.0))
+    term.type("tell me a story")
+    await term.expect("Once ")
+    return term
+
+
+async def run_chat(
+    lines: Sequence[str], agent: Agent | None = None, **options: Any
+) -> tuple[str, str]:
+    """Run a chat over ``lines`` to the end; return what it wrote to ``out`` and ``err``."""
     send, receive = trio.open_memory_channel[str](math.inf)
     for line in lines:
         send.send_nowait(line)
     send.close()
-    store = options.pop("store", None)
-    session_id = options.pop("session_id", None)
-    chat = Chat(
-        agent or demo_agent(delay=0),
-        options=ChatOptions(**options),
-        store=store,
-        session_id=session_id,
-        out=out,
-        err=io.StringIO(),
-    )
-    assert await chat.run(receive) == 0
-    return out.getvalue()
+    out, err = io.StringIO(), io.StringIO()
+    assert await make_chat(agent, out=out, err=err, **options).run(receive) == 0
+    return out.getvalue(), err.getvalue()
+
+
+async def chat_output(lines: Sequence[str], agent: Agent | None = None, **options: Any) -> str:
+    return (await run_chat(lines, agent, **options))[0]
 
 
 async def test_chat_non_interactive_transcript() -> None:
@@ -510,15 +529,9 @@ async def test_chat_sessions_and_new_session() -> None:
 async def test_chat_resumes_a_stored_session() -> None:
     store = MemoryStore()
     await chat_output(["remember to buy milk"], store=store, session_id="s1", approve="yes")
-    err = io.StringIO()
-    send, receive = trio.open_memory_channel[str](1)
-    send.send_nowait("show my notes")
-    send.close()
-    out = io.StringIO()
-    chat = Chat(demo_agent(delay=0), store=store, session_id="s1", out=out, err=err)
-    await chat.run(receive)
-    assert "Your notes: 1. buy milk" in out.getvalue()
-    assert err.getvalue() == "session s1 (resumed, 4 messages)\n"
+    out, err = await run_chat(["show my notes"], store=store, session_id="s1")
+    assert "Your notes: 1. buy milk" in out
+    assert err == "session s1 (resumed, 4 messages)\n"
 
 
 async def test_chat_quit_stops_reading() -> None:
@@ -570,9 +583,7 @@ async def test_interactive_confirmation_yes_no_always(
 async def test_interactive_confirmation_edit(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal()
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
+    term = await started(nursery)
     term.type("remember to buy milk")
     await term.expect("[e]dit: ")
     term.type("e")
@@ -594,11 +605,7 @@ async def test_interactive_confirmation_edit(
 async def test_interactive_interrupt_aborts_only_the_execution(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal(demo_agent(delay=1.0))
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
-    term.type("tell me a story")
-    await term.expect("Once ")
+    term = await telling_a_story(nursery)
     term.chat.interrupt()
     shown = await term.expect("[aborted]")
     assert "ever after" not in shown
@@ -609,18 +616,13 @@ async def test_interactive_interrupt_aborts_only_the_execution(
     term.chat.interrupt()
     await term.expect("(Ctrl-C again or Ctrl-D to leave)")
     term.chat.interrupt()
-    with trio.fail_after(60):
-        while term.exit_code is None:
-            await trio.sleep(1)
-    assert term.exit_code == 0
+    assert await term.exited() == 0
 
 
 async def test_interactive_interrupt_during_a_confirmation(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal()
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
+    term = await started(nursery)
     term.type("remember to buy milk")
     await term.expect("[e]dit: ")
     term.chat.interrupt()
@@ -637,11 +639,7 @@ async def test_interactive_interrupt_during_a_confirmation(
 async def test_interactive_line_is_queued_into_the_running_execution(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal(demo_agent(delay=1.0))
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
-    term.type("tell me a story")
-    await term.expect("Once ")
+    term = await telling_a_story(nursery)
     term.type("what is 6 * 7")
     await term.expect("[queued] what is 6 * 7")
     answer = await term.expect("(3 ticks,")
@@ -653,11 +651,7 @@ async def test_interactive_line_is_queued_into_the_running_execution(
 async def test_interactive_commands_while_running(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal(demo_agent(delay=1.0))
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
-    term.type("tell me a story")
-    await term.expect("Once ")
+    term = await telling_a_story(nursery)
     term.type("/sessions")
     await term.expect("[/sessions waits until the answer is done]")
     term.type("/events")
@@ -666,25 +660,16 @@ async def test_interactive_commands_while_running(
     term.type("/quit")
     await term.expect('{"type": "execution_end"')
     await term.expect('"status": "aborted", "reason": "quit"')
-    with trio.fail_after(60):
-        while term.exit_code is None:
-            await trio.sleep(1)
+    await term.exited()
 
 
 async def test_interactive_eof_while_running_lets_the_answer_finish(
     nursery: trio.Nursery, autojump_clock: trio.testing.MockClock
 ) -> None:
-    term = terminal(demo_agent(delay=1.0))
-    nursery.start_soon(term.run)
-    await term.expect(PROMPT)
-    term.type("tell me a story")
-    await term.expect("Once ")
+    term = await telling_a_story(nursery)
     term.send.close()
     await term.expect("ever after.")
-    with trio.fail_after(60):
-        while term.exit_code is None:
-            await trio.sleep(1)
-    assert term.exit_code == 0
+    assert await term.exited() == 0
 
 
 async def test_read_lines_from_a_file_descriptor() -> None:
@@ -935,13 +920,6 @@ def test_console_script() -> None:
 
 
 # -- the command line with a real provider (a fake server speaking its wire format) ---------
-
-
-@pytest.fixture
-async def server(nursery: trio.Nursery) -> FakeServer:
-    server = FakeServer()
-    await nursery.start(server.serve)
-    return server
 
 
 async def run_cli_async(*args: str, input: str, env: dict[str, str]) -> tuple[int, str, str]:

@@ -70,6 +70,21 @@ def exits_cleanly(child: Child) -> None:
     assert child.exitstatus == 0, child.before
 
 
+def leaves_with_ctrl_d(child: Child) -> None:
+    """Wait for the prompt, press Ctrl-D, and see the chat exit cleanly."""
+    child.expect_exact(PROMPT)
+    child.sendeof()
+    exits_cleanly(child)
+
+
+def telling_a_story(spawn: Spawn) -> Child:
+    """A chat whose slow story has begun: its first words are on the screen."""
+    child = spawn(speed=SLOW)
+    child.sendline("tell me a story")
+    child.expect_exact("Once upon")
+    return child
+
+
 def test_banner_and_new_session(spawn: Spawn) -> None:
     child = spawn()
     banner = child.before
@@ -77,30 +92,22 @@ def test_banner_and_new_session(spawn: Spawn) -> None:
     assert "(new)" in banner
     child.sendline("/help")
     child.expect_exact("/sessions  list the stored sessions")
-    child.expect_exact(PROMPT)
-    child.sendeof()
-    exits_cleanly(child)
+    leaves_with_ctrl_d(child)
 
 
 def test_streaming_is_incremental(spawn: Spawn) -> None:
-    child = spawn(speed=SLOW)
-    child.sendline("tell me a story")
-    child.expect_exact("Once upon")
+    child = telling_a_story(spawn)
     # The first words are on the screen while the last ones are still to come.
     assert STORY_END not in child.buffer
     child.expect_exact("a small task lived in a nursery.")
     assert STORY_END not in child.buffer
     child.expect_exact(STORY_END)
     child.expect_exact("(1 tick,")
-    child.expect_exact(PROMPT)
-    child.sendeof()
-    exits_cleanly(child)
+    leaves_with_ctrl_d(child)
 
 
 def test_ctrl_c_aborts_only_the_execution(spawn: Spawn) -> None:
-    child = spawn(speed=SLOW)
-    child.sendline("tell me a story")
-    child.expect_exact("Once upon")
+    child = telling_a_story(spawn)
     child.sendintr()
     child.expect_exact("[aborted]")
     assert STORY_END not in child.before
@@ -115,9 +122,7 @@ def test_ctrl_c_aborts_only_the_execution(spawn: Spawn) -> None:
 
 
 def test_line_typed_while_working_is_queued_into_the_execution(spawn: Spawn) -> None:
-    child = spawn(speed=SLOW)
-    child.sendline("tell me a story")
-    child.expect_exact("Once upon")
+    child = telling_a_story(spawn)
     child.sendline("what is 6 * 7")
     child.expect_exact("[queued] what is 6 * 7")
     child.expect_exact(STORY_END)
@@ -127,9 +132,7 @@ def test_line_typed_while_working_is_queued_into_the_execution(spawn: Spawn) -> 
     # No prompt in between: the story and the queued question are one execution.
     assert PROMPT not in answered
     assert '[tool calculator(expression="6 * 7")] -> 42' in answered
-    child.expect_exact(PROMPT)
-    child.sendeof()
-    exits_cleanly(child)
+    leaves_with_ctrl_d(child)
 
 
 def test_events_view_shows_the_queued_message_delivered(spawn: Spawn) -> None:
@@ -236,6 +239,4 @@ def test_session_is_resumed(spawn: Spawn, tmp_path: Path) -> None:
     again.expect_exact(PROMPT)
     again.sendline("show my notes")
     again.expect_exact("You have no notes yet.")
-    again.expect_exact(PROMPT)
-    again.sendeof()
-    exits_cleanly(again)
+    leaves_with_ctrl_d(again)

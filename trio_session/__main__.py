@@ -46,6 +46,8 @@ __all__ = ["build_model", "default_db_path", "main", "make_parser"]
 SPEED_VARIABLE = "TRIO_SESSION_DEMO_SPEED"
 """The environment variable that sets the demo model's seconds per word."""
 
+_BASE_URL_NEEDS_PROVIDER = "--base-url needs --model openai:NAME or anthropic:NAME"
+
 _TRY = (
     "Try: what is 12 * (3 + 4) | what time is it | remember to buy milk | show my notes |\n"
     "     research structured concurrency | tell me a story | fail"
@@ -104,7 +106,7 @@ def build_model(spec: str, *, base_url: str | None = None, delay: float = DEFAUL
     provider, _, name = spec.partition(":")
     if spec == "demo":
         if base_url is not None:
-            raise ValueError("--base-url needs --model openai:NAME or anthropic:NAME")
+            raise ValueError(_BASE_URL_NEEDS_PROVIDER)
         return DemoModel(delay=delay)
     if provider == "openai" and name:
         from .models._openai import OpenAIModel
@@ -256,6 +258,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
+        if args.model == "demo" and args.base_url is not None:
+            # A usage error (exit 1), found before build_model would report it as a setup one.
+            parser.error(_BASE_URL_NEEDS_PROVIDER)
     except SystemExit as exc:  # --help, or a usage error
         return exc.code if isinstance(exc.code, int) else 1
     speed: float | None = args.speed
@@ -265,11 +270,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         except argparse.ArgumentTypeError as exc:
             print(f"trio-session: error: ${SPEED_VARIABLE} {exc}", file=sys.stderr)
             return 1
-    if args.model == "demo" and args.base_url is not None:
-        parser.print_usage(sys.stderr)
-        print("trio-session: error: --base-url needs --model openai:NAME or anthropic:NAME",
-              file=sys.stderr)
-        return 1
     try:
         model = build_model(args.model, base_url=args.base_url, delay=speed)
     except (ModuleNotFoundError, ValueError, TypeError) as exc:

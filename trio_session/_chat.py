@@ -394,8 +394,6 @@ class Chat:
         self._busy = True
         self._calls.clear()
         self._asked.clear()
-        self._waiting.clear()
-        self._editing = False
         self._owner = None
         try:
             handle = await start()
@@ -486,10 +484,7 @@ class Chat:
         event = self._waiting[0]
         self._line(self._style(f"? {format_call(event.name, event.input)}", _YELLOW))
         self._line(f"  {event.message}")
-        if self._editing:
-            self._write("  new arguments, as a JSON object: ")
-        else:
-            self._write("  [y]es / [n]o / [a]lways / [e]dit: ")
+        self._question()
 
     def _answer(self, line: str, handle: SessionExecutionHandle) -> None:
         event = self._waiting[0]
@@ -515,7 +510,7 @@ class Chat:
         elif answer in ("e", "edit"):
             self._editing = True
             self._line(f"  the arguments now: {json.dumps(dict(event.input), ensure_ascii=False)}")
-            self._write("  new arguments, as a JSON object: ")
+            self._question()
         else:
             self._retry("please answer y (yes), n (no), a (always) or e (edit)")
 
@@ -546,6 +541,9 @@ class Chat:
 
     def _retry(self, message: str) -> None:
         self._line(self._style(message, _RED))
+        self._question()
+
+    def _question(self) -> None:
         self._write(
             "  new arguments, as a JSON object: "
             if self._editing
@@ -566,14 +564,13 @@ class Chat:
         for i, waiting in enumerate(self._waiting):
             if waiting.tool_use_id == event.tool_use_id:
                 # Ended without our answer: the execution ended, or a timeout.
-                del self._waiting[i]
                 self._line(
                     self._style(f"[confirmation of {waiting.name} ended: {event.reason}]", _DIM)
                 )
                 if i == 0:
-                    self._editing = False
-                    if self._waiting:
-                        self._ask()
+                    self._next_confirmation()
+                else:
+                    del self._waiting[i]
                 return
         if event.tool_use_id not in self._asked and not self.show_events:
             name = self._calls.get(event.tool_use_id, ("the tool", {}))[0]
@@ -609,14 +606,9 @@ class Chat:
         elif isinstance(event, ToolResultEvent):
             name, arguments = self._calls.get(event.tool_use_id, (event.name, {}))
             result = _format_content(event.content)
-            indent = "  " * len(path)
             if event.is_error:
-                self._line(
-                    f"{indent}[tool {format_call(name, arguments)}] -> "
-                    + self._style(f"error: {result}", _RED)
-                )
-            else:
-                self._line(f"{indent}[tool {format_call(name, arguments)}] -> {result}")
+                result = self._style(f"error: {result}", _RED)
+            self._line(f"{'  ' * len(path)}[tool {format_call(name, arguments)}] -> {result}")
         elif isinstance(event, MessageQueued) and not path:
             self._line(self._style(f"[queued] {event.message.text}", _CYAN))
 

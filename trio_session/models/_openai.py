@@ -191,12 +191,8 @@ def to_openai_messages(system: str | None, messages: tuple[Message, ...]) -> lis
             text = _sdk.plain_text(message.content)
             if text:
                 system_parts.append(text)
-        elif role == "user":
-            content = _user_content(message.content)
-            if content:
-                out.append({"role": "user", "content": content})
-        elif role == "event":
-            content = _user_content(message.content, prefix="[event] ")
+        elif role in ("user", "event"):
+            content = _user_content(message.content, "[event] " if role == "event" else "")
             if content:
                 out.append({"role": "user", "content": content})
         elif role == "assistant":
@@ -322,8 +318,6 @@ class _StreamState:
             self.done = True
             return []
         event = _sdk.load_event(data)
-        if not isinstance(event, dict):
-            raise ModelError(f"the server sent an unexpected event: {event!r:.200}")
         self.events += 1
         if event.get("error"):
             raise _sdk.stream_error(event["error"])

@@ -184,7 +184,9 @@ class SDKModel(Generic[ClientT]):
     async def aclose(self) -> None:
         """Close the HTTP client, if this model built it (a given ``client`` stays open)."""
         if self._owns_client:
-            await self.client.close()
+            # Shielded: `async with model:` left by a cancellation must still close the pool.
+            with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                await self.client.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -414,18 +416,21 @@ class SSEDecoder:
             self._data.append(value.decode("utf-8", "replace"))
 
 
-def load_event(data: str) -> Any:
-    """Parse an event's ``data`` as JSON.
+def load_event(data: str) -> dict[str, Any]:
+    """Parse an event's ``data`` as a JSON object.
 
     Raises:
-        ModelError: The data is not JSON.
+        ModelError: The data is not JSON, or not an object.
     """
     try:
-        return json.loads(data)
+        event = json.loads(data)
     except ValueError:
         raise ModelError(
             f"the server sent an event that is not JSON: {data[:200]!r}", code="model_error"
         ) from None
+    if not isinstance(event, dict):
+        raise ModelError(f"the server sent an unexpected event: {event!r:.200}")
+    return event
 
 
 def parse_arguments(raw: str) -> dict[str, Any]:
