@@ -37,7 +37,7 @@ from .models._base import (
     ToolCallChunk,
     ToolCallDeltaChunk,
     ToolCallStartChunk,
-    UsageChunk,
+    estimate_usage,
 )
 
 __all__ = [
@@ -473,9 +473,7 @@ class DemoModel:
             yield ToolCallChunk(call_id, name, arguments)
         if not pause.used:
             await trio.lowlevel.checkpoint()
-        prompt = len(request.system or "") + sum(len(m.text) for m in request.messages)
-        output = len(plan.text) + sum(len(json.dumps(a)) for _, a in plan.calls)
-        yield UsageChunk(max(1, prompt // 4), max(1, output // 4))
+        yield estimate_usage(request, plan.text, (a for _, a in plan.calls))
         yield StopChunk("tool_use" if plan.calls else "end_turn")
 
     def plan(self, request: ModelRequest) -> DemoPlan:

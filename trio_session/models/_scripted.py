@@ -24,6 +24,7 @@ from ._base import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     UsageChunk,
+    estimate_usage,
 )
 
 __all__ = ["Reply", "ScriptedModel", "ScriptItem"]
@@ -171,9 +172,11 @@ class ScriptedModel:
                 await pause()
                 yield ToolCallDeltaChunk(call_id, piece)
             yield ToolCallChunk(call_id, name, arguments)
-        usage = reply.usage or _estimate(reply, request)
         await pause()
-        yield UsageChunk(usage.input_tokens, usage.output_tokens)
+        if reply.usage is None:
+            yield estimate_usage(request, reply.text, (a for _, a, _ in reply.tool_calls))
+        else:
+            yield UsageChunk(reply.usage.input_tokens, reply.usage.output_tokens)
         yield StopChunk(reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn"))
 
     def _pieces(self, text: str) -> list[str]:
@@ -205,11 +208,3 @@ async def _resolve(item: ScriptItem, request: ModelRequest) -> Reply:
         "a ScriptedModel script item must be a str, a Reply, an exception or a callable "
         f"returning one, got {type(item).__name__}"
     )
-
-
-def _estimate(reply: Reply, request: ModelRequest) -> Usage:
-    prompt_chars = sum(len(m.text) for m in request.messages) + len(request.system or "")
-    output_chars = len(reply.text) + sum(len(json.dumps(a)) for _, a, _ in reply.tool_calls)
-    input_tokens = max(1, prompt_chars // 4)
-    output_tokens = max(1, output_chars // 4)
-    return Usage(input_tokens, output_tokens, input_tokens + output_tokens)
