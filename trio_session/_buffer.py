@@ -327,23 +327,7 @@ class EventBuffer:
             **fields,
         )
         counter.last = seq
-        # _append(), inlined: this is the engine's hot path.
-        events = self._events
-        events.append(event)
-        parked = self._parked_all
-        if parked:
-            # reschedule() only queues the tasks: none can touch this set
-            # before clear().
-            for task in parked.values():
-                reschedule(task)
-            parked.clear()
-        if (
-            self._parked_filtered
-            or self._max is not None
-            or self._listeners
-            or event.type == _END
-        ):
-            self._after_append(event)
+        self._append(event)
         return event
 
     def _publish(self, event: StreamEvent) -> None:
@@ -357,13 +341,18 @@ class EventBuffer:
         self._append(event)
 
     def _append(self, event: StreamEvent) -> None:
+        # The engine's hot path: the common case (no filtered subscriber
+        # parked, no bound, no listener) is one append and the wake-ups.
         self._events.append(event)
         parked = self._parked_all
         if parked:
+            # reschedule() only queues the tasks: none can touch this set
+            # before clear().
             for task in parked.values():
                 reschedule(task)
             parked.clear()
-        self._after_append(event)
+        if self._parked_filtered or self._max is not None or self._listeners or event.type == _END:
+            self._after_append(event)
 
     def _after_append(self, event: StreamEvent) -> None:
         """Everything but waking unfiltered subscribers (which _append does)."""
@@ -710,21 +699,7 @@ class EventBuffer:
             >>> (event.seq, event.type, event.data)
             (1, 'custom', 0.5)
         """
-        if isinstance(type_or_event, StreamEvent):
-            if fields:
-                raise TypeError("emit(event) takes no fields; use attrs.evolve() on the event")
-            self._check_emittable(type_or_event.type)
-            source = type_or_event
-            counter = self._seq
-            seq = counter.last + 1
-            event = attrs.evolve(
-                source,
-                seq=seq,
-                session_id=self.session_id,
-                execution_id=self.execution_id,
-                tick=self.tick,
-            )
-        elif isinstance(type_or_event, str):
+        if isinstance(type_or_event, str):
             cls = EVENT_CLASSES.get(type_or_event)
             if cls is None:
                 raise ValueError(
@@ -736,23 +711,28 @@ class EventBuffer:
                 raise TypeError(
                     f"emit({type_or_event!r}): {', '.join(stamped)} are stamped by the buffer"
                 )
-            counter = self._seq
-            seq = counter.last + 1
             try:
-                event = cls(
-                    seq=seq,
-                    session_id=self.session_id,
-                    execution_id=self.execution_id,
-                    tick=self.tick,
-                    timestamp=time.time(),
-                    **fields,
-                )
+                return self._emit(cls, **fields)
             except TypeError as exc:
+                # Only the event's construction raises TypeError (listeners are
+                # isolated), and then nothing was published.
                 raise TypeError(f"emit({type_or_event!r}): {exc}") from None
-        else:
+        if not isinstance(type_or_event, StreamEvent):
             raise TypeError(
                 f"emit() takes an event type name or an event, got {type(type_or_event).__name__}"
             )
+        if fields:
+            raise TypeError("emit(event) takes no fields; use attrs.evolve() on the event")
+        self._check_emittable(type_or_event.type)
+        counter = self._seq
+        seq = counter.last + 1
+        event = attrs.evolve(
+            type_or_event,
+            seq=seq,
+            session_id=self.session_id,
+            execution_id=self.execution_id,
+            tick=self.tick,
+        )
         counter.last = seq
         self._append(event)
         return event
@@ -859,8 +839,6 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
         seq grows along the whole chain, so once an event after ``_after`` was
         seen, no later event can be at or before it.
         """
-        if not buffer._events:
-            return
         index = buffer._index_after(self._after)  # type: ignore[arg-type]
         if index > self._cursor:
             self._cursor = index
@@ -886,12 +864,8 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
             raise trio.EndOfChannel
         return False
 
-    def _take(self) -> StreamEvent | None:
-        """The next wanted event, or None when none is available yet."""
-        batch = self._take_many(1)
-        return batch[0] if batch else None
-
     def _take_many(self, max_items: int | None) -> list[StreamEvent]:
+        """The next wanted events (at most ``max_items``); [] when none is available yet."""
         if self._closed:
             raise trio.ClosedResourceError("this subscription was closed")
         types = self._types
@@ -982,10 +956,10 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
             trio.ClosedResourceError: This subscription was closed.
             EventsLagged: Events this subscription needed were dropped.
         """
-        event = self._take()
-        if event is None:
+        batch = self._take_many(1)
+        if not batch:
             raise trio.WouldBlock
-        return event
+        return batch[0]
 
     async def receive(self) -> StreamEvent:
         """Wait for the next event and return it.
@@ -1026,28 +1000,8 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
                 if self._fast and index < len(events) and cursor >= buffer._start:
                     self._cursor = cursor + 1
                     return events[index]
-                return await self._receive_slow(True)
-        return await self._receive_slow(False)
-
-    async def _receive_slow(self, checkpointed: bool) -> StreamEvent:
-        """receive() for the rest: filters, lag, the end, session chaining.
-
-        ``checkpointed``: the caller already parked once (a checkpoint).
-        """
-        if not checkpointed:
-            await checkpoint_if_cancelled()
-        event = self._take()
-        if event is not None:
-            if not checkpointed:
-                await cancel_shielded_checkpoint()
-            return event
-        while True:
-            self._park()
-            await wait_task_rescheduled(self._abort)
-            self._task = None
-            event = self._take()
-            if event is not None:
-                return event
+                return (await self._receive_batch_slow(1, True))[0]
+        return (await self._receive_batch_slow(1, False))[0]
 
     async def receive_batch(self, max_items: int | None = None) -> list[StreamEvent]:
         """Wait for at least one event; return every event then available.
@@ -1113,6 +1067,10 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent]):
     async def _receive_batch_slow(
         self, max_items: int | None, checkpointed: bool
     ) -> list[StreamEvent]:
+        """receive_batch() (and receive()) for the rest: filters, lag, the end, chaining.
+
+        ``checkpointed``: the caller already parked once (a checkpoint).
+        """
         if not checkpointed:
             await checkpoint_if_cancelled()
         batch = self._take_many(max_items)
