@@ -60,7 +60,8 @@ def make_client(server: FakeServer, **options: Any) -> anthropic.AsyncAnthropic:
 @pytest.fixture
 async def model(server: FakeServer) -> AsyncIterator[AnthropicModel]:
     async with make_client(server) as client:
-        yield AnthropicModel("claude-test", client=client, max_tokens=1024)
+        # Exact request bodies are easier to read without cache breakpoints (tested apart).
+        yield AnthropicModel("claude-test", client=client, max_tokens=1024, cache="off")
 
 
 def reply(blocks: Sequence[Mapping[str, Any]], **options: Any) -> Reply:
@@ -84,6 +85,7 @@ async def test_text_and_thinking_stream_and_exact_request(
     assert chunks == [
         ReasoningChunk("Easy"),
         ReasoningChunk(" one."),
+        ReasoningChunk("", signature="sig"),
         TextChunk("Hel"),
         TextChunk("lo!"),
         UsageChunk(21, 9),
@@ -198,7 +200,7 @@ async def test_two_tick_tool_loop_request_bodies(
 
 
 @pytest.mark.parametrize(
-    "reason", ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
+    "reason", ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
 )
 async def test_stop_reasons(server: FakeServer, model: AnthropicModel, reason: str) -> None:
     server.push(reply([{"type": "text", "text": "ok"}], stop_reason=reason))
@@ -215,7 +217,7 @@ async def test_usage_counts_cache_tokens(server: FakeServer, model: AnthropicMod
     events[-2]["usage"].update({"input_tokens": 3, "cache_read_input_tokens": None})
     server.push(sse_reply(anthropic_sse(events)))
     chunks = await collect(model, ModelRequest(None, (user("?"),)))
-    assert UsageChunk(153, 4) in chunks
+    assert UsageChunk(153, 4, cache_read_tokens=50, cache_write_tokens=100) in chunks
 
 
 # -- request mapping ------------------------------------------------------------------------

@@ -650,15 +650,18 @@ class Execution:
         open_index = -1
         parts: list[str] = []
         started: dict[str, int] = {}
-        input_tokens = output_tokens = 0
+        input_tokens = output_tokens = cache_read = cache_write = 0
+        usage_reported = False
         stop_reason: str | None = None
 
-        def close_block() -> None:
+        def close_block(signature: str | None = None, redacted: bool = False) -> None:
             nonlocal open_kind
             if open_kind is not None:
                 text = "".join(parts)
                 blocks[open_index] = (
-                    TextBlock(text) if open_kind == "text" else ReasoningBlock(text)
+                    TextBlock(text)
+                    if open_kind == "text"
+                    else ReasoningBlock(text, signature, redacted)
                 )
                 buf._emit(ContentEnd, block_index=open_index)
                 open_kind = None
@@ -682,10 +685,14 @@ class Execution:
                     parts.append(chunk.text)
                     buf._emit(ContentDelta, block_index=open_index, delta=chunk.text)
                 elif type(chunk) is ReasoningChunk:
-                    if open_kind != "reasoning":
+                    if open_kind != "reasoning" or chunk.redacted:
                         open_block("reasoning")
-                    parts.append(chunk.text)
-                    buf._emit(ReasoningDelta, block_index=open_index, delta=chunk.text)
+                    if chunk.text:
+                        parts.append(chunk.text)
+                        buf._emit(ReasoningDelta, block_index=open_index, delta=chunk.text)
+                    if chunk.signature is not None:
+                        # A signature ends its block: what follows is a new block.
+                        close_block(chunk.signature, chunk.redacted)
                 elif type(chunk) is ToolCallStartChunk:
                     close_block()
                     started[chunk.tool_use_id] = len(blocks)
@@ -717,8 +724,11 @@ class Execution:
                         ToolCall, tool_use_id=chunk.tool_use_id, name=chunk.name, input=chunk.input
                     )
                 elif type(chunk) is UsageChunk:
+                    usage_reported = True
                     input_tokens += chunk.input_tokens
                     output_tokens += chunk.output_tokens
+                    cache_read += chunk.cache_read_tokens
+                    cache_write += chunk.cache_write_tokens
                 elif type(chunk) is StopChunk:
                     stop_reason = chunk.reason
                 elif type(chunk) is ErrorChunk:
@@ -735,7 +745,15 @@ class Execution:
         calls = tuple(b for b in content if isinstance(b, ToolUseBlock))
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
-        usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
+        usage = Usage(
+            input_tokens,
+            output_tokens,
+            input_tokens + output_tokens,
+            ticks=1,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            unreported_ticks=0 if usage_reported else 1,
+        )
         buf._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         message = Message("assistant", content)
         buf._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
