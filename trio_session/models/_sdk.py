@@ -337,7 +337,7 @@ class SDKModel(Generic[ClientT]):
             if isinstance(exc, sdk.APIStatusError):
                 error = status_error(exc.status_code, error_detail(exc.body, exc.message))
                 kind = _error_kind(exc.body)
-                if kind is not None and not kind[1]:
+                if kind is not None and error.retryable and not kind[1]:
                     # A status that is usually transient, with a body that says it is not
                     # (a 429 for an exhausted quota).
                     error.code, error.retryable = kind
