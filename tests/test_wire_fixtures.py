@@ -130,8 +130,7 @@ EXPECTED: dict[str, Sequence[Expect]] = {
     # -- OpenAI: the SDK's own recordings ----------------------------------------------------
     "oai_text": [
         Expect(
-            ("I'm unable to provide real-time weather", "reliable weather website or a weather app.",
-             159),
+            ("I'm unable to provide real-time weather", "website or a weather app.", 159),
             usage=(14, 30, 0, 0),
             stop="end_turn",
         )
