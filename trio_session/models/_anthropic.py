@@ -110,6 +110,8 @@ class AnthropicModel(_sdk.SDKModel["AsyncAnthropic"]):
             leaves it open.
         max_tokens: The default output limit (the API requires one).
         cache: ``"auto"`` to place prompt-cache breakpoints, ``"off"`` for none.
+        native_output: Ask for an agent's ``output_type`` with the API's structured outputs
+            (``output_config.format``); False asks by instruction, for models without them.
         **settings: Default request settings.
 
     Raises:
@@ -138,8 +140,10 @@ class AnthropicModel(_sdk.SDKModel["AsyncAnthropic"]):
         client: AsyncAnthropic | None = None,
         max_tokens: int = DEFAULT_MAX_TOKENS,
         cache: Literal["auto", "off"] = "auto",
+        native_output: bool = True,
         **settings: Any,
     ) -> None:
+        self.native_output = native_output
         if cache not in ("auto", "off"):
             raise ValueError(f"AnthropicModel.cache must be 'auto' or 'off', got {cache!r}")
         self.cache = cache
@@ -202,6 +206,17 @@ class AnthropicModel(_sdk.SDKModel["AsyncAnthropic"]):
         else:
             messages.append({"role": "assistant", "content": content})
         return {**kwargs, "messages": messages}
+
+    def output_settings(self, name: str, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request settings that ask for JSON matching ``schema`` natively, or None.
+
+        Used by the engine for an ``output_type``: ``output_config.format`` with a
+        ``json_schema``. Models without structured outputs refuse it: build those with
+        ``native_output=False``, and the engine asks by instruction instead.
+        """
+        if not self.native_output:
+            return None
+        return {"output_config": {"format": {"type": "json_schema", "schema": dict(schema)}}}
 
     def _resource(self, client: AsyncAnthropic) -> Any:
         return client.messages

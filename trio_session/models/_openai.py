@@ -111,6 +111,8 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
             and ``api_key`` must be None). The caller keeps ownership: `aclose` leaves it open.
         system_role: The role the system prompt is sent as: ``"developer"`` for reasoning
             models that refuse ``system`` (o1 and its kin answer it with HTTP 400).
+        native_output: Ask for an agent's ``output_type`` with ``response_format``
+            (``json_schema``); False asks by instruction, for servers without it.
         **settings: Default request settings.
 
     Raises:
@@ -141,8 +143,10 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
         api_key: str | None = None,
         client: AsyncOpenAI | None = None,
         system_role: Literal["system", "developer"] = "system",
+        native_output: bool = True,
         **settings: Any,
     ) -> None:
+        self.native_output = native_output
         if system_role not in ("system", "developer"):
             raise ValueError(
                 f"OpenAIModel.system_role must be 'system' or 'developer', got {system_role!r}"
@@ -176,6 +180,22 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
         if request.tools:
             kwargs["tools"] = [_function(spec) for spec in request.tools]
         return kwargs
+
+    def output_settings(self, name: str, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request settings that ask for JSON matching ``schema`` natively, or None.
+
+        Used by the engine for an ``output_type``: ``response_format`` with a ``json_schema``
+        (not strict: optional fields stay optional). Servers without it: build the model with
+        ``native_output=False``, and the engine asks by instruction instead.
+        """
+        if not self.native_output:
+            return None
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": dict(schema), "strict": False},
+            }
+        }
 
     def _resource(self, client: AsyncOpenAI) -> Any:
         return client.chat.completions
