@@ -13,6 +13,7 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionCancelled",
     "ExecutionTimeout",
+    "InvalidOutput",
     "InvalidToolArguments",
     "MaxSpawnDepth",
     "ModelError",
@@ -144,6 +145,26 @@ def _rebuild_model_error(
     retry_after: float | None = None,
 ) -> ModelError:
     return cls(message, code=code, retryable=retryable, retry_after=retry_after)
+
+
+class InvalidOutput(TrioSessionError):
+    """The model's final answer did not match the execution's ``output_type``.
+
+    Raised by ``await handle.result`` (status ``"failed"``) after the model was asked once
+    more, with the problems listed, and its second answer did not match either.
+
+    Attributes:
+        errors: The problems with the last answer, each naming its path.
+    """
+
+    def __init__(self, errors: list[str] | tuple[str, ...], message: str | None = None) -> None:
+        self.errors = tuple(errors)
+        if message is None:
+            message = "the model's answer is not a valid output: " + "; ".join(self.errors)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors, str(self)))
 
 
 class UnknownTool(TrioSessionError, LookupError):
