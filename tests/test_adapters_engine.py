@@ -45,6 +45,7 @@ from trio_session import (
     OpenAIModel,
     ReasoningBlock,
     Reply,
+    RetryPolicy,
     ScriptedModel,
     StreamEvent,
     Usage,
@@ -203,8 +204,11 @@ async def first_delta(handle: ExecutionHandle[Any]) -> None:
 async def run_to_model_error(
     model: Model, message: str
 ) -> tuple[pytest.ExceptionInfo[ModelError], ExecutionHandle[Any], list[StreamEvent], list[Any]]:
-    """Send ``message`` and expect a `ModelError`: its info, the handle, events and timeline."""
-    async with open_session(Agent(model)) as session:
+    """Send ``message`` and expect a `ModelError`: its info, the handle, events and timeline.
+
+    Retries are off: these tests look at one failure (the retry tests are below).
+    """
+    async with open_session(Agent(model, retry=None)) as session:
         handle = await session.send(message)
         with pytest.raises(ModelError) as info:
             await handle.result
@@ -556,3 +560,141 @@ async def test_recorded_openai_tool_round_trip_sends_what_openai_accepted(
     # Arguments are re-serialised from the parsed call.
     expected[1]["tool_calls"][0]["function"]["arguments"] = '{"country": "UK"}'
     assert sent == expected
+
+
+# -- retries through the adapters -----------------------------------------------------------------
+
+
+def _anthropic_overloaded_mid_stream() -> ServerReply:
+    # The stream starts, text arrives, then the API reports an overload inside the stream.
+    events = anthropic_message_events([{"type": "text", "text": "Once upon"}], finish=False)
+    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    return sse_reply(anthropic_sse(events))
+
+
+def _openai_error_mid_stream() -> ServerReply:
+    chunks = [
+        openai_chunk({"role": "assistant", "content": "Once upon"}),
+        {"error": {"message": "The server had an error", "type": "server_error"}},
+    ]
+    return sse_reply(openai_sse(chunks, done=False))
+
+
+MID_STREAM_FAILURES = {
+    "anthropic": _anthropic_overloaded_mid_stream,
+    "openai": _openai_error_mid_stream,
+}
+
+
+async def test_a_mid_stream_failure_is_retried_and_nothing_partial_is_committed(
+    provider: Provider, server: FakeServer
+) -> None:
+    server.push(MID_STREAM_FAILURES[provider.name](), provider.text("A good answer."))
+    async with provider.client(server) as client:
+        # No backoff: these tests use real sockets, so no mock clock (test_retry_output.py
+        # checks the delays).
+        agent = Agent(provider.model(client), retry=RetryPolicy(initial_delay=0.0, jitter=False))
+        async with open_session(agent) as session:
+            handle = await session.send("tell me a story")
+            result = await handle.result
+            events = await collect(handle)
+            timeline = list(session.timeline)
+    assert result.response == "A good answer."
+    [retry] = [e for e in events if e.type == "tick_retry"]
+    assert retry.attempt == 1
+    assert retry.code == ("overloaded" if provider.name == "anthropic" else "server_error")
+    assert [(m.role, m.text) for m in timeline] == [
+        ("user", "tell me a story"), ("assistant", "A good answer.")
+    ]
+    assert "error" not in types_of(events)
+    assert len(server.requests) == 2
+    assert server.bodies[0] == server.bodies[1]
+    assert_well_formed(events)
+
+
+async def test_a_recorded_529_is_retried_after_its_retry_after(server: FakeServer) -> None:
+    [overloaded] = recorded("err_anthropic_529")
+    overloaded = attrs.evolve(overloaded, headers=[*overloaded.headers, ("retry-after", "0")])
+    server.push(overloaded, PROVIDERS["anthropic"].text("Back."))
+    agent = Agent(
+        AnthropicModel("claude-test", base_url=server.base_url, api_key="k"),
+        retry=RetryPolicy(initial_delay=0.0, jitter=False),
+    )
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        handle = await session.send("hi")
+        result = await handle.result
+        events = await collect(handle)
+    assert result.response == "Back."
+    [retry] = [e for e in events if e.type == "tick_retry"]
+    assert (retry.code, retry.delay) == ("overloaded", 0.0)
+    # One request per attempt: the SDK did not retry underneath.
+    assert len(server.requests) == 2
+
+
+async def test_a_recorded_quota_429_is_not_retried(server: FakeServer) -> None:
+    server.push(*recorded("err_openai_429_quota"))
+    agent = Agent(OpenAIModel("gpt-test", base_url=server.base_url + "/v1", api_key="k"))
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        handle = await session.send("hi")
+        with pytest.raises(ModelError) as info:
+            await handle.result
+        events = await collect(handle)
+    assert (info.value.code, info.value.retryable) == ("insufficient_quota", False)
+    assert "tick_retry" not in types_of(events)
+    assert len(server.requests) == 1
+
+
+# -- typed output through the adapters -------------------------------------------------------------
+
+
+@attrs.frozen
+class Capital:
+    country: str
+    city: str
+
+
+async def test_typed_output_asked_natively(provider: Provider, server: FakeServer) -> None:
+    server.push(provider.text('{"country": "UK", "city": "London"}'))
+    async with provider.client(server) as client:
+        agent = Agent(provider.model(client), system="Be brief.", output_type=Capital)
+        async with open_session(agent) as session:
+            result = await (await session.send("Capital of the UK?")).result
+    assert result.output == Capital("UK", "London")
+    [body] = server.bodies
+    schema = {
+        "type": "object",
+        "properties": {"country": {"type": "string"}, "city": {"type": "string"}},
+        "required": ["country", "city"],
+        "additionalProperties": False,
+    }
+    if provider.name == "openai":
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "Capital", "schema": schema, "strict": False},
+        }
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    else:
+        assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+        assert body["system"][0]["text"] == "Be brief."
+
+
+async def test_typed_output_by_instruction_when_native_is_off(
+    provider: Provider, server: FakeServer
+) -> None:
+    server.push(provider.text('{"country": "UK", "city": "London"}'))
+    async with provider.client(server) as client:
+        model = provider.model(client)
+        model.native_output = False  # type: ignore[attr-defined]
+        agent = Agent(model, system="Be brief.", output_type=Capital)
+        async with open_session(agent) as session:
+            result = await (await session.send("Capital of the UK?")).result
+    assert result.output == Capital("UK", "London")
+    [body] = server.bodies
+    assert "response_format" not in body
+    assert "output_config" not in body
+    if provider.name == "openai":
+        system = body["messages"][0]["content"]
+    else:
+        system = body["system"][0]["text"]
+    assert system.startswith("Be brief.\n\nAnswer with only a JSON value")
+    assert '"required": ["country", "city"]' in system

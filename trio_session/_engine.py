@@ -24,7 +24,7 @@ import trio
 
 from ._agent import Agent, TickContext, TickResult
 from ._buffer import EventBuffer, SeqCounter
-from ._errors import InvalidToolArguments, ModelError
+from ._errors import InvalidOutput, InvalidToolArguments, ModelError
 from ._events import (
     ContentDelta,
     ContentEnd,
@@ -46,6 +46,7 @@ from ._events import (
     SpawnStart,
     StreamEvent,
     TickEnd,
+    TickRetry,
     TickStart,
     ToolCall,
     ToolCallDelta,
@@ -64,6 +65,7 @@ from ._messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from ._output import OutputSpec
 from ._result import SendResult
 from ._tools import Confirmations, Decision, Tool, ToolContext
 from ._usage import Usage
@@ -260,6 +262,7 @@ class Execution:
         self._last_message: Message | None = None
         self._children: set[Execution] = set()
         self._started = False
+        self._output = agent.output
 
     def __repr__(self) -> str:
         return f"<Execution {self.id[:8]} {self.handle.status} tick={self._tick}>"
@@ -530,6 +533,8 @@ class Execution:
             await host.save()
 
         stop_reason = "end_turn"
+        output: Any = None
+        corrected = False
         while True:
             # An execution aborted before its tick does not call the model.
             await trio.lowlevel.checkpoint_if_cancelled()
@@ -550,9 +555,8 @@ class Execution:
                 agent=self.agent,
             )
             await call_hook(self.agent.on_tick_start, ctx)
-            request = await self._build(ctx)
-            buf._emit(ModelRequestEvent, request=request)
-            await self._stream(request, state)
+            request = self._ask_for_output(await self._build(ctx))
+            await self._call_model(request, state)
             assert state.message is not None
             if state.calls:
                 await self._run_tools(state)
@@ -573,6 +577,9 @@ class Execution:
             stop_reason = state.stop_reason
             if go_on and tick >= self.max_ticks:
                 go_on, stop_reason = False, "max_ticks"
+            if not go_on and self._output is not None:
+                output, go_on = self._check_output(self._output, state, corrected)
+                corrected = corrected or go_on
             if go_on:
                 self._deliver(self._take_pending())
                 if host.persistent:
@@ -597,7 +604,74 @@ class Execution:
             stop_reason=stop_reason,
             session_id=host.id,
             execution_id=self.id,
+            output=output,
         )
+
+    def _ask_for_output(self, request: ModelRequest) -> ModelRequest:
+        """Ask for the typed output: natively when the model can, else by instruction."""
+        spec = self._output
+        if spec is None:
+            return request
+        native = getattr(self.agent.model, "output_settings", None)
+        asked = native(spec.name, spec.schema) if callable(native) else None
+        if asked:
+            settings = dict(request.settings)
+            for key, value in asked.items():
+                mine = settings.get(key)
+                if isinstance(mine, Mapping) and isinstance(value, Mapping):
+                    # The user's own keys (an Anthropic output_config's effort) are kept.
+                    settings[key] = {**value, **mine}
+                elif key not in settings:
+                    settings[key] = value
+            return attrs.evolve(request, settings=settings)
+        instructions = spec.instructions()
+        system = f"{request.system}\n\n{instructions}" if request.system else instructions
+        return attrs.evolve(request, system=system)
+
+    def _check_output(self, spec: OutputSpec, state: _Tick, corrected: bool) -> tuple[Any, bool]:
+        """The typed output of the tick that ends the execution, and whether to ask again.
+
+        Raises:
+            InvalidOutput: The answer is not valid and was corrected once already, or the
+                execution ran out of ticks before the model answered.
+        """
+        if state.calls:
+            raise InvalidOutput(
+                [f"the execution stopped after {self._tick} ticks, before a final answer"]
+            )
+        assert state.message is not None
+        value, errors = spec.parse(state.message.text)
+        if not errors:
+            return value, False
+        if corrected:
+            raise InvalidOutput(errors)
+        self._commit(
+            Message("user", spec.correction(errors), metadata={"trio_session": "output_correction"})
+        )
+        return None, True
+
+    async def _call_model(self, request: ModelRequest, state: _Tick) -> None:
+        """Stream the tick's model call, retrying it as the agent's `RetryPolicy` says."""
+        buf = self.buffer
+        policy = self.agent.retry
+        attempt = 1
+        while True:
+            buf._emit(ModelRequestEvent, request=request)
+            try:
+                await self._stream(request, state)
+                return
+            except ModelError as exc:
+                if policy is None or not policy.retries(exc, attempt):
+                    buf._emit(
+                        ErrorEvent, message=exc.message, code=exc.code, retryable=exc.retryable
+                    )
+                    raise
+                # The partial output is dropped: _stream fills `state` only on success.
+                delay = policy.delay(attempt, exc.retry_after)
+                buf._emit(TickRetry, attempt=attempt, delay=delay, error=exc.message, code=exc.code)
+            # Cancellable: abort() during the wait ends the execution at once.
+            await trio.sleep(delay)
+            attempt += 1
 
     async def _build(self, ctx: TickContext) -> ModelRequest:
         if self.agent.build is None:
@@ -735,9 +809,6 @@ class Execution:
                     raise ModelError(chunk.message, code=chunk.code, retryable=chunk.retryable)
                 else:
                     raise TypeError(f"model {model.name!r} streamed a non-chunk: {chunk!r}")
-        except ModelError as exc:
-            buf._emit(ErrorEvent, message=exc.message, code=exc.code, retryable=exc.retryable)
-            raise
         finally:
             await _close_stream(stream)
         close_block()
