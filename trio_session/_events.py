@@ -323,8 +323,9 @@ class ResultEvent(StreamEvent):
 class TickRetry(StreamEvent):
     """The tick's model call failed with a retryable error and the tick will run again.
 
-    The tick's partial output (everything streamed since its ``tick_start``) is discarded;
-    after ``delay`` seconds the tick starts over with a new ``tick_start``.
+    The tick's partial output (the model events since its ``model_request``) is discarded:
+    none of it is committed. After ``delay`` seconds the same request is sent again, and a new
+    ``model_request`` and its model events follow, within the same tick.
 
     Attributes:
         attempt: The attempt that failed, from 1.
