@@ -55,7 +55,7 @@ from ._events import (
     ToolResultEvent,
     ToolResultStart,
 )
-from ._handle import SessionExecutionHandle, Status
+from ._handle import Status, new_session_handle
 from ._messages import (
     ContentBlock,
     Message,
@@ -241,7 +241,7 @@ class Execution:
             seq=host.seq,
             reserved=True,
         )
-        self.handle = SessionExecutionHandle(
+        self.handle, self.outcome = new_session_handle(
             self.buffer, session_id=host.id, execution_id=self.id, control=self
         )
         # A child shares its root's confirmations, so the root's handle answers them.
@@ -274,7 +274,7 @@ class Execution:
     @property
     def finished(self) -> bool:
         """Whether ``execution_end`` was published."""
-        return self.handle._finished.is_set()
+        return self.outcome.finished.is_set()
 
     @property
     def running(self) -> bool:
@@ -364,7 +364,7 @@ class Execution:
                 attrs.evolve(event, seq=seq.next(), spawn_path=(spawn_id, *event.spawn_path))
             )
             if isinstance(event, ExecutionEnd) and not event.spawn_path:
-                result = child.handle._value
+                result = child.outcome.value
                 parent_buffer._emit(
                     SpawnEnd,
                     spawn_id=spawn_id,
@@ -396,7 +396,7 @@ class Execution:
         """
         if not self._started:
             self.start()
-        self.handle._set_running()
+        self.outcome.set_running()
         try:
             status, value, error, reason = await self._run_guarded()
         except trio.Cancelled:
@@ -424,9 +424,8 @@ class Execution:
     async def _run_guarded(
         self,
     ) -> tuple[Status, SendResult | None, BaseException | None, str | None]:
-        handle = self.handle
         try:
-            with handle._scope:
+            with self.outcome.scope:
                 try:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
@@ -443,7 +442,7 @@ class Execution:
                 return "completed", value, None, None
             # Only reached when the handle's scope absorbed a cancellation:
             # abort() or _cancel() already set the status; otherwise a timeout.
-            return "aborted", None, None, "timeout" if handle._timed_out() else None
+            return "aborted", None, None, "timeout" if self.outcome.timed_out() else None
         except ModelError as exc:
             return "error", None, exc, None
         except Exception as exc:
@@ -457,25 +456,25 @@ class Execution:
         reason: str | None,
     ) -> None:
         """Settle the handle and publish the last events, on every path."""
-        handle = self.handle
         self._accepting = False
-        final = handle._settle(status, value, error, reason)
+        outcome = self.outcome
+        final = outcome.settle(status, value, error, reason)
         self._salvage_tick(final)
         self._return_pending()
         if final in ("failed", "error") and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
                 try:
-                    await call_hook(self.agent.on_error, handle._error)
+                    await call_hook(self.agent.on_error, outcome.error)
                 except Exception:
                     logger.exception("Agent.on_error raised while handling an error")
         buf = self.buffer
         if final == "completed":
-            buf._emit(ResultEvent, result=handle._value)
-        failure = handle._error if final in ("failed", "error") else None
+            buf._emit(ResultEvent, result=outcome.value)
+        failure = outcome.error if final in ("failed", "error") else None
         buf._emit(
             ExecutionEnd,
             status=final,
-            reason=handle.reason,
+            reason=outcome.reason,
             error=f"{type(failure).__name__}: {failure}" if failure is not None else None,
             usage=self._usage,
             new_messages=tuple(self._new_messages),
@@ -490,7 +489,7 @@ class Execution:
                     logger.exception(
                         "saving session %r at the end of an execution failed", self.host.id
                     )
-        handle._finish()
+        outcome.finish()
         self.host.execution_finished(self)
 
     def _salvage_tick(self, status: Status) -> None:
@@ -873,7 +872,7 @@ class Execution:
 
     def _end_children(self, reason: str) -> None:
         for child in list(self._children):
-            child.handle._cancel(reason)
+            child.outcome.cancel(reason)
 
 
 async def _await(awaitable: Awaitable[Any]) -> None:

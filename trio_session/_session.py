@@ -577,7 +577,7 @@ class Session:
         self._closed = True
         current = self._core.current
         if current is not None and not current.finished:
-            current.handle._cancel(reason)
+            current.outcome.cancel(reason)
         for child in list(self._children):
             child._close_now(reason)
 
