@@ -45,7 +45,7 @@ import trio
 import trio.testing
 
 from trio_session import CustomEvent, ExecutionEnd
-from trio_session._buffer import EventBuffer, EventSubscription
+from trio_session._buffer import EventBuffer, EventSubscription, publisher_of
 
 Variant = Callable[[int, int], Awaitable[float]]
 
@@ -74,8 +74,13 @@ async def bare(k: int, n: int) -> float:
         started = time.perf_counter()
         for i in range(n):
             event = CustomEvent(
-                seq=i + 1, session_id="s", execution_id="e", tick=0,
-                timestamp=time.time(), name="tick", data=i,
+                seq=i + 1,
+                session_id="s",
+                execution_id="e",
+                tick=0,
+                timestamp=time.time(),
+                name="tick",
+                data=i,
             )
             for sender in senders:
                 sender.send_nowait(event)
@@ -88,8 +93,9 @@ async def bare(k: int, n: int) -> float:
     return k * n / elapsed
 
 
-async def _buffer_run(k: int, n: int, consume: Callable[[EventSubscription], Awaitable[int]]
-                      ) -> float:
+async def _buffer_run(
+    k: int, n: int, consume: Callable[[EventSubscription], Awaitable[int]]
+) -> float:
     buf = EventBuffer(session_id="s", execution_id="e")
     counts: list[int] = []
 
@@ -103,10 +109,10 @@ async def _buffer_run(k: int, n: int, consume: Callable[[EventSubscription], Awa
         await trio.testing.wait_all_tasks_blocked()
         started = time.perf_counter()
         for i in range(n):
-            buf._emit(CustomEvent, name="tick", data=i)
+            publisher_of(buf).emit(CustomEvent, name="tick", data=i)
             if i % burst == 0:
                 await trio.lowlevel.checkpoint()
-        buf._emit(ExecutionEnd, status="completed")
+        publisher_of(buf).emit(ExecutionEnd, status="completed")
     elapsed = time.perf_counter() - started
     # Every consumer also got the final execution_end.
     assert counts == [n + 1] * k, counts
@@ -159,7 +165,10 @@ async def floor(k: int, n: int) -> float:
 
 
 VARIANTS: dict[str, Variant] = {
-    "bare": bare, "receive": per_event, "batch": batched, "floor": floor,
+    "bare": bare,
+    "receive": per_event,
+    "batch": batched,
+    "floor": floor,
 }
 
 
@@ -175,20 +184,31 @@ def measure(k: int, n: int, repeat: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=None,
-                        help="events per run (N); default min(20000, 640000 // K)")
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=None,
+        help="events per run (N); default min(20000, 640000 // K)",
+    )
     parser.add_argument("--repeat", type=int, default=7, help="runs per variant; best is kept")
     parser.add_argument("--ks", default="1,16,256", help="subscriber counts, comma-separated")
-    parser.add_argument("--bursts", default="1,16",
-                        help="events per producer checkpoint, one table each (default 1,16)")
+    parser.add_argument(
+        "--bursts",
+        default="1,16",
+        help="events per producer checkpoint, one table each (default 1,16)",
+    )
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     global burst
     for burst in (int(b) for b in args.bursts.split(",")):
-        print(f"\npython {sys.version.split()[0]}, trio {trio.__version__}, "
-              f"best of {args.repeat}, burst={burst}; deliveries per second")
-        print(f"{'K':>5} {'N':>6} {'bare':>12} {'receive':>12} {'batch':>12} {'floor':>12} "
-              f"{'receive/bare':>13} {'batch/bare':>11} {'floor/bare':>11}")
+        print(
+            f"\npython {sys.version.split()[0]}, trio {trio.__version__}, "
+            f"best of {args.repeat}, burst={burst}; deliveries per second"
+        )
+        print(
+            f"{'K':>5} {'N':>6} {'bare':>12} {'receive':>12} {'batch':>12} {'floor':>12} "
+            f"{'receive/bare':>13} {'batch/bare':>11} {'floor/bare':>11}"
+        )
         receive_ok = True
         batch_ok = True
         for k in ks:
@@ -200,16 +220,22 @@ def main(argv: list[str] | None = None) -> int:
             rates = " ".join(
                 f"{best[name]:>12,.0f}" for name in ("bare", "receive", "batch", "floor")
             )
-            print(f"{k:>5} {n:>6} {rates} {receive_ratio:>12.2f}x {batch_ratio:>10.2f}x "
-                  f"{floor_ratio:>10.2f}x")
+            print(
+                f"{k:>5} {n:>6} {rates} {receive_ratio:>12.2f}x {batch_ratio:>10.2f}x "
+                f"{floor_ratio:>10.2f}x"
+            )
             receive_ok &= receive_ratio >= 1.0
             if k == 16:
                 batch_ok &= batch_ratio >= 5.0
-        print(f"receive >= 1.0x bare at every K: {'met' if receive_ok else 'NOT met'}; "
-              f"batch >= 5x bare at K=16: {'met' if batch_ok else 'NOT met'}")
+        print(
+            f"receive >= 1.0x bare at every K: {'met' if receive_ok else 'NOT met'}; "
+            f"batch >= 5x bare at K=16: {'met' if batch_ok else 'NOT met'}"
+        )
         if burst == 1 and not batch_ok:
-            print("  (with one producer checkpoint per event every consumer is woken per event,"
-                  " so a batch holds ~1.5 events; see 'floor')")
+            print(
+                "  (with one producer checkpoint per event every consumer is woken per event,"
+                " so a batch holds ~1.5 events; see 'floor')"
+            )
     return 0
 
 

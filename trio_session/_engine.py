@@ -23,7 +23,7 @@ import attrs
 import trio
 
 from ._agent import Agent, TickContext, TickResult
-from ._buffer import EventBuffer, SeqCounter
+from ._buffer import EventBuffer, SeqCounter, publisher_of
 from ._errors import InvalidToolArguments, ModelError
 from ._events import (
     ContentDelta,
@@ -241,6 +241,7 @@ class Execution:
             seq=host.seq,
             reserved=True,
         )
+        self.publisher = publisher_of(self.buffer)
         self.handle, self.outcome = new_session_handle(
             self.buffer, session_id=host.id, execution_id=self.id, control=self
         )
@@ -307,7 +308,7 @@ class Execution:
         """Take a message whose ``on_message`` hook already ran."""
         if self.accepting:
             self._pending.append(message)
-            self.buffer._emit(MessageQueued, message=message)
+            self.publisher.emit(MessageQueued, message=message)
         else:
             self.host.enqueue([message])
 
@@ -348,8 +349,9 @@ class Execution:
             raise RuntimeError("the parent execution is not running")
         spawn_id = uuid.uuid4().hex
         parent_buffer = self.buffer
+        parent_publisher = self.publisher
         seq = self.host.seq
-        self.buffer._emit(
+        self.publisher.emit(
             SpawnStart,
             spawn_id=spawn_id,
             child_session_id=child.host.id,
@@ -360,12 +362,12 @@ class Execution:
         def forward(event: StreamEvent) -> None:
             if parent_buffer.closed:
                 return
-            parent_buffer._publish(
+            parent_publisher.forward(
                 attrs.evolve(event, seq=seq.next(), spawn_path=(spawn_id, *event.spawn_path))
             )
             if isinstance(event, ExecutionEnd) and not event.spawn_path:
                 result = child.outcome.value
-                parent_buffer._emit(
+                parent_publisher.emit(
                     SpawnEnd,
                     spawn_id=spawn_id,
                     child_session_id=child.host.id,
@@ -414,7 +416,7 @@ class Execution:
         between (``message_queued``) follows it in the stream.
         """
         self._started = True
-        self.buffer._emit(
+        self.publisher.emit(
             ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
         )
 
@@ -467,11 +469,10 @@ class Execution:
                     await call_hook(self.agent.on_error, outcome.error)
                 except Exception:
                     logger.exception("Agent.on_error raised while handling an error")
-        buf = self.buffer
         if final == "completed":
-            buf._emit(ResultEvent, result=outcome.value)
+            self.publisher.emit(ResultEvent, result=outcome.value)
         failure = outcome.error if final in ("failed", "error") else None
-        buf._emit(
+        self.publisher.emit(
             ExecutionEnd,
             status=final,
             reason=outcome.reason,
@@ -504,7 +505,9 @@ class Execution:
         for index, call in enumerate(state.calls):
             if state.results[index] is None:
                 if index not in state.started:
-                    self.buffer._emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
+                    self.publisher.emit(
+                        ToolResultStart, tool_use_id=call.tool_use_id, name=call.name
+                    )
                 self._answer(
                     state,
                     index,
@@ -535,7 +538,7 @@ class Execution:
             self._tick += 1
             tick = self._tick
             buf.tick = tick
-            buf._emit(TickStart)
+            self.publisher.emit(TickStart)
             state = _Tick(tick)
             self._current = state
             ctx = TickContext(
@@ -550,7 +553,7 @@ class Execution:
             )
             await call_hook(self.agent.on_tick_start, ctx)
             request = await self._build(ctx)
-            buf._emit(ModelRequestEvent, request=request)
+            self.publisher.emit(ModelRequestEvent, request=request)
             await self._stream(request, state)
             assert state.message is not None
             if state.calls:
@@ -582,7 +585,7 @@ class Execution:
                 self._accepting = False
                 self._return_pending()
             await call_hook(self.agent.on_tick_end, result)
-            buf._emit(
+            self.publisher.emit(
                 TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
             )
             if not go_on:
@@ -610,11 +613,11 @@ class Execution:
         timeline = self.host.timeline
         timeline.append(message)
         self._new_messages.append(message)
-        self.buffer._emit(EntryCommitted, message=message, index=len(timeline) - 1)
+        self.publisher.emit(EntryCommitted, message=message, index=len(timeline) - 1)
 
     def _deliver(self, messages: Sequence[Message]) -> None:
         for message in messages:
-            self.buffer._emit(MessageDelivered, message_id=message.id)
+            self.publisher.emit(MessageDelivered, message_id=message.id)
             self._commit(message)
 
     def _take_pending(self) -> list[Message]:
@@ -642,7 +645,6 @@ class Execution:
     # -- the model stream ---------------------------------------------------
 
     async def _stream(self, request: ModelRequest, state: _Tick) -> None:
-        buf = self.buffer
         model = self.agent.model
         blocks: list[ContentBlock | None] = []
         open_kind: str | None = None
@@ -659,7 +661,7 @@ class Execution:
                 blocks[open_index] = (
                     TextBlock(text) if open_kind == "text" else ReasoningBlock(text)
                 )
-                buf._emit(ContentEnd, block_index=open_index)
+                self.publisher.emit(ContentEnd, block_index=open_index)
                 open_kind = None
 
         def open_block(kind: str) -> None:
@@ -669,9 +671,9 @@ class Execution:
             open_index = len(blocks)
             blocks.append(None)
             parts.clear()
-            buf._emit(ContentStart, block_index=open_index, block_type=kind)
+            self.publisher.emit(ContentStart, block_index=open_index, block_type=kind)
 
-        buf._emit(MessageStart, model=getattr(model, "name", None))
+        self.publisher.emit(MessageStart, model=getattr(model, "name", None))
         stream = model.stream(request)
         try:
             async for chunk in stream:
@@ -679,16 +681,16 @@ class Execution:
                     if open_kind != "text":
                         open_block("text")
                     parts.append(chunk.text)
-                    buf._emit(ContentDelta, block_index=open_index, delta=chunk.text)
+                    self.publisher.emit(ContentDelta, block_index=open_index, delta=chunk.text)
                 elif type(chunk) is ReasoningChunk:
                     if open_kind != "reasoning":
                         open_block("reasoning")
                     parts.append(chunk.text)
-                    buf._emit(ReasoningDelta, block_index=open_index, delta=chunk.text)
+                    self.publisher.emit(ReasoningDelta, block_index=open_index, delta=chunk.text)
                 elif type(chunk) is ToolCallStartChunk:
                     close_block()
                     started[chunk.tool_use_id] = len(blocks)
-                    buf._emit(
+                    self.publisher.emit(
                         ToolCallStart,
                         tool_use_id=chunk.tool_use_id,
                         name=chunk.name,
@@ -696,7 +698,7 @@ class Execution:
                     )
                     blocks.append(None)
                 elif type(chunk) is ToolCallDeltaChunk:
-                    buf._emit(
+                    self.publisher.emit(
                         ToolCallDelta, tool_use_id=chunk.tool_use_id, delta=chunk.arguments_delta
                     )
                 elif type(chunk) is ToolCallChunk:
@@ -705,14 +707,14 @@ class Execution:
                     if index is None:
                         index = len(blocks)
                         blocks.append(None)
-                        buf._emit(
+                        self.publisher.emit(
                             ToolCallStart,
                             tool_use_id=chunk.tool_use_id,
                             name=chunk.name,
                             block_index=index,
                         )
                     blocks[index] = ToolUseBlock(chunk.tool_use_id, chunk.name, chunk.input)
-                    buf._emit(
+                    self.publisher.emit(
                         ToolCall, tool_use_id=chunk.tool_use_id, name=chunk.name, input=chunk.input
                     )
                 elif type(chunk) is UsageChunk:
@@ -725,7 +727,9 @@ class Execution:
                 else:
                     raise TypeError(f"model {model.name!r} streamed a non-chunk: {chunk!r}")
         except ModelError as exc:
-            buf._emit(ErrorEvent, message=exc.message, code=exc.code, retryable=exc.retryable)
+            self.publisher.emit(
+                ErrorEvent, message=exc.message, code=exc.code, retryable=exc.retryable
+            )
             raise
         finally:
             await _close_stream(stream)
@@ -735,9 +739,9 @@ class Execution:
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
         usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
-        buf._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
+        self.publisher.emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         message = Message("assistant", content)
-        buf._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
+        self.publisher.emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
         state.message = message
         state.calls = calls
         state.results = [None] * len(calls)
@@ -759,12 +763,12 @@ class Execution:
         call = state.calls[index]
         async with limiter:
             state.started.add(index)
-            self.buffer._emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
+            self.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
             self._answer(state, index, await self._tool_result(call, state.number))
 
     def _answer(self, state: _Tick, index: int, result: ToolResultBlock) -> None:
         state.results[index] = result
-        self.buffer._emit(
+        self.publisher.emit(
             ToolResultEvent,
             tool_use_id=result.tool_use_id,
             name=result.name,
@@ -818,13 +822,12 @@ class Execution:
         return ToolResultBlock(call.tool_use_id, call.name, content)
 
     def _emit_custom(self, name: str, data: Any) -> None:
-        self.buffer._emit(CustomEvent, name=name, data=data)
+        self.publisher.emit(CustomEvent, name=name, data=data)
 
     async def _confirm(self, tool: Tool, call: ToolUseBlock) -> Decision:
-        buf = self.buffer
         remembered = self.host.remembered(tool.name)
         if remembered is not None:
-            buf._emit(
+            self.publisher.emit(
                 ToolConfirmationResult,
                 tool_use_id=call.tool_use_id,
                 approved=remembered.approved,
@@ -836,7 +839,7 @@ class Execution:
         # by a listener of that event finds it.
         pending = self.confirmations.register(call.tool_use_id, tool, call.input)
         try:
-            event = buf._emit(
+            event = self.publisher.emit(
                 ToolConfirmationRequired,
                 tool_use_id=call.tool_use_id,
                 name=tool.name,
@@ -856,7 +859,7 @@ class Execution:
         finally:
             if call.tool_use_id in self.confirmations:
                 pending.decide(Decision(False, reason="execution ended"))
-        buf._emit(
+        self.publisher.emit(
             ToolConfirmationResult,
             tool_use_id=call.tool_use_id,
             approved=decision.approved,

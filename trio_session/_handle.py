@@ -15,7 +15,18 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast, final
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    Protocol,
+    TypeVar,
+    cast,
+    final,
+)
 
 import trio
 
@@ -177,6 +188,8 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         ...         print(event.type)
         ...     print((await handle.result).response)
     """
+
+    _made_by: ClassVar = "session.send(), render() or spawn()"
 
     def __init__(
         self, events: EventBuffer, outcome: Outcome[R], *, trace_id: str | None = None

@@ -15,7 +15,7 @@ import attrs
 import trio
 
 from ._agent import Agent
-from ._buffer import EventBuffer, EventSubscription, SeqCounter
+from ._buffer import EventSubscription, SeqCounter, SessionChain
 from ._engine import CLEANUP_TIMEOUT, Execution, call_hook, current_tool_call, reraise, unwrap
 from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
 from ._events import CustomEvent
@@ -164,8 +164,7 @@ def _as_messages(message: object, where: str) -> list[Message]:
         for i, item in enumerate(message):
             if not isinstance(item, Message | str):
                 raise TypeError(
-                    f"{where}() message[{i}] must be a Message or a str, "
-                    f"got {type(item).__name__}"
+                    f"{where}() message[{i}] must be a Message or a str, got {type(item).__name__}"
                 )
             messages.append(as_message(item, where))
         if not messages:
@@ -244,7 +243,7 @@ class Session:
             snapshot=snapshot,
             max_buffered_events=max_buffered_events,
         )
-        self._last_buffer = EventBuffer._closed_empty(session_id=session_id, seq=self._core.seq)
+        self._chain = SessionChain(session_id=session_id, seq=self._core.seq)
         self.send = Procedure(self._send, name="send")
         self.render = Procedure(self._render, name="render")
         self.spawn = Procedure(self._spawn, name="spawn")
@@ -431,15 +430,14 @@ class Session:
             execution.start()
         # Only once the task is scheduled: a failed start leaves the session idle.
         self._core.current = execution
-        self._last_buffer._link(execution.buffer)
-        self._last_buffer = execution.buffer
+        self._chain.append(execution.buffer)
         return execution.handle
 
     def _execution_finished(self, execution: Execution) -> None:
         # A spawned child runs one execution and closes with it.
         if self.parent is not None and not self._closed:
             self._closed = True
-            self._last_buffer._end_chain()
+            self._chain.end()
             if self.parent is not None and self in self.parent._children:
                 self.parent._children.remove(self)
 
@@ -496,7 +494,7 @@ class Session:
 
         def emit(name: str, data: Any) -> None:
             if running and current is not None and not current.buffer.closed:
-                current.buffer._emit(CustomEvent, name=name, data=data)
+                current.publisher.emit(CustomEvent, name=name, data=data)
 
         context = ToolContext(
             session=self,
@@ -544,7 +542,7 @@ class Session:
             SessionClosed: The session is closed.
         """
         self._check_open()
-        return self._last_buffer._subscribe_session(types=types, after_seq=after_seq)
+        return self._chain.subscribe(types=types, after_seq=after_seq)
 
     def snapshot(self) -> SessionSnapshot:
         """The session's persistent state now.
@@ -570,7 +568,7 @@ class Session:
             await current.handle.wait()
         for child in list(self._children):
             await child._wait_idle()
-        self._last_buffer._end_chain()
+        self._chain.end()
 
     def _close_now(self, reason: str) -> None:
         """Mark closed and cancel what runs (synchronously)."""
@@ -664,7 +662,7 @@ async def open_session(
     finally:
         if session is not None:
             session._closed = True
-            session._last_buffer._end_chain()
+            session._chain.end()
             if store is not None:
                 # Messages queued while idle are kept too.
                 with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
