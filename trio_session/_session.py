@@ -16,7 +16,7 @@ import trio
 
 from ._agent import Agent
 from ._buffer import EventSubscription, SeqCounter, SessionChain
-from ._engine import CLEANUP_TIMEOUT, Execution, call_hook, current_tool_call, reraise, unwrap
+from ._engine import Execution, bounded, call_hook, current_tool_call, reraise, unwrap
 from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
@@ -665,7 +665,7 @@ async def open_session(
             session._chain.end()
             if store is not None:
                 # Messages queued while idle are kept too.
-                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                with trio.CancelScope(shield=True), bounded("saving the session on close"):
                     try:
                         await session._core.save()
                     except Exception:

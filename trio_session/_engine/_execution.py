@@ -12,80 +12,41 @@ the session module.
 
 from __future__ import annotations
 
-import contextvars
-import inspect
-import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Protocol
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
 
-import attrs
 import trio
 
-from ._agent import Agent, TickContext, TickResult
-from ._buffer import EventBuffer, SeqCounter, publisher_of
-from ._errors import InvalidToolArguments, ModelError
-from ._events import (
-    ContentDelta,
-    ContentEnd,
-    ContentStart,
+from .._agent import Agent, TickContext, TickResult
+from .._buffer import EventBuffer, SeqCounter, publisher_of
+from .._errors import ModelError
+from .._events import (
     CustomEvent,
     EntryCommitted,
-    ErrorEvent,
     ExecutionEnd,
     ExecutionStart,
     MessageDelivered,
-    MessageEnd,
-    MessageEvent,
     MessageQueued,
-    MessageStart,
     ModelRequestEvent,
-    ReasoningDelta,
     ResultEvent,
-    SpawnEnd,
-    SpawnStart,
-    StreamEvent,
     TickEnd,
     TickStart,
-    ToolCall,
-    ToolCallDelta,
-    ToolCallStart,
-    ToolConfirmationRequired,
-    ToolConfirmationResult,
-    ToolResultEvent,
-    ToolResultStart,
 )
-from ._handle import Status, new_session_handle
-from ._messages import (
-    ContentBlock,
-    Message,
-    ReasoningBlock,
-    TextBlock,
-    ToolResultBlock,
-    ToolUseBlock,
-)
-from ._result import SendResult
-from ._tools import Confirmations, Decision, Tool, ToolContext
-from ._usage import Usage
-from .models._base import (
-    INVALID_JSON_KEY,
-    ErrorChunk,
-    ModelRequest,
-    ReasoningChunk,
-    StopChunk,
-    TextChunk,
-    ToolCallChunk,
-    ToolCallDeltaChunk,
-    ToolCallStartChunk,
-    UsageChunk,
-)
+from .._handle import Status, new_session_handle
+from .._messages import Message
+from .._result import SendResult
+from .._tools import Confirmations, Decision
+from .._usage import Usage
+from ..models._base import ModelRequest
+from ._assembler import Assembler
+from ._hooks import await_, call_hook
+from ._spawn import adopt
+from ._tick import Tick
+from ._tool_calls import run_tools, unfinished
+from ._unwrap import bounded, logger, reraise, unwrap
 
-__all__ = ["Execution", "ExecutionHost", "current_tool_call", "reraise"]
-
-logger = logging.getLogger("trio_session")
-
-CLEANUP_TIMEOUT: Final = 5.0
-"""Seconds that shielded cleanup (closing a model stream, the final save) may take."""
+__all__ = ["Execution", "ExecutionHost"]
 
 
 class ExecutionHost(Protocol):
@@ -137,85 +98,13 @@ class ExecutionHost(Protocol):
         ...
 
 
-@attrs.frozen
-class _ToolCallContext:
-    execution: Execution
-    tool_use_id: str
-
-
-current_tool_call: contextvars.ContextVar[_ToolCallContext | None] = contextvars.ContextVar(
-    "trio_session_tool_call", default=None
-)
-"""Set while a tool runs, so ``session.spawn`` from inside it runs the child there."""
-
-
-def reraise(exc: BaseException) -> None:
-    """Raise ``exc`` keeping its own ``__context__`` (not the group it came out of)."""
-    context = exc.__context__
-    try:
-        raise exc
-    finally:
-        exc.__context__ = context
-        del exc, context
-
-
-def unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """Pick the exception a caller should see from a nursery's group.
-
-    KeyboardInterrupt / SystemExit first, then the first real error, and a
-    `trio.Cancelled` only when nothing else happened.
-    """
-    leaves: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop()
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(reversed(exc.exceptions))
-        else:
-            leaves.append(exc)
-
-    def rank(exc: BaseException) -> int:
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            return 0
-        if isinstance(exc, Exception):
-            return 1
-        return 3 if isinstance(exc, trio.Cancelled) else 2
-
-    return min(leaves, key=rank) if leaves else group
-
-
-async def call_hook(hook: Callable[..., Any] | None, *args: Any) -> Any:
-    """Call a sync or async hook."""
-    if hook is None:
-        return None
-    result = hook(*args)
-    if inspect.isawaitable(result):
-        result = await result
-    return result
-
-
-def _error_result(call: ToolUseBlock, text: str) -> ToolResultBlock:
-    return ToolResultBlock(call.tool_use_id, call.name, (TextBlock(text),), is_error=True)
-
-
-@attrs.define
-class _Tick:
-    """What one tick produced so far; committed all at once."""
-
-    number: int
-    message: Message | None = None
-    calls: tuple[ToolUseBlock, ...] = ()
-    results: list[ToolResultBlock | None] = attrs.Factory(list)
-    usage: Usage = attrs.field(factory=Usage)
-    stop_reason: str = "end_turn"
-    started: set[int] = attrs.Factory(set)
-    committed: bool = False
-
-
 class Execution:
-    """One execution of a session: the handle's engine side.
+    """One execution of a session: the handle's engine side, and its lifecycle.
 
-    Implements `ExecutionControl` for its `SessionExecutionHandle`.
+    Implements `ExecutionControl` for its `SessionExecutionHandle`, settles
+    the handle through its `Outcome`, and runs the tick loop. The model
+    stream is assembled by `Assembler`, a tick's tools run in `_tool_calls`
+    (with `_confirm`), and spawned children are forwarded by `_spawn`.
     """
 
     def __init__(
@@ -257,9 +146,9 @@ class Execution:
         self._early_hooks: list[Awaitable[Any]] = []
         self._new_messages: list[Message] = []
         self._usage = Usage()
-        self._current: _Tick | None = None
+        self._current: Tick | None = None
         self._last_message: Message | None = None
-        self._children: set[Execution] = set()
+        self.children: set[Execution] = set()
         self._started = False
 
     def __repr__(self) -> str:
@@ -339,53 +228,17 @@ class Execution:
         if self._nursery is None:
             self._early_hooks.append(awaitable)
         else:
-            self._nursery.start_soon(_await, awaitable)
+            self._nursery.start_soon(await_, awaitable)
 
     # -- spawn --------------------------------------------------------------
 
     def adopt(self, child: Execution, origin_tool_use_id: str | None) -> None:
         """Run ``child`` in this execution's nursery, forwarding its events here."""
-        if self._nursery is None or self.buffer.closed:
-            raise RuntimeError("the parent execution is not running")
-        spawn_id = uuid.uuid4().hex
-        parent_buffer = self.buffer
-        parent_publisher = self.publisher
-        seq = self.host.seq
-        self.publisher.emit(
-            SpawnStart,
-            spawn_id=spawn_id,
-            child_session_id=child.host.id,
-            child_execution_id=child.id,
-            origin_tool_use_id=origin_tool_use_id,
-        )
+        adopt(self, child, origin_tool_use_id)
 
-        def forward(event: StreamEvent) -> None:
-            if parent_buffer.closed:
-                return
-            parent_publisher.forward(
-                attrs.evolve(event, seq=seq.next(), spawn_path=(spawn_id, *event.spawn_path))
-            )
-            if isinstance(event, ExecutionEnd) and not event.spawn_path:
-                result = child.outcome.value
-                parent_publisher.emit(
-                    SpawnEnd,
-                    spawn_id=spawn_id,
-                    child_session_id=child.host.id,
-                    status=event.status,
-                    response=result.response if isinstance(result, SendResult) else None,
-                    usage=event.usage,
-                )
-
-        child.buffer.on(forward)
-        child.start()
-        self._children.add(child)
-        self._nursery.start_soon(self._run_child, child)
-
-    async def _run_child(self, child: Execution) -> None:
-        try:
-            await child.run()
-        finally:
-            self._children.discard(child)
+    def emit_custom(self, name: str, data: Any) -> None:
+        """Publish a ``custom`` event (what ``ToolContext.emit`` does)."""
+        self.publisher.emit(CustomEvent, name=name, data=data)
 
     # -- the run ------------------------------------------------------------
 
@@ -432,7 +285,7 @@ class Execution:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         for awaitable in self._early_hooks:
-                            nursery.start_soon(_await, awaitable)
+                            nursery.start_soon(await_, awaitable)
                         self._early_hooks.clear()
                         value = await self._loop()
                         # Children and pending hook tasks end with their execution.
@@ -464,7 +317,7 @@ class Execution:
         self._salvage_tick(final)
         self._return_pending()
         if final in ("failed", "error") and self.agent.on_error is not None:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+            with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
                     await call_hook(self.agent.on_error, outcome.error)
                 except Exception:
@@ -483,7 +336,7 @@ class Execution:
         # Saved after the last event, so a restored session numbers on from it;
         # the session stays "running" until the save is done.
         if self.host.persistent:
-            with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+            with trio.CancelScope(shield=True), bounded("the end-of-execution save"):
                 try:
                     await self.host.save()
                 except Exception:
@@ -502,20 +355,7 @@ class Execution:
         state = self._current
         if state is None or state.committed or state.message is None:
             return
-        for index, call in enumerate(state.calls):
-            if state.results[index] is None:
-                if index not in state.started:
-                    self.publisher.emit(
-                        ToolResultStart, tool_use_id=call.tool_use_id, name=call.name
-                    )
-                self._answer(
-                    state,
-                    index,
-                    _error_result(
-                        call,
-                        f"The call to {call.name!r} did not complete: the execution was {status}.",
-                    ),
-                )
+        unfinished(self, state, status)
         self._commit_tick(state)
 
     # -- the tick loop ------------------------------------------------------
@@ -539,7 +379,7 @@ class Execution:
             tick = self._tick
             buf.tick = tick
             self.publisher.emit(TickStart)
-            state = _Tick(tick)
+            state = Tick(tick)
             self._current = state
             ctx = TickContext(
                 props=self.props,
@@ -557,7 +397,7 @@ class Execution:
             await self._stream(request, state)
             assert state.message is not None
             if state.calls:
-                await self._run_tools(state)
+                await run_tools(self, state)
             self._commit_tick(state)
 
             default = bool(state.calls) or bool(self._pending)
@@ -629,7 +469,7 @@ class Execution:
         if pending:
             self.host.enqueue(pending)
 
-    def _commit_tick(self, state: _Tick) -> None:
+    def _commit_tick(self, state: Tick) -> None:
         """Commit the assistant message and its tool results together."""
         assert state.message is not None
         if state.message.content:
@@ -644,247 +484,33 @@ class Execution:
 
     # -- the model stream ---------------------------------------------------
 
-    async def _stream(self, request: ModelRequest, state: _Tick) -> None:
+    async def _stream(self, request: ModelRequest, state: Tick) -> None:
         model = self.agent.model
-        blocks: list[ContentBlock | None] = []
-        open_kind: str | None = None
-        open_index = -1
-        parts: list[str] = []
-        started: dict[str, int] = {}
-        input_tokens = output_tokens = 0
-        stop_reason: str | None = None
-
-        def close_block() -> None:
-            nonlocal open_kind
-            if open_kind is not None:
-                text = "".join(parts)
-                blocks[open_index] = (
-                    TextBlock(text) if open_kind == "text" else ReasoningBlock(text)
-                )
-                self.publisher.emit(ContentEnd, block_index=open_index)
-                open_kind = None
-
-        def open_block(kind: str) -> None:
-            nonlocal open_kind, open_index
-            close_block()
-            open_kind = kind
-            open_index = len(blocks)
-            blocks.append(None)
-            parts.clear()
-            self.publisher.emit(ContentStart, block_index=open_index, block_type=kind)
-
-        self.publisher.emit(MessageStart, model=getattr(model, "name", None))
+        assembler = Assembler(self.publisher.emit, getattr(model, "name", None))
         stream = model.stream(request)
         try:
             async for chunk in stream:
-                if type(chunk) is TextChunk:
-                    if open_kind != "text":
-                        open_block("text")
-                    parts.append(chunk.text)
-                    self.publisher.emit(ContentDelta, block_index=open_index, delta=chunk.text)
-                elif type(chunk) is ReasoningChunk:
-                    if open_kind != "reasoning":
-                        open_block("reasoning")
-                    parts.append(chunk.text)
-                    self.publisher.emit(ReasoningDelta, block_index=open_index, delta=chunk.text)
-                elif type(chunk) is ToolCallStartChunk:
-                    close_block()
-                    started[chunk.tool_use_id] = len(blocks)
-                    self.publisher.emit(
-                        ToolCallStart,
-                        tool_use_id=chunk.tool_use_id,
-                        name=chunk.name,
-                        block_index=len(blocks),
-                    )
-                    blocks.append(None)
-                elif type(chunk) is ToolCallDeltaChunk:
-                    self.publisher.emit(
-                        ToolCallDelta, tool_use_id=chunk.tool_use_id, delta=chunk.arguments_delta
-                    )
-                elif type(chunk) is ToolCallChunk:
-                    close_block()
-                    index = started.pop(chunk.tool_use_id, None)
-                    if index is None:
-                        index = len(blocks)
-                        blocks.append(None)
-                        self.publisher.emit(
-                            ToolCallStart,
-                            tool_use_id=chunk.tool_use_id,
-                            name=chunk.name,
-                            block_index=index,
-                        )
-                    blocks[index] = ToolUseBlock(chunk.tool_use_id, chunk.name, chunk.input)
-                    self.publisher.emit(
-                        ToolCall, tool_use_id=chunk.tool_use_id, name=chunk.name, input=chunk.input
-                    )
-                elif type(chunk) is UsageChunk:
-                    input_tokens += chunk.input_tokens
-                    output_tokens += chunk.output_tokens
-                elif type(chunk) is StopChunk:
-                    stop_reason = chunk.reason
-                elif type(chunk) is ErrorChunk:
-                    raise ModelError(chunk.message, code=chunk.code, retryable=chunk.retryable)
-                else:
-                    raise TypeError(f"model {model.name!r} streamed a non-chunk: {chunk!r}")
+                assembler.feed(chunk)
         except ModelError as exc:
-            self.publisher.emit(
-                ErrorEvent, message=exc.message, code=exc.code, retryable=exc.retryable
-            )
+            assembler.fail(exc)
             raise
         finally:
             await _close_stream(stream)
-        close_block()
-        content = tuple(b for b in blocks if b is not None)
-        calls = tuple(b for b in content if isinstance(b, ToolUseBlock))
-        if stop_reason is None:
-            stop_reason = "tool_use" if calls else "end_turn"
-        usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
-        self.publisher.emit(MessageEnd, stop_reason=stop_reason, usage=usage)
-        message = Message("assistant", content)
-        self.publisher.emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
-        state.message = message
-        state.calls = calls
-        state.results = [None] * len(calls)
-        state.usage = usage
-        state.stop_reason = stop_reason
-
-    # -- tools --------------------------------------------------------------
-
-    async def _run_tools(self, state: _Tick) -> None:
-        limiter = trio.CapacityLimiter(self.agent.max_tool_concurrency)
-        if len(state.calls) == 1:
-            await self._run_tool(state, 0, limiter)
-            return
-        async with trio.open_nursery() as nursery:
-            for index in range(len(state.calls)):
-                nursery.start_soon(self._run_tool, state, index, limiter)
-
-    async def _run_tool(self, state: _Tick, index: int, limiter: trio.CapacityLimiter) -> None:
-        call = state.calls[index]
-        async with limiter:
-            state.started.add(index)
-            self.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-            self._answer(state, index, await self._tool_result(call, state.number))
-
-    def _answer(self, state: _Tick, index: int, result: ToolResultBlock) -> None:
-        state.results[index] = result
-        self.publisher.emit(
-            ToolResultEvent,
-            tool_use_id=result.tool_use_id,
-            name=result.name,
-            content=result.content,
-            is_error=result.is_error,
-        )
-
-    async def _tool_result(self, call: ToolUseBlock, tick: int) -> ToolResultBlock:
-        tool = self.agent.tool(call.name)
-        if tool is None or not tool.visible_to_model:
-            names = ", ".join(t.name for t in self.agent.tools if t.visible_to_model) or "none"
-            return _error_result(call, f"Unknown tool {call.name!r}. Available tools: {names}.")
-        arguments: Mapping[str, Any] = call.input
-        if INVALID_JSON_KEY in arguments:
-            return _error_result(
-                call,
-                f"The arguments for {call.name!r} were not valid JSON: "
-                f"{arguments[INVALID_JSON_KEY]!s:.500}. Call the tool again with a JSON object.",
-            )
-        if tool.needs_confirmation(arguments):
-            try:
-                tool.validate(arguments)
-            except InvalidToolArguments as exc:
-                return _error_result(call, str(exc))
-            decision = await self._confirm(tool, call)
-            if not decision.approved:
-                why = f": {decision.reason}" if decision.reason else ""
-                return _error_result(call, f"The user denied the call to {call.name!r}{why}.")
-            if decision.modified_arguments is not None:
-                arguments = decision.modified_arguments
-        context = ToolContext(
-            session=self.host.owner,
-            execution=self.handle,
-            tool_use_id=call.tool_use_id,
-            tick=tick,
-            props=self.props,
-            state=self.host.state,
-            emit_fn=self._emit_custom,
-            spawn_fn=self.host.owner.spawn,
-        )
-        token = current_tool_call.set(_ToolCallContext(self, call.tool_use_id))
-        try:
-            content = await tool.run(context, arguments)
-        except InvalidToolArguments as exc:
-            return _error_result(call, str(exc))
-        except Exception as exc:
-            logger.debug("tool %r raised", call.name, exc_info=True)
-            return _error_result(call, f"Tool {call.name!r} failed: {type(exc).__name__}: {exc}")
-        finally:
-            current_tool_call.reset(token)
-        return ToolResultBlock(call.tool_use_id, call.name, content)
-
-    def _emit_custom(self, name: str, data: Any) -> None:
-        self.publisher.emit(CustomEvent, name=name, data=data)
-
-    async def _confirm(self, tool: Tool, call: ToolUseBlock) -> Decision:
-        remembered = self.host.remembered(tool.name)
-        if remembered is not None:
-            self.publisher.emit(
-                ToolConfirmationResult,
-                tool_use_id=call.tool_use_id,
-                approved=remembered.approved,
-                reason=remembered.reason or "remembered for this session",
-                always=True,
-            )
-            return remembered
-        # Registered before the event is published: an answer given synchronously
-        # by a listener of that event finds it.
-        pending = self.confirmations.register(call.tool_use_id, tool, call.input)
-        try:
-            event = self.publisher.emit(
-                ToolConfirmationRequired,
-                tool_use_id=call.tool_use_id,
-                name=tool.name,
-                input=call.input,
-                message=tool.confirmation_text(call.input),
-            )
-            if self.agent.on_tool_confirmation is not None:
-                decision = await call_hook(self.agent.on_tool_confirmation, event)
-                if decision is not None and call.tool_use_id in self.confirmations:
-                    if not isinstance(decision, Decision):
-                        raise TypeError(
-                            "Agent.on_tool_confirmation must return a Decision or None, "
-                            f"got {type(decision).__name__}"
-                        )
-                    pending.decide(decision)
-            decision = await pending.wait(tool.confirmation_timeout)
-        finally:
-            if call.tool_use_id in self.confirmations:
-                pending.decide(Decision(False, reason="execution ended"))
-        self.publisher.emit(
-            ToolConfirmationResult,
-            tool_use_id=call.tool_use_id,
-            approved=decision.approved,
-            reason=decision.reason,
-            modified_arguments=decision.modified_arguments,
-            always=decision.always,
-        )
-        if decision.always:
-            self.host.remember(
-                tool.name, Decision(decision.approved, reason=decision.reason, always=True)
-            )
-        return decision
+        assembled = assembler.finish()
+        state.message = assembled.message
+        state.calls = assembled.calls
+        state.results = [None] * len(assembled.calls)
+        state.usage = assembled.usage
+        state.stop_reason = assembled.stop_reason
 
     def _end_children(self, reason: str) -> None:
-        for child in list(self._children):
+        for child in list(self.children):
             child.outcome.cancel(reason)
-
-
-async def _await(awaitable: Awaitable[Any]) -> None:
-    await awaitable
 
 
 async def _close_stream(stream: Any) -> None:
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return
-    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+    with trio.CancelScope(shield=True), bounded("closing the model stream"):
         await aclose()
