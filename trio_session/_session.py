@@ -7,7 +7,15 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, overload
 
@@ -71,11 +79,16 @@ class _Conversation:
         session: Session,
         *,
         session_id: str,
+        nursery: trio.Nursery,
+        finished: Callable[[Execution], None],
         store: SessionStore | None,
         snapshot: SessionSnapshot | None,
         max_buffered_events: int | None,
     ) -> None:
         self.session = session
+        # Where async on_message hooks of an idle session run.
+        self.nursery = nursery
+        self.finished = finished
         self.id = session_id
         self.store = store
         self.max_buffered_events = max_buffered_events
@@ -121,7 +134,7 @@ class _Conversation:
             if execution is not None:
                 execution.run_hook_soon(result)
             else:
-                self.session._nursery.start_soon(_logged_hook, result, "on_message")
+                self.nursery.start_soon(_logged_hook, result, "on_message")
 
     def remembered(self, tool_name: str) -> Decision | None:
         return self.always.get(tool_name)
@@ -146,7 +159,7 @@ class _Conversation:
             await self.store.save(self.snapshot())
 
     def execution_finished(self, execution: Execution) -> None:
-        self.session._execution_finished(execution)
+        self.finished(execution)
 
 
 async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
@@ -239,6 +252,8 @@ class Session:
         self._core = _Conversation(
             self,
             session_id=session_id,
+            nursery=nursery,
+            finished=self._execution_finished,
             store=store,
             snapshot=snapshot,
             max_buffered_events=max_buffered_events,
@@ -579,6 +594,12 @@ class Session:
         for child in list(self._children):
             child._close_now(reason)
 
+    def _end(self) -> _Conversation:
+        """The session's block was left: closed for good, its event chain ended."""
+        self._closed = True
+        self._chain.end()
+        return self._core
+
     async def _wait_idle(self) -> None:
         current = self._core.current
         if current is not None:
@@ -661,13 +682,12 @@ async def open_session(
         reraise(unwrap(group))
     finally:
         if session is not None:
-            session._closed = True
-            session._chain.end()
+            core = session._end()
             if store is not None:
                 # Messages queued while idle are kept too.
                 with trio.CancelScope(shield=True), bounded("saving the session on close"):
                     try:
-                        await session._core.save()
+                        await core.save()
                     except Exception:
                         if not failed:
                             raise
