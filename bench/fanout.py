@@ -10,10 +10,10 @@ Variants, measured in the same run, interleaved, best of ``--repeat``:
 
 - ``bare``: one unbounded memory channel per subscriber; the producer builds
   the same event as the buffer does and ``send_nowait``s it to each channel.
-- ``receive``: ``EventBuffer._emit`` + ``await subscription.receive()`` per event.
-- ``batch``: ``EventBuffer._emit`` + ``await subscription.receive_batch()``.
+- ``receive``: ``Publisher.emit`` + ``await subscription.receive()`` per event.
+- ``batch``: ``Publisher.emit`` + ``await subscription.receive_batch()``.
 
-Both producers build one ``CustomEvent`` per event (the buffer via ``_emit``,
+Both producers build one ``CustomEvent`` per event (the buffer via ``Publisher.emit``,
 the bare fan-out by hand, with the same fields), so the ratio compares the
 fan-out, not event construction. Targets: receive >= 1.0x bare at every K,
 batch >= 5x bare at K = 16.
@@ -74,13 +74,8 @@ async def bare(k: int, n: int) -> float:
         started = time.perf_counter()
         for i in range(n):
             event = CustomEvent(
-                seq=i + 1,
-                session_id="s",
-                execution_id="e",
-                tick=0,
-                timestamp=time.time(),
-                name="tick",
-                data=i,
+                seq=i + 1, session_id="s", execution_id="e", tick=0,
+                timestamp=time.time(), name="tick", data=i,
             )
             for sender in senders:
                 sender.send_nowait(event)
@@ -93,9 +88,8 @@ async def bare(k: int, n: int) -> float:
     return k * n / elapsed
 
 
-async def _buffer_run(
-    k: int, n: int, consume: Callable[[EventSubscription], Awaitable[int]]
-) -> float:
+async def _buffer_run(k: int, n: int, consume: Callable[[EventSubscription], Awaitable[int]]
+                      ) -> float:
     buf = EventBuffer(session_id="s", execution_id="e")
     counts: list[int] = []
 
@@ -165,10 +159,7 @@ async def floor(k: int, n: int) -> float:
 
 
 VARIANTS: dict[str, Variant] = {
-    "bare": bare,
-    "receive": per_event,
-    "batch": batched,
-    "floor": floor,
+    "bare": bare, "receive": per_event, "batch": batched, "floor": floor,
 }
 
 
@@ -184,31 +175,20 @@ def measure(k: int, n: int, repeat: int) -> dict[str, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "--events",
-        type=int,
-        default=None,
-        help="events per run (N); default min(20000, 640000 // K)",
-    )
+    parser.add_argument("--events", type=int, default=None,
+                        help="events per run (N); default min(20000, 640000 // K)")
     parser.add_argument("--repeat", type=int, default=7, help="runs per variant; best is kept")
     parser.add_argument("--ks", default="1,16,256", help="subscriber counts, comma-separated")
-    parser.add_argument(
-        "--bursts",
-        default="1,16",
-        help="events per producer checkpoint, one table each (default 1,16)",
-    )
+    parser.add_argument("--bursts", default="1,16",
+                        help="events per producer checkpoint, one table each (default 1,16)")
     args = parser.parse_args(argv)
     ks = [int(k) for k in args.ks.split(",")]
     global burst
     for burst in (int(b) for b in args.bursts.split(",")):
-        print(
-            f"\npython {sys.version.split()[0]}, trio {trio.__version__}, "
-            f"best of {args.repeat}, burst={burst}; deliveries per second"
-        )
-        print(
-            f"{'K':>5} {'N':>6} {'bare':>12} {'receive':>12} {'batch':>12} {'floor':>12} "
-            f"{'receive/bare':>13} {'batch/bare':>11} {'floor/bare':>11}"
-        )
+        print(f"\npython {sys.version.split()[0]}, trio {trio.__version__}, "
+              f"best of {args.repeat}, burst={burst}; deliveries per second")
+        print(f"{'K':>5} {'N':>6} {'bare':>12} {'receive':>12} {'batch':>12} {'floor':>12} "
+              f"{'receive/bare':>13} {'batch/bare':>11} {'floor/bare':>11}")
         receive_ok = True
         batch_ok = True
         for k in ks:
@@ -220,22 +200,16 @@ def main(argv: list[str] | None = None) -> int:
             rates = " ".join(
                 f"{best[name]:>12,.0f}" for name in ("bare", "receive", "batch", "floor")
             )
-            print(
-                f"{k:>5} {n:>6} {rates} {receive_ratio:>12.2f}x {batch_ratio:>10.2f}x "
-                f"{floor_ratio:>10.2f}x"
-            )
+            print(f"{k:>5} {n:>6} {rates} {receive_ratio:>12.2f}x {batch_ratio:>10.2f}x "
+                  f"{floor_ratio:>10.2f}x")
             receive_ok &= receive_ratio >= 1.0
             if k == 16:
                 batch_ok &= batch_ratio >= 5.0
-        print(
-            f"receive >= 1.0x bare at every K: {'met' if receive_ok else 'NOT met'}; "
-            f"batch >= 5x bare at K=16: {'met' if batch_ok else 'NOT met'}"
-        )
+        print(f"receive >= 1.0x bare at every K: {'met' if receive_ok else 'NOT met'}; "
+              f"batch >= 5x bare at K=16: {'met' if batch_ok else 'NOT met'}")
         if burst == 1 and not batch_ok:
-            print(
-                "  (with one producer checkpoint per event every consumer is woken per event,"
-                " so a batch holds ~1.5 events; see 'floor')"
-            )
+            print("  (with one producer checkpoint per event every consumer is woken per event,"
+                  " so a batch holds ~1.5 events; see 'floor')")
     return 0
 
 

@@ -324,3 +324,4 @@ def from_json(cls: type[T] | Any, text: str | bytes) -> T:
         raise SerializationError(f"invalid {name}: {exc}") from None
     except cattrs.errors.StructureHandlerNotFoundError as exc:
         raise SerializationError(f"cannot structure {name}: {exc}") from None
+

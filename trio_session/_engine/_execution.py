@@ -18,32 +18,25 @@ from typing import Any, Protocol
 
 import trio
 
-from .._agent import Agent, TickContext, TickResult
+from .._agent import Agent
 from .._buffer import EventBuffer, SeqCounter, publisher_of
 from .._errors import ModelError
 from .._events import (
     CustomEvent,
-    EntryCommitted,
     ExecutionEnd,
     ExecutionStart,
-    MessageDelivered,
-    MessageQueued,
-    ModelRequestEvent,
     ResultEvent,
-    TickEnd,
-    TickStart,
 )
 from .._handle import Status, new_session_handle
 from .._messages import Message
 from .._result import SendResult
 from .._tools import Confirmations, Decision
 from .._usage import Usage
-from ..models._base import ModelRequest
-from ._assembler import Assembler
 from ._hooks import await_, call_hook
 from ._spawn import adopt
-from ._tick import Tick
-from ._tool_calls import run_tools, unfinished
+from ._ticks import run_ticks
+from ._tool_calls import unfinished
+from ._transcript import Transcript
 from ._unwrap import bounded, logger, reraise, unwrap
 
 __all__ = ["Execution", "ExecutionHost"]
@@ -138,28 +131,18 @@ class Execution:
         self.confirmations: Confirmations = (
             parent.confirmations if parent is not None else Confirmations()
         )
-        self._input = list(messages)
-        self._pending: list[Message] = []
-        self._accepting = True
-        self._tick = 0
+        self.transcript = Transcript(host, self.publisher, messages)
+        self.current_tick = 0
+        """The tick now running; 0 before the first."""
         self._nursery: trio.Nursery | None = None
         self._early_hooks: list[Awaitable[Any]] = []
-        self._new_messages: list[Message] = []
-        self._usage = Usage()
-        self._current: Tick | None = None
-        self._last_message: Message | None = None
         self.children: set[Execution] = set()
         self._started = False
 
     def __repr__(self) -> str:
-        return f"<Execution {self.id[:8]} {self.handle.status} tick={self._tick}>"
+        return f"<Execution {self.id[:8]} {self.handle.status} tick={self.current_tick}>"
 
     # -- ExecutionControl ---------------------------------------------------
-
-    @property
-    def current_tick(self) -> int:
-        """The tick now running; 0 before the first."""
-        return self._tick
 
     @property
     def finished(self) -> bool:
@@ -181,12 +164,12 @@ class Execution:
     @property
     def usage(self) -> Usage:
         """Tokens and ticks of this execution so far."""
-        return self._usage
+        return self.transcript.usage
 
     @property
     def accepting(self) -> bool:
         """Whether a queued message will still be answered by this execution."""
-        return self._accepting and not self.handle.done
+        return self.transcript.accepting and not self.handle.done
 
     def queue_message(self, message: Message) -> None:
         """Queue into this execution, or onto the session once it is past its last tick."""
@@ -196,8 +179,7 @@ class Execution:
     def accept(self, message: Message) -> None:
         """Take a message whose ``on_message`` hook already ran."""
         if self.accepting:
-            self._pending.append(message)
-            self.publisher.emit(MessageQueued, message=message)
+            self.transcript.queue(message)
         else:
             self.host.enqueue([message])
 
@@ -287,7 +269,7 @@ class Execution:
                         for awaitable in self._early_hooks:
                             nursery.start_soon(await_, awaitable)
                         self._early_hooks.clear()
-                        value = await self._loop()
+                        value = await run_ticks(self)
                         # Children and pending hook tasks end with their execution.
                         self._end_children("parent execution ended")
                         nursery.cancel_scope.cancel()
@@ -311,11 +293,11 @@ class Execution:
         reason: str | None,
     ) -> None:
         """Settle the handle and publish the last events, on every path."""
-        self._accepting = False
+        self.transcript.accepting = False
         outcome = self.outcome
         final = outcome.settle(status, value, error, reason)
         self._salvage_tick(final)
-        self._return_pending()
+        self.transcript.return_pending()
         if final in ("failed", "error") and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
@@ -330,8 +312,8 @@ class Execution:
             status=final,
             reason=outcome.reason,
             error=f"{type(failure).__name__}: {failure}" if failure is not None else None,
-            usage=self._usage,
-            new_messages=tuple(self._new_messages),
+            usage=self.transcript.usage,
+            new_messages=tuple(self.transcript.new_messages),
         )
         # Saved after the last event, so a restored session numbers on from it;
         # the session stays "running" until the save is done.
@@ -352,165 +334,12 @@ class Execution:
         The model's message and the tools that finished are kept; calls that
         did not finish get an error result, so no tool_use is left unanswered.
         """
-        state = self._current
+        state = self.transcript.current
         if state is None or state.committed or state.message is None:
             return
         unfinished(self, state, status)
-        self._commit_tick(state)
-
-    # -- the tick loop ------------------------------------------------------
-
-    async def _loop(self) -> SendResult:
-        buf = self.buffer
-        host = self.host
-        self._deliver(host.take_queued())
-        for message in self._input:
-            self._commit(message)
-        self._input.clear()
-        self._deliver(self._take_pending())
-        if host.persistent and self._new_messages:
-            await host.save()
-
-        stop_reason = "end_turn"
-        while True:
-            # An execution aborted before its tick does not call the model.
-            await trio.lowlevel.checkpoint_if_cancelled()
-            self._tick += 1
-            tick = self._tick
-            buf.tick = tick
-            self.publisher.emit(TickStart)
-            state = Tick(tick)
-            self._current = state
-            ctx = TickContext(
-                props=self.props,
-                timeline=tuple(host.timeline),
-                tick=tick,
-                state=host.state,
-                tools=self.agent.tools,
-                session_id=host.id,
-                execution_id=self.id,
-                agent=self.agent,
-            )
-            await call_hook(self.agent.on_tick_start, ctx)
-            request = await self._build(ctx)
-            self.publisher.emit(ModelRequestEvent, request=request)
-            await self._stream(request, state)
-            assert state.message is not None
-            if state.calls:
-                await run_tools(self, state)
-            self._commit_tick(state)
-
-            default = bool(state.calls) or bool(self._pending)
-            result = TickResult(
-                tick=tick,
-                message=state.message,
-                tool_calls=state.calls,
-                tool_results=tuple(r for r in state.results if r is not None),
-                usage=state.usage,
-                stop_reason=state.stop_reason,
-                should_continue=default,
-            )
-            decided = await call_hook(self.agent.should_continue, result)
-            go_on = default if decided is None else bool(decided)
-            stop_reason = state.stop_reason
-            if go_on and tick >= self.max_ticks:
-                go_on, stop_reason = False, "max_ticks"
-            if go_on:
-                self._deliver(self._take_pending())
-                if host.persistent:
-                    await host.save()
-            else:
-                # Past the last boundary: later messages wait on the session,
-                # and the end-of-execution save covers this tick.
-                self._accepting = False
-                self._return_pending()
-            await call_hook(self.agent.on_tick_end, result)
-            self.publisher.emit(
-                TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
-            )
-            if not go_on:
-                break
-        last = self._last_message
-        return SendResult(
-            response=last.text if last is not None else "",
-            message=last,
-            new_messages=tuple(self._new_messages),
-            usage=self._usage,
-            stop_reason=stop_reason,
-            session_id=host.id,
-            execution_id=self.id,
-        )
-
-    async def _build(self, ctx: TickContext) -> ModelRequest:
-        if self.agent.build is None:
-            return ctx.default_request()
-        request = await call_hook(self.agent.build, ctx)
-        if not isinstance(request, ModelRequest):
-            raise TypeError(f"Agent.build must return a ModelRequest, got {type(request).__name__}")
-        return request
-
-    def _commit(self, message: Message) -> None:
-        timeline = self.host.timeline
-        timeline.append(message)
-        self._new_messages.append(message)
-        self.publisher.emit(EntryCommitted, message=message, index=len(timeline) - 1)
-
-    def _deliver(self, messages: Sequence[Message]) -> None:
-        for message in messages:
-            self.publisher.emit(MessageDelivered, message_id=message.id)
-            self._commit(message)
-
-    def _take_pending(self) -> list[Message]:
-        pending, self._pending = self._pending, []
-        return pending
-
-    def _return_pending(self) -> None:
-        pending = self._take_pending()
-        if pending:
-            self.host.enqueue(pending)
-
-    def _commit_tick(self, state: Tick) -> None:
-        """Commit the assistant message and its tool results together."""
-        assert state.message is not None
-        if state.message.content:
-            self._commit(state.message)
-            self._last_message = state.message
-        if state.calls:
-            blocks = tuple(r for r in state.results if r is not None)
-            self._commit(Message("tool", blocks))
-        state.committed = True
-        self._usage = self._usage + state.usage
-        self.host.usage = self.host.usage + state.usage
-
-    # -- the model stream ---------------------------------------------------
-
-    async def _stream(self, request: ModelRequest, state: Tick) -> None:
-        model = self.agent.model
-        assembler = Assembler(self.publisher.emit, getattr(model, "name", None))
-        stream = model.stream(request)
-        try:
-            async for chunk in stream:
-                assembler.feed(chunk)
-        except ModelError as exc:
-            assembler.fail(exc)
-            raise
-        finally:
-            await _close_stream(stream)
-        assembled = assembler.finish()
-        state.message = assembled.message
-        state.calls = assembled.calls
-        state.results = [None] * len(assembled.calls)
-        state.usage = assembled.usage
-        state.stop_reason = assembled.stop_reason
+        self.transcript.commit_tick(state)
 
     def _end_children(self, reason: str) -> None:
         for child in list(self.children):
             child.outcome.cancel(reason)
-
-
-async def _close_stream(stream: Any) -> None:
-    aclose = getattr(stream, "aclose", None)
-    if aclose is None:
-        return
-    with trio.CancelScope(shield=True), bounded("closing the model stream"):
-        await aclose()
