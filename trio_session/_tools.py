@@ -1,7 +1,7 @@
 """Tools: ``@tool``, argument validation, results as blocks, and confirmations.
 
 A `Tool` wraps a plain function (sync or async). Its input schema comes from
-the signature (see `_schema`); the model's arguments are validated against it
+the signature (see `_jsonschema`); the model's arguments are validated against it
 and structured with the shared cattrs converter before the function runs.
 
 Confirmation is a rendezvous between the engine, which waits, and whoever
@@ -23,7 +23,10 @@ from typing import Any, Literal, TypeAlias, cast, get_args, overload
 import attrs
 import trio
 
+from ._arguments import structure_arguments
+from ._docstrings import parse_docstring
 from ._errors import InvalidToolArguments, UnknownToolUse
+from ._jsonschema import compile_signature
 from ._messages import (
     BLOCK_TYPES,
     ContentBlock,
@@ -32,13 +35,8 @@ from ._messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ._schema import (
-    compile_signature,
-    jsonable,
-    parse_docstring,
-    structure_arguments,
-    validate as validate_schema,
-)
+from ._serde import jsonable
+from ._validator import validate as validate_schema
 from .models._base import ToolSpec
 
 __all__ = [
@@ -312,8 +310,12 @@ class Tool:
             >>> @tool
             ... def add(a: int, b: int = 0) -> int:
             ...     return a + b
-            >>> add.validate({"a": 2.0})
+            >>> add.validate({"a": 2})
             {'a': 2}
+            >>> add.validate({"a": 2.5})
+            Traceback (most recent call last):
+            ...
+            trio_session._errors.InvalidToolArguments: ... a: expected integer, got number
         """
         problems = validate_schema(self.input_schema, arguments)
         if not problems:

@@ -1,0 +1,443 @@
+"""JSON Schema from Python annotations and signatures.
+
+The schemas are self-contained (nested types inline, never ``$ref``) because
+several providers reject references.
+
+Supported annotations: str, int, float, bool, None, ``list[X]`` /
+``Sequence[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]`` /
+``Mapping[str, X]``, ``Literal[...]``, Enum subclasses, unions (``X | None``),
+attrs classes, ``NewType``, ``Any`` (or no annotation) and
+``Annotated[X, "description"]``.
+"""
+
+from __future__ import annotations
+
+import collections.abc
+import enum
+import functools
+import inspect
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, Literal, TypeAlias, get_args, get_origin
+
+import attrs
+
+from ._docstrings import field_docs, parse_docstring
+from ._serde import json_type, jsonable
+
+__all__ = [
+    "MAP_ORIGINS",
+    "Schema",
+    "SignaturePlan",
+    "compile_signature",
+    "is_union",
+    "resolve_hints",
+    "signature_schema",
+    "type_schema",
+]
+
+Schema: TypeAlias = dict[str, Any]
+
+_UNSUPPORTED_HELP = (
+    "supported: str, int, float, bool, None, list[X], Sequence[X], tuple[...], "
+    "dict[str, X], Mapping[str, X], Literal[...], Enum, unions, attrs classes, Any, "
+    "Annotated[X, 'description']"
+)
+
+_LIST_ORIGINS = frozenset({list, collections.abc.Sequence, collections.abc.MutableSequence})
+MAP_ORIGINS = frozenset({dict, collections.abc.Mapping, collections.abc.MutableMapping})
+
+
+def _json_default(value: Any) -> tuple[bool, Any]:
+    try:
+        return True, jsonable(value)
+    except (TypeError, ValueError, RecursionError):
+        return False, None
+
+
+def resolve_hints(obj: Any, localns: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """``typing.get_type_hints(obj, include_extras=True)`` with a clear error.
+
+    Raises:
+        TypeError: An annotation cannot be resolved (a name that is not defined
+            at module level, for example); the message names the object.
+    """
+    target = obj
+    # Callable objects and partials carry their annotations on what they wrap.
+    while not isinstance(target, type | types.ModuleType) and not inspect.isroutine(target):
+        if isinstance(target, functools.partial):
+            target = target.func
+        elif callable(target):
+            target = type(target).__call__
+        else:
+            break
+    try:
+        return typing.get_type_hints(
+            target, localns=dict(localns) if localns else None, include_extras=True
+        )
+    except Exception as exc:
+        name = getattr(obj, "__qualname__", None) or repr(obj)
+        raise TypeError(
+            f"cannot resolve the type annotations of {name}: {type(exc).__name__}: {exc}"
+        ) from None
+
+
+def is_union(tp: Any) -> bool:
+    return isinstance(tp, types.UnionType) or get_origin(tp) is typing.Union
+
+
+def _type_name(tp: Any) -> str:
+    if isinstance(tp, type) and get_origin(tp) is None:
+        if tp.__module__ == "builtins":
+            return tp.__qualname__
+        return f"{tp.__module__}.{tp.__qualname__}"
+    return repr(tp)
+
+
+def _literal_type(values: tuple[Any, ...]) -> str | list[str]:
+    kinds: list[str] = []
+    for v in values:
+        kind = json_type(v)
+        if kind not in kinds:
+            kinds.append(kind)
+    return kinds[0] if len(kinds) == 1 else kinds
+
+
+def _primitive_values(values: tuple[Any, ...], path: str, what: str) -> list[Any]:
+    for v in values:
+        if not (v is None or isinstance(v, str | int | float)) or isinstance(v, enum.Enum):
+            raise _Unsupported(
+                path,
+                f"{what} has the value {v!r}; only str, int, float, bool and None "
+                "values can be expressed in JSON Schema",
+            )
+    return list(values)
+
+
+class _Unsupported(Exception):
+    """An annotation that has no schema; turned into a TypeError with context."""
+
+    def __init__(self, path: str, message: str, *, show_help: bool = False) -> None:
+        super().__init__(message)
+        self.path = path
+        self.message = message
+        self.show_help = show_help
+
+    def describe(self, root: str) -> str:
+        where = f" (at {self.path})" if self.path != root else ""
+        tail = f"; {_UNSUPPORTED_HELP}" if self.show_help else ""
+        return f"{where}: {self.message}{tail}"
+
+
+class _Builder:
+    """Builds the schema of one type, tracking the attrs classes being expanded."""
+
+    def __init__(self) -> None:
+        self._expanding: list[type[Any]] = []
+
+    def build(self, tp: Any, path: str) -> Schema:
+        if tp is Any or tp is inspect.Parameter.empty:
+            return {}
+        origin = get_origin(tp)
+        if origin is typing.Annotated:
+            base, *metadata = get_args(tp)
+            schema = self.build(base, path)
+            notes = [m for m in metadata if isinstance(m, str)]
+            if notes:
+                schema = {**schema, "description": notes[0]}
+            return schema
+        if isinstance(tp, typing.NewType):
+            return self.build(tp.__supertype__, path)
+        if tp is None or tp is type(None):
+            return {"type": "null"}
+        if tp is bool:
+            return {"type": "boolean"}
+        if tp is int:
+            return {"type": "integer"}
+        if tp is float:
+            return {"type": "number"}
+        if tp is str:
+            return {"type": "string"}
+        if origin is Literal:
+            values = _primitive_values(get_args(tp), path, repr(tp))
+            return {"type": _literal_type(tuple(values)), "enum": values}
+        if isinstance(tp, type) and issubclass(tp, enum.Enum):
+            values = _primitive_values(tuple(m.value for m in tp), path, f"enum {tp.__qualname__}")
+            if not values:
+                raise _Unsupported(path, f"enum {tp.__qualname__} has no members")
+            return {"type": _literal_type(tuple(values)), "enum": values}
+        if is_union(tp):
+            return {"anyOf": [self.build(arg, path) for arg in get_args(tp)]}
+        if isinstance(tp, type) and attrs.has(tp) and origin is None:
+            return self._attrs_schema(tp, path)
+        if tp is tuple or origin is tuple:
+            return self._tuple_schema(tp, origin, path)
+        if tp in _LIST_ORIGINS or origin in _LIST_ORIGINS:
+            args = get_args(tp)
+            if not args:
+                return {"type": "array"}
+            items = self.build(args[0], f"{path}[]")
+            return {"type": "array", "items": items} if items else {"type": "array"}
+        if tp in MAP_ORIGINS or origin in MAP_ORIGINS:
+            args = get_args(tp)
+            if not args:
+                return {"type": "object"}
+            key, value = args
+            if key is not str and key is not Any:
+                raise _Unsupported(
+                    path,
+                    f"{tp!r} has {_type_name(key)} keys; JSON object keys are strings, "
+                    "use dict[str, X]",
+                )
+            values_schema = self.build(value, f"{path}{{}}")
+            if not values_schema:
+                return {"type": "object"}
+            return {"type": "object", "additionalProperties": values_schema}
+        raise _Unsupported(path, f"unsupported annotation {_type_name(tp)}", show_help=True)
+
+    def _tuple_schema(self, tp: Any, origin: Any, path: str) -> Schema:
+        args = get_args(tp)
+        if origin is None:  # bare `tuple`
+            return {"type": "array"}
+        if len(args) == 2 and args[1] is Ellipsis:
+            items = self.build(args[0], f"{path}[]")
+            return {"type": "array", "items": items} if items else {"type": "array"}
+        if not args:  # tuple[()]
+            return {"type": "array", "maxItems": 0}
+        return {
+            "type": "array",
+            "prefixItems": [self.build(arg, f"{path}[{i}]") for i, arg in enumerate(args)],
+            "minItems": len(args),
+            "maxItems": len(args),
+        }
+
+    def _attrs_schema(self, cls: type[Any], path: str) -> Schema:
+        if cls in self._expanding:
+            chain = " -> ".join(c.__qualname__ for c in [*self._expanding, cls])
+            raise _Unsupported(
+                path,
+                f"attrs class {cls.__qualname__} is recursive ({chain}); a "
+                "self-contained schema cannot express it without $ref",
+            )
+        self._expanding.append(cls)
+        try:
+            try:
+                hints = resolve_hints(cls)
+            except TypeError as exc:
+                raise _Unsupported(path, str(exc)) from None
+            description, docs = field_docs(cls.__doc__)
+            properties: dict[str, Schema] = {}
+            required: list[str] = []
+            for field in attrs.fields(cls):
+                if not field.init:
+                    continue
+                field_type = hints.get(field.name, field.type)
+                schema = dict(
+                    self.build(Any if field_type is None else field_type, f"{path}.{field.name}")
+                )
+                doc = (
+                    field.metadata.get("description")
+                    or docs.get(field.name)
+                    or docs.get(field.alias)
+                )
+                if doc and "description" not in schema:
+                    schema["description"] = doc
+                if field.default is attrs.NOTHING:
+                    required.append(field.name)
+                else:
+                    ok, value = _field_default(field.default)
+                    if ok:
+                        schema["default"] = value
+                properties[field.name] = schema
+            result: Schema = {"type": "object"}
+            if description:
+                result["description"] = description
+            result.update(
+                {"properties": properties, "required": required, "additionalProperties": False}
+            )
+            return result
+        finally:
+            self._expanding.pop()
+
+
+def _field_default(default: Any) -> tuple[bool, Any]:
+    """An attrs field's default as JSON, if it has one that JSON can show."""
+    if isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+        if default.takes_self:
+            return False, None
+        try:
+            default = default.factory()
+        except Exception:
+            return False, None
+    return _json_default(default)
+
+
+def type_schema(tp: Any) -> dict[str, Any]:
+    """The self-contained JSON Schema of one annotation.
+
+    Raises:
+        TypeError: The annotation (or a type nested in it) is not supported, or
+            it is a recursive attrs class.
+
+    Example:
+        >>> type_schema(list[int] | None)
+        {'anyOf': [{'type': 'array', 'items': {'type': 'integer'}}, {'type': 'null'}]}
+    """
+    try:
+        return _Builder().build(tp, "value")
+    except _Unsupported as exc:
+        raise TypeError(f"{tp!r}{exc.describe('value')}") from None
+
+
+@attrs.frozen
+class SignaturePlan:
+    """What a tool needs from its function's signature, computed once.
+
+    Attributes:
+        schema: The input schema (a JSON object schema).
+        descriptions: The parameter descriptions put into the schema.
+        hints: Each parameter's annotation (``Any`` when missing), for structuring.
+        takes_context: Whether the first parameter is the context, left out of
+            the schema.
+    """
+
+    schema: dict[str, Any]
+    descriptions: dict[str, str]
+    hints: dict[str, Any]
+    takes_context: bool
+
+
+def compile_signature(
+    fn: Callable[..., Any],
+    *,
+    skip_first: bool = False,
+    context: type[Any] | None = None,
+    localns: Mapping[str, Any] | None = None,
+    where: str | None = None,
+) -> SignaturePlan:
+    """Build the input schema of ``fn`` and the annotations to structure with.
+
+    Args:
+        fn: The function.
+        skip_first: Leave the first parameter (the `ToolContext`) out,
+            whatever its annotation.
+        context: The context type: a first parameter annotated with it (or
+            ``Annotated[it, ...]``) is left out, as with ``skip_first``.
+        localns: Extra names for resolving string annotations.
+        where: How to name ``fn`` in errors (its qualified name by default).
+
+    Raises:
+        TypeError: ``*args``, ``**kwargs``, a positional-only parameter, an
+            unsupported or unresolvable annotation, a recursive attrs class,
+            or a later parameter annotated with ``context``; the message names
+            the parameter.
+    """
+    label = where or f"{getattr(fn, '__qualname__', None) or repr(fn)}()"
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError) as exc:
+        raise TypeError(f"{label}: cannot read the signature: {exc}") from None
+    try:
+        hints = resolve_hints(fn, localns)
+    except TypeError as exc:
+        raise TypeError(f"{label}: {exc}") from None
+    _, _, doc_params = parse_docstring(getattr(fn, "__doc__", None))
+    params = list(signature.parameters.values())
+    takes_context = skip_first
+    if context is not None:
+        if params and _annotated_as(hints.get(params[0].name), context):
+            takes_context = True
+        for param in params[1:]:
+            if _annotated_as(hints.get(param.name), context):
+                raise TypeError(
+                    f"{label}: parameter {param.name!r} is annotated {context.__name__}; "
+                    "the context must be the first parameter"
+                )
+    if takes_context:
+        if not params:
+            raise TypeError(f"{label}: expected a first parameter for the ToolContext")
+        params = params[1:]
+    properties: dict[str, Schema] = {}
+    required: list[str] = []
+    descriptions: dict[str, str] = {}
+    param_hints: dict[str, Any] = {}
+    builder = _Builder()
+    for param in params:
+        name = param.name
+        if param.kind is inspect.Parameter.VAR_POSITIONAL:
+            raise TypeError(
+                f"{label}: parameter *{name} is not supported; tools take named arguments only"
+            )
+        if param.kind is inspect.Parameter.VAR_KEYWORD:
+            raise TypeError(
+                f"{label}: parameter **{name} is not supported; tools take named arguments only"
+            )
+        if param.kind is inspect.Parameter.POSITIONAL_ONLY:
+            raise TypeError(
+                f"{label}: parameter {name!r} is positional-only; tool arguments are passed by name"
+            )
+        hint = hints.get(name, Any)
+        try:
+            schema = dict(builder.build(hint, name))
+        except _Unsupported as exc:
+            raise TypeError(f"{label}: parameter {name!r}{exc.describe(name)}") from None
+        if "description" not in schema and name in doc_params:
+            schema["description"] = doc_params[name]
+        if "description" in schema:
+            descriptions[name] = schema["description"]
+        if param.default is inspect.Parameter.empty:
+            required.append(name)
+        else:
+            ok, value = _json_default(param.default)
+            if ok:
+                schema["default"] = value
+        properties[name] = schema
+        param_hints[name] = hint
+    input_schema: Schema = {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+    return SignaturePlan(input_schema, descriptions, param_hints, takes_context)
+
+
+def _annotated_as(hint: Any, cls: type[Any]) -> bool:
+    if get_origin(hint) is typing.Annotated:
+        hint = get_args(hint)[0]
+    return isinstance(hint, type) and issubclass(hint, cls)
+
+
+def signature_schema(
+    fn: Callable[..., Any],
+    *,
+    skip_first: bool,
+    localns: Mapping[str, Any] | None = None,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The JSON Schema of ``fn``'s arguments, and their descriptions.
+
+    Descriptions come from ``Annotated[X, "description"]`` or, failing that,
+    from the docstring's ``Args:`` section. JSON-able defaults are given as
+    ``"default"``; parameters without a default are ``"required"``.
+
+    Args:
+        fn: The function.
+        skip_first: Leave the first parameter (the `ToolContext`) out.
+        localns: Extra names for resolving string annotations.
+
+    Returns:
+        ``(input_schema, param_descriptions)``.
+
+    Raises:
+        TypeError: ``*args``, ``**kwargs``, a positional-only parameter, an
+            unsupported annotation or a recursive attrs class; the message
+            names the parameter.
+
+    Example:
+        >>> def area(width: float, height: float = 1.0) -> float: ...
+        >>> signature_schema(area, skip_first=False)[0]["required"]
+        ['width']
+    """
+    plan = compile_signature(fn, skip_first=skip_first, localns=localns)
+    return plan.schema, plan.descriptions
