@@ -25,12 +25,15 @@ import attrs
 
 from ._docstrings import field_docs, parse_docstring
 from ._serde import json_type, jsonable
+from ._validator import resolve_ref
 
 __all__ = [
     "MAP_ORIGINS",
+    "annotated_as",
     "Schema",
     "SignaturePlan",
     "compile_signature",
+    "inline_refs",
     "is_union",
     "resolve_hints",
     "signature_schema",
@@ -346,10 +349,10 @@ def compile_signature(
     params = list(signature.parameters.values())
     takes_context = skip_first
     if context is not None:
-        if params and _annotated_as(hints.get(params[0].name), context):
+        if params and annotated_as(hints.get(params[0].name), context):
             takes_context = True
         for param in params[1:]:
-            if _annotated_as(hints.get(param.name), context):
+            if annotated_as(hints.get(param.name), context):
                 raise TypeError(
                     f"{label}: parameter {param.name!r} is annotated {context.__name__}; "
                     "the context must be the first parameter"
@@ -403,7 +406,7 @@ def compile_signature(
     return SignaturePlan(input_schema, descriptions, param_hints, takes_context)
 
 
-def _annotated_as(hint: Any, cls: type[Any]) -> bool:
+def annotated_as(hint: Any, cls: type[Any]) -> bool:
     if get_origin(hint) is typing.Annotated:
         hint = get_args(hint)[0]
     return isinstance(hint, type) and issubclass(hint, cls)
@@ -441,3 +444,67 @@ def signature_schema(
     """
     plan = compile_signature(fn, skip_first=skip_first, localns=localns)
     return plan.schema, plan.descriptions
+
+
+_ANNOTATIONS = frozenset({"description", "title", "default", "examples", "deprecated"})
+
+
+def inline_refs(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """``schema`` with every local ``$ref`` replaced by what it points at, and no ``$defs``.
+
+    A reference with sibling keywords keeps them: annotations (``description``,
+    ``title``, ``default``...) override the target's; anything else is
+    combined with ``allOf``.
+
+    Raises:
+        TypeError: A recursive reference, which a self-contained schema
+            cannot express; the message names the chain.
+        ValueError: A reference that is not local or does not resolve.
+
+    Example:
+        >>> inline_refs({"type": "object", "properties": {"p": {"$ref": "#/$defs/P"}},
+        ...              "$defs": {"P": {"type": "integer"}}})
+        {'type': 'object', 'properties': {'p': {'type': 'integer'}}}
+    """
+    inlined: dict[str, Any] = _Inliner(schema).inline(schema, ())
+    return inlined
+
+
+class _Inliner:
+    def __init__(self, root: Mapping[str, Any]) -> None:
+        self._root = root
+
+    def inline(self, node: Any, chain: tuple[str, ...]) -> Any:
+        if isinstance(node, list):
+            return [self.inline(item, chain) for item in node]
+        if not isinstance(node, Mapping):
+            return node
+        ref = node.get("$ref")
+        if isinstance(ref, str):
+            if ref in chain:
+                raise TypeError(
+                    f"the schema is recursive ({' -> '.join((*chain, ref))}); a "
+                    "self-contained schema cannot express it without $ref"
+                )
+            target = self.inline(resolve_ref(self._root, ref), (*chain, ref))
+            siblings = {k: self.inline(v, chain) for k, v in node.items() if k != "$ref"}
+            if set(siblings) <= _ANNOTATIONS:
+                return {**target, **siblings}
+            return {"allOf": [target], **siblings}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            if key in ("$defs", "definitions"):
+                continue
+            if key in _DATA_KEYS:
+                out[key] = value
+            elif key in _NAMED_SCHEMAS and isinstance(value, Mapping):
+                out[key] = {name: self.inline(sub, chain) for name, sub in value.items()}
+            else:
+                out[key] = self.inline(value, chain)
+        return out
+
+
+# Keys whose values map names to schemas (a property called "$ref" is a name),
+# and keys whose values are data (an enum value shaped like a reference is data).
+_NAMED_SCHEMAS = frozenset({"properties", "patternProperties"})
+_DATA_KEYS = frozenset({"const", "default", "enum", "examples"})
