@@ -4,14 +4,24 @@ from __future__ import annotations
 
 import collections.abc
 import functools
+import typing
 from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
 import cattrs
+from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
 from cattrs.errors import BaseValidationError
 from cattrs.v import transform_error
 
-from ._jsonschema import MAP_ORIGINS, Schema, is_union, type_schema
+from ._jsonschema import (
+    MAP_ORIGINS,
+    Schema,
+    is_pydantic_model,
+    is_union,
+    resolve_hints,
+    type_schema,
+    unwrap_required,
+)
 from ._serde import _describe, converter, json_type, same_value, show_value
 from ._validator import describe_schema, validate
 
@@ -88,11 +98,39 @@ def _converter() -> cattrs.Converter:
         }
 
     child.register_structure_hook(type(None), structure_none)
+
+    def structure_typeddict(value: object, cls: Any) -> dict[str, Any]:
+        # Not cattrs' own: it misses Required[] written as a string before 3.14.
+        if not isinstance(value, Mapping):
+            raise TypeError(f"expected an object, got {json_type(value)}")
+        hints = resolve_hints(cls)
+        return {
+            key: child.structure(item, unwrap_required(hints[key])) if key in hints else item
+            for key, item in value.items()
+        }
+
+    child.register_structure_hook_func(typing.is_typeddict, structure_typeddict)
+    # A NamedTuple is a JSON object keyed by its field names, as in its schema.
+    child.register_structure_hook_factory(is_namedtuple, namedtuple_dict_structure_factory)
+    child.register_structure_hook_func(is_pydantic_model, _structure_pydantic)
     child.register_structure_hook_func(is_union, structure_union)
     child.register_structure_hook_func(_is_literal, structure_literal)
     child.register_structure_hook_func(_is_bare_sequence, structure_sequence)
     child.register_structure_hook_func(_is_mapping, structure_mapping)
     return child
+
+
+def _structure_pydantic(value: object, model: Any) -> Any:
+    import pydantic  # present: is_pydantic_model() found it imported
+
+    try:
+        return model.model_validate(value)
+    except pydantic.ValidationError as exc:
+        problems = [
+            ".".join(str(part) for part in error["loc"]) + f": {error['msg']}"
+            for error in exc.errors()
+        ]
+        raise ValueError("; ".join(problems)) from None
 
 
 def structure_arguments(

@@ -13,9 +13,11 @@ attrs classes, ``NewType``, ``Any`` (or no annotation) and
 from __future__ import annotations
 
 import collections.abc
+import dataclasses
 import enum
 import functools
 import inspect
+import sys
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -34,10 +36,12 @@ __all__ = [
     "SignaturePlan",
     "compile_signature",
     "inline_refs",
+    "is_pydantic_model",
     "is_union",
     "resolve_hints",
     "signature_schema",
     "type_schema",
+    "unwrap_required",
 ]
 
 Schema: TypeAlias = dict[str, Any]
@@ -172,8 +176,11 @@ class _Builder:
             return {"type": _literal_type(tuple(values)), "enum": values}
         if is_union(tp):
             return {"anyOf": [self.build(arg, path) for arg in get_args(tp)]}
-        if isinstance(tp, type) and attrs.has(tp) and origin is None:
-            return self._attrs_schema(tp, path)
+        kind = _object_kind(tp)
+        if kind is not None:
+            return self._object_schema(tp, kind, path)
+        if is_pydantic_model(tp):
+            return self._pydantic_schema(tp, path)
         if tp is tuple or origin is tuple:
             return self._tuple_schema(tp, origin, path)
         if tp in _LIST_ORIGINS or origin in _LIST_ORIGINS:
@@ -215,12 +222,13 @@ class _Builder:
             "maxItems": len(args),
         }
 
-    def _attrs_schema(self, cls: type[Any], path: str) -> Schema:
+    def _object_schema(self, cls: type[Any], kind: str, path: str) -> Schema:
+        """An attrs class, dataclass, TypedDict or NamedTuple: a JSON object of its fields."""
         if cls in self._expanding:
             chain = " -> ".join(c.__qualname__ for c in [*self._expanding, cls])
             raise _Unsupported(
                 path,
-                f"attrs class {cls.__qualname__} is recursive ({chain}); a "
+                f"{kind} {cls.__qualname__} is recursive ({chain}); a "
                 "self-contained schema cannot express it without $ref",
             )
         self._expanding.append(cls)
@@ -229,27 +237,18 @@ class _Builder:
                 hints = resolve_hints(cls)
             except TypeError as exc:
                 raise _Unsupported(path, str(exc)) from None
-            description, docs = field_docs(cls.__doc__)
+            description, docs = field_docs(_own_doc(cls))
             properties: dict[str, Schema] = {}
             required: list[str] = []
-            for field in attrs.fields(cls):
-                if not field.init:
-                    continue
-                field_type = hints.get(field.name, field.type)
-                schema = dict(
-                    self.build(Any if field_type is None else field_type, f"{path}.{field.name}")
-                )
-                doc = (
-                    field.metadata.get("description")
-                    or docs.get(field.name)
-                    or docs.get(field.alias)
-                )
+            for field in _fields(cls, kind, hints):
+                schema = dict(self.build(field.type, f"{path}.{field.name}"))
+                doc = field.description or docs.get(field.name) or docs.get(field.alias)
                 if doc and "description" not in schema:
                     schema["description"] = doc
-                if field.default is attrs.NOTHING:
+                if field.required:
                     required.append(field.name)
                 else:
-                    ok, value = _field_default(field.default)
+                    ok, value = field.default()
                     if ok:
                         schema["default"] = value
                 properties[field.name] = schema
@@ -262,6 +261,145 @@ class _Builder:
             return result
         finally:
             self._expanding.pop()
+
+    def _pydantic_schema(self, cls: type[Any], path: str) -> Schema:
+        try:
+            return inline_refs(cls.model_json_schema())
+        except (TypeError, ValueError) as exc:
+            raise _Unsupported(path, f"pydantic model {cls.__qualname__}: {exc}") from None
+
+
+@attrs.frozen
+class _Field:
+    name: str
+    alias: str
+    type: Any
+    required: bool
+    default: Callable[[], tuple[bool, Any]]
+    description: str | None
+
+
+def _object_kind(tp: Any) -> str | None:
+    """Which kind of record class ``tp`` is, if any."""
+    if not isinstance(tp, type) or get_origin(tp) is not None:
+        return None
+    if attrs.has(tp):
+        return "attrs class"
+    if dataclasses.is_dataclass(tp):
+        return "dataclass"
+    if typing.is_typeddict(tp):
+        return "TypedDict"
+    if issubclass(tp, tuple) and hasattr(tp, "_fields"):
+        return "NamedTuple"
+    return None
+
+
+def is_pydantic_model(tp: Any) -> bool:
+    """Whether ``tp`` is a pydantic model class; never imports pydantic."""
+    pydantic = sys.modules.get("pydantic")
+    return (
+        pydantic is not None
+        and isinstance(tp, type)
+        and get_origin(tp) is None
+        and issubclass(tp, pydantic.BaseModel)
+    )
+
+
+def _own_doc(cls: type[Any]) -> str | None:
+    doc = cls.__doc__
+    # dataclasses and NamedTuples make up a docstring from the signature.
+    if doc and doc.startswith(f"{cls.__name__}("):
+        return None
+    return doc
+
+
+def _fields(cls: type[Any], kind: str, hints: Mapping[str, Any]) -> list[_Field]:
+    if kind == "attrs class":
+        return [
+            _Field(
+                f.name,
+                f.alias,
+                _or_any(hints.get(f.name, f.type)),
+                f.default is attrs.NOTHING,
+                functools.partial(_field_default, f.default),
+                f.metadata.get("description"),
+            )
+            for f in attrs.fields(cls)
+            if f.init
+        ]
+    if kind == "dataclass":
+        return [
+            _Field(
+                f.name,
+                f.name,
+                _or_any(hints.get(f.name)),
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+                functools.partial(_dataclass_default, f),
+                f.metadata.get("description"),
+            )
+            for f in dataclasses.fields(cls)
+            if f.init
+        ]
+    if kind == "TypedDict":
+        return [
+            _Field(
+                name,
+                name,
+                unwrap_required(hint),
+                _typeddict_requires(cls, name, hint),
+                _no_default,
+                None,
+            )
+            for name, hint in hints.items()
+        ]
+    defaults: Mapping[str, Any] = cls._field_defaults
+    return [
+        _Field(
+            name,
+            name,
+            _or_any(hints.get(name)),
+            name not in defaults,
+            functools.partial(_json_default, defaults.get(name)),
+            None,
+        )
+        for name in cls._fields
+    ]
+
+
+def _or_any(tp: Any) -> Any:
+    return Any if tp is None else tp
+
+
+def unwrap_required(hint: Any) -> Any:
+    """``Required[X]`` / ``NotRequired[X]`` as ``X`` (typing's or typing_extensions')."""
+    while getattr(get_origin(hint), "_name", None) in ("Required", "NotRequired", "ReadOnly"):
+        hint = get_args(hint)[0]
+    return hint
+
+
+def _typeddict_requires(cls: type[Any], name: str, hint: Any) -> bool:
+    # __required_keys__ misses Required[] / NotRequired[] written as strings
+    # (``from __future__ import annotations``) before Python 3.14; the
+    # resolved hint has them.
+    wrapper = getattr(get_origin(hint), "_name", None)
+    if wrapper == "ReadOnly":
+        return _typeddict_requires(cls, name, get_args(hint)[0])
+    if wrapper in ("Required", "NotRequired"):
+        return bool(wrapper == "Required")
+    return bool(name in cls.__required_keys__)
+
+
+def _no_default() -> tuple[bool, Any]:
+    return False, None
+
+
+def _dataclass_default(field: dataclasses.Field[Any]) -> tuple[bool, Any]:
+    if field.default is not dataclasses.MISSING:
+        return _json_default(field.default)
+    try:
+        return _json_default(field.default_factory())  # type: ignore[operator]
+    except Exception:
+        return False, None
 
 
 def _field_default(default: Any) -> tuple[bool, Any]:

@@ -164,8 +164,7 @@ def _as_messages(message: object, where: str) -> list[Message]:
         for i, item in enumerate(message):
             if not isinstance(item, Message | str):
                 raise TypeError(
-                    f"{where}() message[{i}] must be a Message or a str, "
-                    f"got {type(item).__name__}"
+                    f"{where}() message[{i}] must be a Message or a str, got {type(item).__name__}"
                 )
             messages.append(as_message(item, where))
         if not messages:
