@@ -347,15 +347,10 @@ class Tool:
             trio_session._errors.InvalidToolArguments: ... a: expected integer, got string
         """
         where = "Tool.from_schema()"
-        if not isinstance(name, str):
-            raise TypeError(f"{where} name must be a str, got {type(name).__name__}")
-        if not _NAME_RE.match(name):
-            raise ValueError(
-                f"{where} name {name!r} is not a valid tool name: use 1 to 64 letters, "
-                "digits, '_' or '-'"
-            )
-        if not isinstance(description, str):
-            raise TypeError(f"{where} description must be a str, got {type(description).__name__}")
+        for field, value in (("name", name), ("description", description)):
+            if value is None:
+                raise TypeError(f"{where} {field} must be a str, got NoneType")
+        _check_name_and_description(where, name, description)
         timeout = _check_options(
             where, requires_confirmation, confirmation_message, confirmation_timeout, audience
         )
@@ -578,15 +573,8 @@ def tool(
     """
     if isinstance(fn, str):
         raise TypeError(f"tool() takes the function, not a name; use @tool(name={fn!r})")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"tool() name must be a str, got {type(name).__name__}")
-    if name is not None and not _NAME_RE.match(name):
-        raise ValueError(
-            f"tool() name {name!r} is not a valid tool name: use 1 to 64 letters, digits, "
-            "'_' or '-'"
-        )
-    if description is not None and not isinstance(description, str):
-        raise TypeError(f"tool() description must be a str, got {type(description).__name__}")
+    if name is not None or description is not None:
+        _check_name_and_description("tool()", name, description)
     timeout = _check_options(
         "tool()", requires_confirmation, confirmation_message, confirmation_timeout, audience
     )
@@ -605,6 +593,19 @@ def tool(
     if fn is None:
         return decorate
     return decorate(fn)
+
+
+def _check_name_and_description(where: str, name: object, description: object) -> None:
+    """Refuse a tool name or description of the wrong type or form (None: not given)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{where} name must be a str, got {type(name).__name__}")
+    if name is not None and not _NAME_RE.match(name):
+        raise ValueError(
+            f"{where} name {name!r} is not a valid tool name: use 1 to 64 letters, digits, "
+            "'_' or '-'"
+        )
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"{where} description must be a str, got {type(description).__name__}")
 
 
 def _check_options(
