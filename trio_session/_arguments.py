@@ -56,10 +56,11 @@ def _is_mapping(tp: Any) -> bool:
 def _converter() -> cattrs.Converter:
     """A child of the shared converter that also structures tool arguments.
 
-    The shared converter has no hook for arbitrary unions or for ``None``;
-    those belong to tool arguments (whose schema
-    already decided what is valid), not to the library's own documents. Made
-    at first use, so hooks users registered before that are inherited.
+    The shared converter has no hook for arbitrary unions, for ``None``, for
+    TypedDicts, NamedTuples-as-objects or pydantic models; those belong to
+    tool arguments (whose schema already decided what is valid), not to the
+    library's own documents. Made at first use, so hooks users registered
+    before that are inherited.
     """
     child = converter.copy()
 
@@ -97,8 +98,6 @@ def _converter() -> cattrs.Converter:
             for key, item in value.items()
         }
 
-    child.register_structure_hook(type(None), structure_none)
-
     def structure_typeddict(value: object, cls: Any) -> dict[str, Any]:
         # Not cattrs' own: it misses Required[] written as a string before 3.14.
         if not isinstance(value, Mapping):
@@ -109,6 +108,7 @@ def _converter() -> cattrs.Converter:
             for key, item in value.items()
         }
 
+    child.register_structure_hook(type(None), structure_none)
     child.register_structure_hook_func(typing.is_typeddict, structure_typeddict)
     # A NamedTuple is a JSON object keyed by its field names, as in its schema.
     child.register_structure_hook_factory(is_namedtuple, namedtuple_dict_structure_factory)

@@ -6,8 +6,10 @@ several providers reject references.
 Supported annotations: str, int, float, bool, None, ``list[X]`` /
 ``Sequence[X]``, ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[str, X]`` /
 ``Mapping[str, X]``, ``Literal[...]``, Enum subclasses, unions (``X | None``),
-attrs classes, ``NewType``, ``Any`` (or no annotation) and
-``Annotated[X, "description"]``.
+attrs classes, dataclasses, ``TypedDict``, ``NamedTuple`` (an object keyed by
+its field names), pydantic models (their own schema, inlined; pydantic is
+looked up in ``sys.modules``, never imported), ``NewType``, ``Any`` (or no
+annotation) and ``Annotated[X, "description"]``.
 """
 
 from __future__ import annotations
@@ -48,8 +50,8 @@ Schema: TypeAlias = dict[str, Any]
 
 _UNSUPPORTED_HELP = (
     "supported: str, int, float, bool, None, list[X], Sequence[X], tuple[...], "
-    "dict[str, X], Mapping[str, X], Literal[...], Enum, unions, attrs classes, Any, "
-    "Annotated[X, 'description']"
+    "dict[str, X], Mapping[str, X], Literal[...], Enum, unions, attrs classes, dataclasses, "
+    "TypedDict, NamedTuple, pydantic models, Any, Annotated[X, 'description']"
 )
 
 _LIST_ORIGINS = frozenset({list, collections.abc.Sequence, collections.abc.MutableSequence})
