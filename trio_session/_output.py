@@ -12,7 +12,9 @@ from typing import Any
 
 import attrs
 
-from ._schema import structure_arguments, type_schema, validate
+from ._arguments import structure_arguments
+from ._jsonschema import type_schema
+from ._validator import validate
 
 __all__ = ["OutputSpec"]
 
