@@ -1,8 +1,8 @@
 """AnthropicModel: the Messages API, streamed through the official ``anthropic`` SDK.
 
 The SDK is an optional extra (``pip install 'trio-session[anthropic]'``) and is imported only
-when a model is built. As with every `SDKModel`, the SDK builds, authenticates, sends and
-retries the request and turns HTTP error statuses into exceptions, while the adapter reads the
+when a model is built. As with every `SDKModel`, the SDK builds, authenticates and sends the
+request and turns HTTP error statuses into exceptions, while the adapter reads the
 server-sent events itself, so that closing the stream closes the HTTP response at once and
 leaves no async generator for the garbage collector.
 """

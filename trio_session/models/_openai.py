@@ -4,8 +4,8 @@ Works with OpenAI and with every server that speaks the Chat Completions wire fo
 (vLLM, Ollama, llama.cpp, LiteLLM, ...). The SDK is an optional extra
 (``pip install 'trio-session[openai]'``) and is imported only when a model is built.
 
-As with every `SDKModel`, the SDK builds, authenticates, sends and retries the request and
-turns HTTP error statuses into exceptions, while the adapter reads the server-sent events of
+As with every `SDKModel`, the SDK builds, authenticates and sends the request and turns
+HTTP error statuses into exceptions, while the adapter reads the server-sent events of
 the response itself, so that closing the stream closes the HTTP response at once.
 """
 

@@ -2,7 +2,8 @@
 
 `SDKModel` owns the parts that do not depend on the provider: client ownership and closing,
 per-``max_retries`` client copies, settings merging and checking, and the streaming loop. The
-loop lets the SDK build, authenticate, send and retry the request and map HTTP error statuses
+loop lets the SDK build, authenticate and send the request (retrying only on a client the user
+configured so: the agent's RetryPolicy is the retry layer) and map HTTP error statuses
 to exceptions, but reads the server-sent events of the response body itself (`SSEDecoder`):
 the SDKs' own stream iterators leave async generators unfinished when a stream ends early,
 which trio reports as a ResourceWarning and closes only at garbage collection; reading the
