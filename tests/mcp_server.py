@@ -18,7 +18,7 @@ PIXEL = bytes.fromhex(
 )
 
 
-@server.tool()
+@server.tool(structured_output=False)
 def greet(name: str) -> str:
     """Greet someone by name."""
     return f"Hello, {name}!"

@@ -111,13 +111,35 @@ async def open_mcp_tools(
         raise TypeError(f"server must be a StdioServer or an HttpServer, got {server!r}")
     if prefix is not None and not prefix:
         raise ValueError("prefix must be a non-empty string or None")
+    try:
+        async with _connect(server) as session:
+            listed = await _list_tools(session)
+            yield tuple(_make_tool(session, t, prefix, requires_confirmation) for t in listed)
+    except BaseExceptionGroup as group:
+        # The SDK's task groups wrap whatever left the block; callers get the
+        # error itself, as from any other context manager.
+        leaves = _leaves(group)
+        if len(leaves) == 1:
+            raise leaves[0] from leaves[0].__cause__
+        raise
+
+
+def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    found: list[BaseException] = []
+    for exc in group.exceptions:
+        found.extend(_leaves(exc) if isinstance(exc, BaseExceptionGroup) else [exc])
+    return found
+
+
+@asynccontextmanager
+async def _connect(server: StdioServer | HttpServer) -> AsyncIterator[mcp.ClientSession]:
     async with AsyncExitStack() as stack:
         if isinstance(server, StdioServer):
             parameters = StdioServerParameters(
                 command=server.command,
                 args=list(server.args),
                 env=dict(server.env) if server.env is not None else None,
-                cwd=server.cwd,
+                cwd=os.fspath(server.cwd) if server.cwd is not None else None,
             )
             read, write = await stack.enter_async_context(stdio_client(parameters))
         else:
@@ -129,8 +151,7 @@ async def open_mcp_tools(
             )
         session = await stack.enter_async_context(mcp.ClientSession(read, write))
         await session.initialize()
-        listed = await _list_tools(session)
-        yield tuple(_make_tool(session, t, prefix, requires_confirmation) for t in listed)
+        yield session
 
 
 async def _list_tools(session: mcp.ClientSession) -> list[mcp.types.Tool]:
