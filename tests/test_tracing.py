@@ -9,12 +9,24 @@ from collections.abc import Iterator
 
 import pytest
 import trio
+import trio.testing
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import StatusCode
 
-from trio_session import ModelError, ScriptedModel, Usage, _tracing
+from trio_session import (
+    Agent,
+    ModelError,
+    Reply,
+    ScriptedModel,
+    StreamEvent,
+    ToolContext,
+    Usage,
+    _tracing,
+    open_session,
+    tool,
+)
 
 
 @pytest.fixture
@@ -223,3 +235,136 @@ print(sorted(s.name for s in exporter.get_finished_spans()))
         "3 True",
         "['chat scripted', 'chat scripted', 'execute_tool add', 'invoke_agent agent']",
     ]
+
+
+# -- through the engine -------------------------------------------------------
+
+
+def tree(exporter: InMemorySpanExporter) -> list[tuple[str, str | None, dict[str, object]]]:
+    """(name, parent's name, attributes) of every span, in start order."""
+    finished = sorted(exporter.get_finished_spans(), key=lambda s: s.start_time or 0)
+    names = {span_id(s): s.name for s in finished}
+    return [
+        (s.name, names.get(parent_of(s)) if s.parent else None, dict(s.attributes or {}))  # type: ignore[arg-type]
+        for s in finished
+    ]
+
+
+async def test_the_span_tree_of_an_execution(
+    spans: InMemorySpanExporter, autojump_clock: trio.testing.MockClock
+) -> None:
+    """Two ticks, a tool that spawns a child, and an abort in the second tick."""
+    child_model = ScriptedModel(["42"])
+
+    @tool
+    async def delegate(ctx: ToolContext, question: str) -> str:
+        """Ask a helper."""
+        child = await ctx.spawn(Agent(child_model, name="helper"), question)
+        return (await child.result).response
+
+    model = ScriptedModel(
+        [
+            Reply("", tool_calls=[("delegate", {"question": "6*7?"}, "call_1")]),
+            "a very long answer " * 10,
+        ],
+        chunk_size=5,
+        delay=1.0,
+    )
+    async with open_session(Agent(model, name="boss", tools=[delegate])) as session:
+        handle = await session.send("go")
+
+        def abort_in_tick_two(event: StreamEvent) -> None:
+            if event.tick == 2 and not event.spawn_path:
+                handle.abort("enough")
+
+        handle.events.on("content_delta", abort_in_tick_two)
+        await handle.wait()
+    assert handle.status == "aborted"
+    (spawned,) = (e for e in handle.events.history if e.type == "spawn_start")
+    child_session = spawned.child_session_id  # type: ignore[attr-defined]
+
+    got = tree(spans)
+    conversation = {"gen_ai.conversation.id": session.id}
+    chat = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "scripted",
+    }
+    root_attributes = got[0][2]
+    assert got[0][:2] == ("invoke_agent boss", None)
+    assert root_attributes == {
+        "gen_ai.operation.name": "invoke_agent",
+        "gen_ai.agent.name": "boss",
+        "gen_ai.provider.name": "scripted",
+        "gen_ai.request.model": "scripted",
+        **conversation,
+        "trio_session.execution.id": handle.execution_id,
+        "gen_ai.usage.input_tokens": root_attributes["gen_ai.usage.input_tokens"],
+        "gen_ai.usage.output_tokens": root_attributes["gen_ai.usage.output_tokens"],
+        "trio_session.execution.status": "aborted",
+        "trio_session.execution.reason": "enough",
+    }
+    first_chat = got[1][2]
+    assert got[1][:2] == ("chat scripted", "invoke_agent boss")
+    assert first_chat == {
+        **chat,
+        **conversation,
+        "gen_ai.usage.input_tokens": first_chat["gen_ai.usage.input_tokens"],
+        "gen_ai.usage.output_tokens": first_chat["gen_ai.usage.output_tokens"],
+        "gen_ai.response.finish_reasons": ("tool_use",),
+    }
+    assert got[2] == (
+        "execute_tool delegate",
+        "invoke_agent boss",
+        {
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": "delegate",
+            "gen_ai.tool.call.id": "call_1",
+            **conversation,
+        },
+    )
+    assert got[3][:2] == ("invoke_agent helper", "execute_tool delegate")
+    assert got[3][2]["gen_ai.conversation.id"] == child_session
+    assert got[3][2]["trio_session.execution.status"] == "completed"
+    assert got[3][2]["gen_ai.response.finish_reasons"] == ("end_turn",)
+    assert got[4][:2] == ("chat scripted", "invoke_agent helper")
+    assert got[4][2]["gen_ai.conversation.id"] == child_session
+    # The second tick's model call, cut off by the abort: no finish reason.
+    assert got[5] == ("chat scripted", "invoke_agent boss", {**chat, **conversation})
+    assert len(got) == 6
+
+    finished = spans.get_finished_spans()
+    assert {format(s.context.trace_id, "032x") for s in finished} == {handle.trace_id}  # type: ignore[union-attr]
+    assert all(s.status.status_code is StatusCode.UNSET for s in finished)
+
+
+async def test_errors_of_tools_models_and_executions_set_the_status(
+    spans: InMemorySpanExporter,
+) -> None:
+    @tool
+    def explode() -> str:
+        """Fails."""
+        raise RuntimeError("boom")
+
+    model = ScriptedModel(
+        [Reply("", tool_calls=[("explode", {})]), ModelError("overloaded", code="overloaded")]
+    )
+    agent = Agent(model, tools=[explode])
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.wait()
+    assert handle.status == "error"
+    by_start = sorted(spans.get_finished_spans(), key=lambda s: s.start_time or 0)
+    assert [s.name for s in by_start] == [
+        "invoke_agent agent",
+        "chat scripted",
+        "execute_tool explode",
+        "chat scripted",
+    ]
+    root, _, tool_span, failed_chat = by_start
+    assert tool_span.status.status_code is StatusCode.ERROR
+    assert "boom" in (tool_span.status.description or "")
+    assert failed_chat.status.status_code is StatusCode.ERROR
+    assert dict(failed_chat.attributes or {})["error.type"] == "overloaded"
+    assert root.status.status_code is StatusCode.ERROR
+    assert dict(root.attributes or {})["error.type"] == "overloaded"

@@ -66,6 +66,7 @@ from ._messages import (
 )
 from ._result import SendResult
 from ._tools import Confirmations, Decision, Tool, ToolContext
+from ._tracing import NO_TRACE, start_execution
 from ._usage import Usage
 from .models._base import (
     INVALID_JSON_KEY,
@@ -260,6 +261,7 @@ class Execution:
         self._last_message: Message | None = None
         self._children: set[Execution] = set()
         self._started = False
+        self.trace = NO_TRACE
 
     def __repr__(self) -> str:
         return f"<Execution {self.id[:8]} {self.handle.status} tick={self._tick}>"
@@ -397,15 +399,16 @@ class Execution:
         if not self._started:
             self.start()
         self.handle._set_running()
-        try:
-            status, value, error, reason = await self._run_guarded()
-        except trio.Cancelled:
-            await self._finish("cancelled", None, None, self._outside_reason())
-            raise
-        except BaseException as exc:
-            await self._finish("failed", None, exc, None)
-            raise
-        await self._finish(status, value, error, reason)
+        with self.trace:
+            try:
+                status, value, error, reason = await self._run_guarded()
+            except trio.Cancelled:
+                await self._finish("cancelled", None, None, self._outside_reason())
+                raise
+            except BaseException as exc:
+                await self._finish("failed", None, exc, None)
+                raise
+            await self._finish(status, value, error, reason)
 
     def start(self) -> None:
         """Publish ``execution_start``; called when the execution is scheduled.
@@ -414,6 +417,16 @@ class Execution:
         between (``message_queued``) follows it in the stream.
         """
         self._started = True
+        # Started here, in the caller's context: a child spawned by a tool is
+        # a child of that tool's span, and the handle has its trace id at once.
+        self.trace = start_execution(
+            agent=self.agent.name,
+            model=self.agent.model,
+            session_id=self.host.id,
+            execution_id=self.id,
+        )
+        if self.trace.trace_id is not None:
+            self.handle.trace_id = self.trace.trace_id
         self.buffer._emit(
             ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
         )
@@ -472,6 +485,13 @@ class Execution:
         if final == "completed":
             buf._emit(ResultEvent, result=handle._value)
         failure = handle._error if final in ("failed", "error") else None
+        self.trace.finish(
+            final,
+            self._usage,
+            stop_reason=handle._value.stop_reason if handle._value is not None else None,
+            error=failure,
+            reason=handle.reason,
+        )
         buf._emit(
             ExecutionEnd,
             status=final,
@@ -643,6 +663,11 @@ class Execution:
     # -- the model stream ---------------------------------------------------
 
     async def _stream(self, request: ModelRequest, state: _Tick) -> None:
+        with self.trace.chat(self.agent.model) as span:
+            await self._stream_untraced(request, state)
+            span.finish(state.usage, state.stop_reason)
+
+    async def _stream_untraced(self, request: ModelRequest, state: _Tick) -> None:
         buf = self.buffer
         model = self.agent.model
         blocks: list[ContentBlock | None] = []
@@ -761,7 +786,10 @@ class Execution:
         async with limiter:
             state.started.add(index)
             self.buffer._emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-            self._answer(state, index, await self._tool_result(call, state.number))
+            with self.trace.tool(call.name, call.tool_use_id) as span:
+                result = await self._tool_result(call, state.number)
+                span.finish(result.is_error, _text(result))
+            self._answer(state, index, result)
 
     def _answer(self, state: _Tick, index: int, result: ToolResultBlock) -> None:
         state.results[index] = result
@@ -886,3 +914,7 @@ async def _close_stream(stream: Any) -> None:
         return
     with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
         await aclose()
+
+
+def _text(result: ToolResultBlock) -> str:
+    return "".join(b.text for b in result.content if isinstance(b, TextBlock))
