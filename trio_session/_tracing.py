@@ -197,15 +197,19 @@ class ExecutionTrace:
     __slots__ = ("_scope", "_session_id", "_span", "trace_id")
 
     def __init__(self, span: Span | None, session_id: str) -> None:
-        self._span = span
-        self._session_id = session_id
-        self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
         self.trace_id: str | None = None
         """The span's trace id (32 hex digits), or None without a valid one."""
         if span is not None:
             context = span.get_span_context()
             if context.is_valid:
                 self.trace_id = format(context.trace_id, "032x")
+            if not span.is_recording():
+                # No provider, or sampled out: the children would not be
+                # recorded either, so none are made (the cost of tracing off).
+                span = None
+        self._span = span
+        self._session_id = session_id
+        self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
 
     def __enter__(self) -> None:
         self._scope.__enter__()
