@@ -19,7 +19,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
@@ -123,8 +123,8 @@ class _NoScope:
 _NO_SCOPE = _NoScope()
 
 
-class ChatSpan:
-    """The span of one model call; `finish` records what the model answered."""
+class _ChildSpan:
+    """A model or tool call's span: current inside the ``with`` block, ended after it."""
 
     __slots__ = ("_scope", "_span")
 
@@ -132,7 +132,7 @@ class ChatSpan:
         self._span = span
         self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
 
-    def __enter__(self) -> ChatSpan:
+    def __enter__(self) -> Self:
         self._scope.__enter__()
         return self
 
@@ -143,6 +143,12 @@ class ChatSpan:
         tb: TracebackType | None,
     ) -> None:
         self._scope.__exit__(kind, error, tb)
+
+
+class ChatSpan(_ChildSpan):
+    """The span of one model call; `finish` records what the model answered."""
+
+    __slots__ = ()
 
     def finish(self, usage: Usage, stop_reason: str) -> None:
         """Record the call's token counts and finish reason."""
@@ -156,26 +162,10 @@ class ChatSpan:
             )
 
 
-class ToolSpan:
+class ToolSpan(_ChildSpan):
     """The span of one tool call; `finish` records an error result."""
 
-    __slots__ = ("_scope", "_span")
-
-    def __init__(self, span: Span | None) -> None:
-        self._span = span
-        self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
-
-    def __enter__(self) -> ToolSpan:
-        self._scope.__enter__()
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._scope.__exit__(kind, error, tb)
+    __slots__ = ()
 
     def finish(self, is_error: bool, message: str) -> None:
         """Record the result: an ``is_error`` result sets the span's error status."""
