@@ -77,63 +77,28 @@ def _error_kind(error: BaseException) -> str:
     return error.code if isinstance(error, ModelError) else type(error).__qualname__
 
 
-class _Scope:
-    """Makes a span current in the ``with`` block of the task that enters it.
+class _Traced:
+    """A span made current in the ``with`` block of the task that enters it.
 
     Ends the span on exit. An exception leaving the block is recorded as the
     span's error, except `trio.Cancelled` (an abort or a closing session is
-    not an error of the operation).
+    not an error of the operation). Without a span, it does nothing.
     """
 
     __slots__ = ("_span", "_use")
 
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span | None) -> None:
         self._span = span
         self._use: Any = None
 
-    def __enter__(self) -> None:
-        api = _api
-        assert api is not None
-        self._use = api.use_span(
-            self._span, end_on_exit=True, record_exception=False, set_status_on_exception=False
-        )
-        self._use.__enter__()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if error is not None and not isinstance(error, trio.Cancelled):
-            _record_error(self._span, error, _error_kind(error))
-        self._use.__exit__(kind, error, tb)
-
-
-class _NoScope:
-    __slots__ = ()
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc_info: object) -> None:
-        return None
-
-
-_NO_SCOPE = _NoScope()
-
-
-class _ChildSpan:
-    """A model or tool call's span: current inside the ``with`` block, ended after it."""
-
-    __slots__ = ("_scope", "_span")
-
-    def __init__(self, span: Span | None) -> None:
-        self._span = span
-        self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
-
     def __enter__(self) -> Self:
-        self._scope.__enter__()
+        if self._span is not None:
+            api = _api
+            assert api is not None
+            self._use = api.use_span(
+                self._span, end_on_exit=True, record_exception=False, set_status_on_exception=False
+            )
+            self._use.__enter__()
         return self
 
     def __exit__(
@@ -142,10 +107,14 @@ class _ChildSpan:
         error: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._scope.__exit__(kind, error, tb)
+        if self._span is None:
+            return
+        if error is not None and not isinstance(error, trio.Cancelled):
+            _record_error(self._span, error, _error_kind(error))
+        self._use.__exit__(kind, error, tb)
 
 
-class ChatSpan(_ChildSpan):
+class ChatSpan(_Traced):
     """The span of one model call; `finish` records what the model answered."""
 
     __slots__ = ()
@@ -162,7 +131,7 @@ class ChatSpan(_ChildSpan):
             )
 
 
-class ToolSpan(_ChildSpan):
+class ToolSpan(_Traced):
     """The span of one tool call; `finish` records an error result."""
 
     __slots__ = ()
@@ -176,7 +145,7 @@ class ToolSpan(_ChildSpan):
             self._span.set_status(api.Status(api.StatusCode.ERROR, message[:500]))
 
 
-class ExecutionTrace:
+class ExecutionTrace(_Traced):
     """The span of one execution, and the factory of its children's spans.
 
     Made by `start_execution` when the execution is scheduled, so the handle
@@ -184,7 +153,7 @@ class ExecutionTrace:
     with ``with trace:``, which ends it.
     """
 
-    __slots__ = ("_scope", "_session_id", "_span", "trace_id")
+    __slots__ = ("_session_id", "trace_id")
 
     def __init__(self, span: Span | None, session_id: str) -> None:
         self.trace_id: str | None = None
@@ -197,20 +166,8 @@ class ExecutionTrace:
                 # No provider, or sampled out: the children would not be
                 # recorded either, so none are made (the cost of tracing off).
                 span = None
-        self._span = span
+        super().__init__(span)
         self._session_id = session_id
-        self._scope: _Scope | _NoScope = _Scope(span) if span is not None else _NO_SCOPE
-
-    def __enter__(self) -> None:
-        self._scope.__enter__()
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self._scope.__exit__(kind, error, tb)
 
     def chat(self, model: object) -> ChatSpan:
         """A span for one call of ``model``, a child of the execution's span."""
