@@ -55,9 +55,9 @@ from trio_session import (
     open_session,
     user,
 )
-from trio_session.__main__ import build_model, default_db_path, main
-from trio_session._chat import PROMPT, Chat, ChatOptions, format_call, read_lines
-from trio_session._demo import (
+from trio_session._cli._args import build_model, default_db_path
+from trio_session._cli._chat import PROMPT, Chat, ChatOptions, read_lines
+from trio_session._cli._demo import (
     DEMO_TOOLS,
     STORY,
     DemoModel,
@@ -66,6 +66,8 @@ from trio_session._demo import (
     evaluate,
     format_number,
 )
+from trio_session._cli._main import main
+from trio_session._cli._render import format_call
 
 SPECS = tuple(t.spec() for t in DEMO_TOOLS)
 
@@ -146,13 +148,16 @@ def test_evaluate_agrees_with_python_on_integers(a: int, op: str, b: int) -> Non
         with pytest.raises(ValueError, match="division by zero"):
             evaluate(expression)
     else:
-        assert evaluate(expression) == {
-            "+": a + b,
-            "-": a - b,
-            "*": a * b,
-            "//": a // b if b else 0,
-            "%": a % b if b else 0,
-        }[op]
+        assert (
+            evaluate(expression)
+            == {
+                "+": a + b,
+                "-": a - b,
+                "*": a * b,
+                "//": a // b if b else 0,
+                "%": a % b if b else 0,
+            }[op]
+        )
 
 
 @settings(max_examples=300, deadline=None)
@@ -874,7 +879,7 @@ def test_cli_events_are_json_lines() -> None:
 def test_cli_missing_sdk_exits_2(provider: str, module: str) -> None:
     code = (
         f"import sys; sys.modules[{module!r}] = None\n"
-        "from trio_session.__main__ import main\n"
+        "from trio_session._cli import main\n"
         f"sys.exit(main(['--model', '{provider}:m']))\n"
     )
     done = subprocess.run(

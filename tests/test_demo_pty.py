@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from trio_session._chat import PROMPT
+from trio_session._cli._chat import PROMPT
 
 pexpect = pytest.importorskip("pexpect")
 

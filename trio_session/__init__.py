@@ -29,7 +29,6 @@ from ._buffer import (
     EventBuffer as EventBuffer,
     EventSubscription as EventSubscription,
 )
-from ._demo import DemoModel as DemoModel, demo_agent as demo_agent
 from ._errors import (
     EventsLagged as EventsLagged,
     ExecutionAborted as ExecutionAborted,
@@ -170,7 +169,6 @@ __all__ = [
     "ContentStart",
     "CustomEvent",
     "Decision",
-    "DemoModel",
     "EVENT_CLASSES",
     "EntryCommitted",
     "ErrorChunk",
@@ -261,7 +259,6 @@ __all__ = [
     "system",
     "to_json",
     "tool",
-    "demo_agent",
     "user",
 ]
 

@@ -14,54 +14,33 @@ from __future__ import annotations
 
 import codecs
 import functools
-import json
 import math
 import os
 import signal
 import sys
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Literal, TextIO
+from collections.abc import Awaitable, Callable
+from typing import Final, Literal, TextIO
 
 import attrs
 import trio
 
-from ._agent import Agent
-from ._errors import InvalidToolArguments, UnknownToolUse
-from ._events import (
-    ContentDelta,
-    ExecutionEnd,
-    MessageEvent,
-    MessageQueued,
-    ReasoningDelta,
+from .._agent import Agent
+from .._errors import InvalidToolArguments, UnknownToolUse
+from .._events import (
     StreamEvent,
-    ToolCall,
     ToolConfirmationRequired,
     ToolConfirmationResult,
-    ToolResultEvent,
 )
-from ._handle import SessionExecutionHandle
-from ._messages import ContentBlock, ImageBlock, JsonBlock, ReasoningBlock, TextBlock
-from ._serde import to_json
-from ._session import Session, open_session
-from .stores import SessionStore
+from .._handle import SessionExecutionHandle
+from .._session import Session, open_session
+from ..stores import SessionStore
+from ._input import Confirmations, Edit, Retry, Submit
+from ._render import BOLD, DIM, RED, USER_ABORT, YELLOW, EventRenderer, Piece, format_call
 
-__all__ = ["PROMPT", "USER_ABORT", "Chat", "ChatOptions", "format_call", "read_lines"]
+__all__ = ["HELP", "PROMPT", "Chat", "ChatOptions", "read_lines"]
 
 PROMPT: Final = "you> "
 """What the interactive chat shows when it waits for a line."""
-
-USER_ABORT: Final = "interrupted by user"
-"""The abort reason of an execution stopped with Ctrl-C."""
-
-_RESULT_LIMIT: Final = 400
-_CALL_LIMIT: Final = 200
-
-_DIM: Final = "2"
-_BOLD: Final = "1"
-_RED: Final = "31"
-_YELLOW: Final = "33"
-_CYAN: Final = "36"
 
 HELP: Final = """\
 Commands:
@@ -103,38 +82,6 @@ class ChatOptions:
     def _check_approve(self, _attr: object, value: object) -> None:
         if value not in (None, "yes", "no"):
             raise ValueError(f"ChatOptions.approve must be 'yes', 'no' or None, got {value!r}")
-
-
-def format_call(name: str, arguments: Mapping[str, Any]) -> str:
-    """Show a tool call compactly, as ``name(key=<JSON value>, ...)``.
-
-    Example:
-        >>> format_call("calculator", {"expression": "6 * 7"})
-        'calculator(expression="6 * 7")'
-    """
-    shown = ", ".join(
-        f"{key}={json.dumps(value, ensure_ascii=False, default=repr)}"
-        for key, value in arguments.items()
-    )
-    return _shorten(f"{name}({shown})", _CALL_LIMIT)
-
-
-def _format_content(blocks: Sequence[ContentBlock]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block, TextBlock | ReasoningBlock):
-            parts.append(block.text)
-        elif isinstance(block, JsonBlock):
-            parts.append(json.dumps(block.data, ensure_ascii=False, default=repr))
-        elif isinstance(block, ImageBlock):
-            parts.append(f"[image {block.media_type or ''}]".replace(" ]", "]"))
-        else:
-            parts.append(f"[{block.type}]")
-    return _shorten(" ".join(" ".join(parts).split()), _RESULT_LIMIT)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 async def read_lines(
@@ -191,7 +138,7 @@ class Chat:
 
     Example:
         >>> import io, trio
-        >>> from trio_session._demo import demo_agent
+        >>> from trio_session._cli import demo_agent
         >>> async def main():
         ...     out = io.StringIO()
         ...     send, receive = trio.open_memory_channel(10)
@@ -223,23 +170,27 @@ class Chat:
         self.session_id = session_id
         self._out: TextIO = out if out is not None else sys.stdout
         self._err: TextIO = err if err is not None else sys.stderr
-        self.show_events = self.options.show_events
+        self._renderer = EventRenderer(
+            interactive=self.options.interactive, show_events=self.options.show_events
+        )
         self.session: Session | None = None
         inbox_send, self._inbox = trio.open_memory_channel[str | None](math.inf)
         self._inbox_send: trio.MemorySendChannel[str | None] = inbox_send
         self._col0 = True
-        self._owner: tuple[tuple[str, ...], bool] | None = None
         # The running execution, while one runs.
         self._busy = False
         self._handle: SessionExecutionHandle | None = None
         self._abort_requested = False
         self._quit = False
         self._armed = False
-        # Per execution: tool calls seen, confirmations asked / waiting for an answer.
-        self._calls: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        # Per execution: confirmations asked, and those waiting for an answer.
         self._asked: set[str] = set()
-        self._waiting: deque[ToolConfirmationRequired] = deque()
-        self._editing = False
+        self._confirmations = Confirmations()
+
+    @property
+    def show_events(self) -> bool:
+        """Whether the chat shows every event as a JSON line (``/events`` toggles it)."""
+        return self._renderer.show_events
 
     # -- running ------------------------------------------------------------
 
@@ -293,7 +244,7 @@ class Chat:
             self._inbox_send.send_nowait(None)
             return
         self._armed = True
-        self._line(self._style("(Ctrl-C again or Ctrl-D to leave)", _DIM))
+        self._line(self._style("(Ctrl-C again or Ctrl-D to leave)", DIM))
         self._prompt()
 
     async def _watch_sigint(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -375,8 +326,8 @@ class Chat:
         return None
 
     def _toggle_events(self) -> None:
-        self.show_events = not self.show_events
-        self._line(self._style(f"[events view {'on' if self.show_events else 'off'}]", _DIM))
+        self._renderer.show_events = not self.show_events
+        self._line(self._style(f"[events view {'on' if self.show_events else 'off'}]", DIM))
 
     async def _list_sessions(self, session: Session) -> None:
         if self.store is None:
@@ -392,9 +343,8 @@ class Chat:
 
     async def _execute(self, start: Callable[[], Awaitable[SessionExecutionHandle]]) -> None:
         self._busy = True
-        self._calls.clear()
+        self._renderer.start()
         self._asked.clear()
-        self._owner = None
         try:
             handle = await start()
             self._handle = handle
@@ -413,8 +363,7 @@ class Chat:
             self._busy = False
             self._handle = None
             self._abort_requested = False
-            self._waiting.clear()
-            self._editing = False
+            self._confirmations.clear()
 
     async def _take_input(self, handle: SessionExecutionHandle) -> None:
         while True:
@@ -427,7 +376,7 @@ class Chat:
             self._on_line_while_running(line, handle)
 
     def _on_line_while_running(self, line: str, handle: SessionExecutionHandle) -> None:
-        if self._waiting:
+        if self._confirmations:
             self._answer(line, handle)
             return
         text = line.strip()
@@ -443,14 +392,14 @@ class Chat:
             elif command == "/help":
                 self._line(HELP)
             else:
-                self._line(self._style(f"[{command} waits until the answer is done]", _DIM))
+                self._line(self._style(f"[{command} waits until the answer is done]", DIM))
             return
         session = self.session
         before = len(session.queued_messages) if session is not None else 0
         handle.queue_message(text)
         if session is not None and len(session.queued_messages) > before:
             # Past its last tick: the message waits for the next execution.
-            self._line(self._style(f"[queued for the next answer] {text}", _DIM))
+            self._line(self._style(f"[queued for the next answer] {text}", DIM))
 
     # -- confirmations ------------------------------------------------------
 
@@ -462,9 +411,8 @@ class Chat:
         if policy is None and not self.options.interactive:
             policy = "no"
         if policy is None:
-            self._waiting.append(event)
-            if len(self._waiting) == 1:
-                self._ask()
+            if self._confirmations.add(event):
+                self._ask(event)
             return
         approved = policy == "yes"
         try:
@@ -476,195 +424,108 @@ class Chat:
         except UnknownToolUse:
             return  # answered by someone else in the meantime
         if not self.show_events:  # there, the tool_confirmation_result line says it
-            self._line(
-                self._style(f"[confirm {event.name}: {event.message}] -> {policy}", _YELLOW)
-            )
+            self._line(self._style(f"[confirm {event.name}: {event.message}] -> {policy}", YELLOW))
 
-    def _ask(self) -> None:
-        event = self._waiting[0]
-        self._line(self._style(f"? {format_call(event.name, event.input)}", _YELLOW))
+    def _ask(self, event: ToolConfirmationRequired) -> None:
+        self._line(self._style(f"? {format_call(event.name, event.input)}", YELLOW))
         self._line(f"  {event.message}")
         self._question()
 
     def _answer(self, line: str, handle: SessionExecutionHandle) -> None:
-        event = self._waiting[0]
-        text = line.strip()
-        if self._editing:
-            try:
-                arguments = json.loads(text)
-            except json.JSONDecodeError as exc:
-                self._retry(f"error: not JSON: {exc}")
-                return
-            if not isinstance(arguments, dict):
-                self._retry(f"error: the arguments must be a JSON object, got {text}")
-                return
-            self._submit(handle, event, approved=True, modified_arguments=arguments)
-            return
-        answer = text.lower()
-        if answer in ("y", "yes"):
-            self._submit(handle, event, approved=True)
-        elif answer in ("n", "no"):
-            self._submit(handle, event, approved=False, reason="denied by the user")
-        elif answer in ("a", "always"):
-            self._submit(handle, event, approved=True, always=True)
-        elif answer in ("e", "edit"):
-            self._editing = True
-            self._line(f"  the arguments now: {json.dumps(dict(event.input), ensure_ascii=False)}")
+        action = self._confirmations.answer(line)
+        if isinstance(action, Retry):
+            self._retry(action.message)
+        elif isinstance(action, Edit):
+            self._line(f"  the arguments now: {action.arguments}")
             self._question()
         else:
-            self._retry("please answer y (yes), n (no), a (always) or e (edit)")
+            self._submit(handle, action)
 
-    def _submit(
-        self,
-        handle: SessionExecutionHandle,
-        event: ToolConfirmationRequired,
-        *,
-        approved: bool,
-        modified_arguments: Mapping[str, Any] | None = None,
-        reason: str | None = None,
-        always: bool = False,
-    ) -> None:
+    def _submit(self, handle: SessionExecutionHandle, answer: Submit) -> None:
         try:
             handle.submit_tool_result(
-                event.tool_use_id,
-                approved=approved,
-                modified_arguments=modified_arguments,
-                reason=reason,
-                always=always,
+                answer.tool_use_id,
+                approved=answer.approved,
+                modified_arguments=answer.modified_arguments,
+                reason=answer.reason,
+                always=answer.always,
             )
         except InvalidToolArguments as exc:
             self._retry(f"error: {exc}")
             return
         except UnknownToolUse:
-            self._line(self._style("[that confirmation is no longer pending]", _DIM))
+            self._line(self._style("[that confirmation is no longer pending]", DIM))
         self._next_confirmation()
 
     def _retry(self, message: str) -> None:
-        self._line(self._style(message, _RED))
+        self._line(self._style(message, RED))
         self._question()
 
     def _question(self) -> None:
-        self._write(
-            "  new arguments, as a JSON object: "
-            if self._editing
-            else "  [y]es / [n]o / [a]lways / [e]dit: "
-        )
+        self._write(self._confirmations.question())
 
     def _next_confirmation(self) -> None:
-        self._waiting.popleft()
-        self._editing = False
-        if self._waiting:
-            self._ask()
+        following = self._confirmations.advance()
+        if following is not None:
+            self._ask(following)
 
     def _confirmation_result(self, event: ToolConfirmationResult) -> None:
-        call = self._calls.get(event.tool_use_id)
+        calls = self._renderer.calls
+        call = calls.get(event.tool_use_id)
         if call is not None and event.modified_arguments is not None:
             # The result line shows the arguments the tool really ran with.
-            self._calls[event.tool_use_id] = (call[0], event.modified_arguments)
-        for i, waiting in enumerate(self._waiting):
-            if waiting.tool_use_id == event.tool_use_id:
-                # Ended without our answer: the execution ended, or a timeout.
-                self._line(
-                    self._style(f"[confirmation of {waiting.name} ended: {event.reason}]", _DIM)
-                )
-                if i == 0:
-                    self._next_confirmation()
-                else:
-                    del self._waiting[i]
-                return
+            calls[event.tool_use_id] = (call[0], event.modified_arguments)
+        ended, current = self._confirmations.ended(event.tool_use_id)
+        if ended is not None:
+            # Ended without our answer: the execution ended, or a timeout.
+            self._line(self._style(f"[confirmation of {ended.name} ended: {event.reason}]", DIM))
+            if current and self._confirmations:
+                self._ask(self._confirmations.current)
+            return
         if event.tool_use_id not in self._asked and not self.show_events:
-            name = self._calls.get(event.tool_use_id, ("the tool", {}))[0]
+            name = calls.get(event.tool_use_id, ("the tool", {}))[0]
             verdict = "approved" if event.approved else "denied"
-            self._line(self._style(f"[{name} {verdict}: {event.reason}]", _DIM))
+            self._line(self._style(f"[{name} {verdict}: {event.reason}]", DIM))
 
     # -- rendering ----------------------------------------------------------
 
     def _show(self, event: StreamEvent, handle: SessionExecutionHandle) -> None:
-        if isinstance(event, ToolCall):
-            self._calls[event.tool_use_id] = (event.name, event.input)
-        if self.show_events:
-            self._line(to_json(event))
-        else:
-            self._render(event)
+        self._emit(self._renderer.render(event))
         if isinstance(event, ToolConfirmationRequired):
             self._confirmation_required(event, handle)
         elif isinstance(event, ToolConfirmationResult):
             self._confirmation_result(event)
-        elif isinstance(event, ExecutionEnd) and not event.spawn_path:
-            self._finish(event)
 
-    def _render(self, event: StreamEvent) -> None:
-        path = event.spawn_path
-        if isinstance(event, ContentDelta):
-            if not path or self.options.interactive:
-                self._delta(path, event.delta, reasoning=False)
-        elif isinstance(event, ReasoningDelta):
-            if self.options.interactive:
-                self._delta(path, event.delta, reasoning=True)
-        elif isinstance(event, MessageEvent):
-            self._end_line()
-        elif isinstance(event, ToolResultEvent):
-            name, arguments = self._calls.get(event.tool_use_id, (event.name, {}))
-            result = _format_content(event.content)
-            if event.is_error:
-                result = self._style(f"error: {result}", _RED)
-            self._line(f"{'  ' * len(path)}[tool {format_call(name, arguments)}] -> {result}")
-        elif isinstance(event, MessageQueued) and not path:
-            self._line(self._style(f"[queued] {event.message.text}", _CYAN))
-
-    def _delta(self, path: tuple[str, ...], text: str, *, reasoning: bool) -> None:
-        key = (path, reasoning)
-        prefix = "  " * len(path) + "| " if path else ""
-        if self._owner != key:
-            self._end_line()
-            self._owner = key
-            if prefix:
-                self._write(prefix, _DIM)
-        if prefix:
-            text = text.replace("\n", "\n" + prefix)
-        self._write(text, _DIM if reasoning or path else None)
-
-    def _finish(self, event: ExecutionEnd) -> None:
-        if self.show_events:
-            # The execution_end line says it all, and the output stays pure JSON lines.
-            return
-        if event.status == "completed":
-            if self.options.interactive:
-                usage = event.usage
-                self._line(
-                    self._style(
-                        f"({usage.ticks} tick{'s' if usage.ticks != 1 else ''}, "
-                        f"{usage.total_tokens} tokens)",
-                        _DIM,
-                    )
-                )
-        elif event.status == "aborted":
-            reason = event.reason
-            self._line(
-                self._style("[aborted]" if reason == USER_ABORT else f"[aborted: {reason}]", _RED)
-            )
-        elif event.status == "cancelled":
-            self._line(self._style(f"[cancelled: {event.reason}]", _RED))
-        else:
-            self._line(self._style(f"error: {event.error}", _RED))
-        self._end_line()
+    def _emit(self, pieces: list[Piece]) -> None:
+        for piece in pieces:
+            if piece.line:
+                self._break()
+                if piece.text:
+                    self._write(self._style(piece.text, piece.style) + "\n")
+            else:
+                self._write(piece.text, piece.style)
 
     # -- output -------------------------------------------------------------
 
-    def _style(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.options.color and text else text
+    def _style(self, text: str, code: str | None) -> str:
+        if code is None or not self.options.color or not text:
+            return text
+        return f"\x1b[{code}m{text}\x1b[0m"
 
     def _write(self, text: str, code: str | None = None) -> None:
         if not text:
             return
-        self._out.write(self._style(text, code) if code is not None else text)
+        self._out.write(self._style(text, code))
         self._out.flush()
         self._col0 = text.endswith("\n")
 
-    def _end_line(self) -> None:
+    def _break(self) -> None:
         if not self._col0:
             self._write("\n")
-        self._owner = None
+
+    def _end_line(self) -> None:
+        self._break()
+        self._renderer.line_ended()
 
     def _line(self, text: str) -> None:
         self._end_line()
@@ -673,7 +534,7 @@ class Chat:
     def _note(self, text: str) -> None:
         """A notice: in the conversation when interactive, else on ``err``."""
         if self.options.interactive:
-            self._line(self._style(text, _DIM))
+            self._line(self._style(text, DIM))
         else:
             self._err.write(text + "\n")
             self._err.flush()
@@ -681,4 +542,4 @@ class Chat:
     def _prompt(self) -> None:
         if self.options.interactive:
             self._end_line()
-            self._write(self._style(PROMPT, _BOLD))
+            self._write(self._style(PROMPT, BOLD))

@@ -24,10 +24,10 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
-from ._agent import Agent
-from ._messages import JsonBlock, TextBlock, ToolResultBlock, ToolUseBlock
-from ._tools import Tool, ToolContext, tool
-from .models._base import (
+from .._agent import Agent
+from .._messages import JsonBlock, TextBlock, ToolResultBlock, ToolUseBlock
+from .._tools import Tool, ToolContext, tool
+from ..models._base import (
     Model,
     ModelChunk,
     ModelRequest,
