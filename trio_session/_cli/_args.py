@@ -8,13 +8,14 @@ import os
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Final
 
 from ..models._base import Model
 from ._demo import DEFAULT_DELAY, DemoModel
 
 __all__ = [
     "BASE_URL_NEEDS_PROVIDER",
+    "EPILOG",
     "SPEED_VARIABLE",
     "TRY",
     "build_model",
@@ -91,19 +92,47 @@ def build_model(spec: str, *, base_url: str | None = None, delay: float = DEFAUL
     if provider == "openai" and name:
         from ..models._openai import OpenAIModel
 
+        _needs_key("OPENAI_API_KEY", spec, base_url)
         return OpenAIModel(name, base_url=base_url)
     if provider == "anthropic" and name:
         from ..models._anthropic import AnthropicModel
 
+        _needs_key("ANTHROPIC_API_KEY", spec, base_url, "ANTHROPIC_AUTH_TOKEN")
         return AnthropicModel(name, base_url=base_url)
     raise ValueError(f"--model must be demo, openai:NAME or anthropic:NAME, got {spec!r}")
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        # Usage errors exit 1; 2 is kept for a model or store that cannot be set up.
-        self.print_usage(sys.stderr)
-        self.exit(1, f"{self.prog}: error: {message}\n")
+EPILOG: Final = """\
+in the chat:
+  /events toggles the raw event view, /sessions lists the stored sessions,
+  /resume ID opens one, /new starts a new one, /quit leaves. Ctrl-C aborts a
+  running answer; a line typed while it runs is queued into it.
+
+the HTTP gateway:
+  trio-session serve [...]   serve sessions over HTTP (needs trio-session[server];
+                             see trio-session serve --help)
+
+exit status:
+  0    the input ended (or /quit) and, when not interactive, every answer completed
+  1    the run failed: when not interactive, an answer ended in error (a refused
+       connection, HTTP 401 or 429...), was aborted or cancelled; the message is
+       on stderr and the remaining lines are still answered
+  2    usage: a bad option or variable, a missing extra or API key, an unusable
+       session store
+  130  interrupted outside the chat
+"""
+
+
+def _needs_key(variable: str, spec: str, base_url: str | None, *also: str) -> None:
+    # The adapters' own message speaks to a programmer (api_key=...); this one to a CLI user.
+    if any(os.environ.get(name) for name in (variable, *also)):
+        return
+    hint = (
+        f" (a server that ignores keys accepts any value: {variable}=none)"
+        if base_url is not None
+        else ", or choose another --model (the default, demo, needs no key)"
+    )
+    raise ValueError(f"--model {spec} needs an API key: set {variable}{hint}")
 
 
 def parse_speed(text: str) -> float:
@@ -131,17 +160,14 @@ def _session_id(text: str) -> str:
 
 def make_parser() -> argparse.ArgumentParser:
     """The command line of ``trio-session``."""
-    parser = _Parser(
+    parser = argparse.ArgumentParser(
         prog="trio-session",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description=(
             "Chat with an AI agent in the terminal. The default agent is an offline demo "
             "(no key, no network) with a calculator, a clock, notes and a research tool."
         ),
-        epilog=(
-            "In the chat: /events toggles the raw event view, /new starts a new session, "
-            "/sessions lists the stored ones, /quit leaves. Ctrl-C aborts a running answer; "
-            "a line typed while it runs is queued into it."
-        ),
+        epilog=EPILOG,
     )
     parser.add_argument(
         "--model",

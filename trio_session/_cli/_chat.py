@@ -27,6 +27,7 @@ import trio
 from .._agent import Agent
 from .._errors import InvalidToolArguments, UnknownToolUse
 from .._events import (
+    ExecutionEnd,
     StreamEvent,
     ToolConfirmationRequired,
     ToolConfirmationResult,
@@ -182,6 +183,7 @@ class Chat:
         self._handle: SessionExecutionHandle | None = None
         self._abort_requested = False
         self._quit = False
+        self._failed = False
         self._armed = False
         # Per execution: confirmations asked, and those waiting for an answer.
         self._asked: set[str] = set()
@@ -202,7 +204,8 @@ class Chat:
                 Closing the channel ends the input, like Ctrl-D.
 
         Returns:
-            The exit status: 0.
+            The exit status: 1 when not interactive and an execution did not
+            complete (its error went to ``err``), else 0.
 
         Raises:
             SnapshotError: The stored session cannot be restored.
@@ -224,7 +227,7 @@ class Chat:
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return 0
+        return 1 if self._failed and not self.options.interactive else 0
 
     def interrupt(self) -> None:
         """What Ctrl-C does: abort the running execution, else arm (then do) the exit.
@@ -490,6 +493,8 @@ class Chat:
     # -- rendering ----------------------------------------------------------
 
     def _show(self, event: StreamEvent, handle: SessionExecutionHandle) -> None:
+        if isinstance(event, ExecutionEnd) and not event.spawn_path:
+            self._failed |= event.status != "completed"
         self._emit(self._renderer.render(event))
         if isinstance(event, ToolConfirmationRequired):
             self._confirmation_required(event, handle)
@@ -498,7 +503,11 @@ class Chat:
 
     def _emit(self, pieces: list[Piece]) -> None:
         for piece in pieces:
-            if piece.line:
+            if piece.failure and not self.options.interactive:
+                self._break()
+                self._err.write(piece.text + "\n")
+                self._err.flush()
+            elif piece.line:
                 self._break()
                 if piece.text:
                     self._write(self._style(piece.text, piece.style) + "\n")

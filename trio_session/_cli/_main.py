@@ -12,12 +12,16 @@ that ask for confirmation, and a research tool that spawns a child agent::
     printf 'what is 6 * 7\\nremember milk\\n' | python -m trio_session --approve yes
 
 When stdin is not a terminal (or with ``--no-tty``) it reads one message per
-line, prints each answer, answers confirmations per ``--approve`` and exits 0
-at the end of the input.
+line, prints each answer on stdout and each failure on stderr, answers
+confirmations per ``--approve``, and exits at the end of the input.
 
-Exit status: 0 at the end of the input or ``/quit``; 1 for a usage error; 2
-when the model or the store cannot be set up (a missing SDK, no API key, an
-unreadable database); 130 when interrupted outside the chat.
+``python -m trio_session serve ...`` runs the HTTP gateway instead
+(``trio_session.server``, the ``server`` extra).
+
+Exit status: 0 when all went well; 1 when the run failed (not interactive: an
+answer ended in error, was aborted or cancelled); 2 for a usage error (a bad
+option, a missing extra or API key, an unusable session store); 130 when
+interrupted outside the chat.
 """
 
 from __future__ import annotations
@@ -25,12 +29,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib
 import os
 import sqlite3
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import trio
 
@@ -49,7 +54,13 @@ from ._args import (
 from ._chat import Chat, ChatOptions
 from ._demo import DEFAULT_DELAY, demo_agent
 
-__all__ = ["main"]
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAILED: Final = 1
+"""The run failed: an answer ended in error, was aborted or cancelled (not interactive)."""
+EXIT_USAGE: Final = 2
+"""A bad option or variable, a missing extra or API key, an unusable session store."""
 
 
 def _use_color(args: argparse.Namespace, interactive: bool) -> bool:
@@ -82,42 +93,59 @@ async def _run(
                 await stack.enter_async_context(store)
             except (sqlite3.Error, OSError, TrioSessionError) as exc:
                 print(f"trio-session: cannot open the session store {db}: {exc}", file=sys.stderr)
-                return 2
+                return EXIT_USAGE
         chat = Chat(demo_agent(model), options=options, store=store, session_id=session_id)
         try:
             return await chat.run()
         except SnapshotError as exc:
             print(f"trio-session: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
+
+
+def _serve(argv: list[str]) -> int:
+    # Imported only here: the gateway and its dependencies are the `server` extra.
+    try:
+        module = importlib.import_module("trio_session.server._cli")
+    except ModuleNotFoundError as exc:
+        print(
+            "trio-session: serve needs the server extra: "
+            f"pip install 'trio-session[server]' ({exc})",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    serve: Callable[[list[str]], int] = module.main
+    return serve(argv)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the terminal chat; returns the exit status.
+    """Run the terminal chat (or, for ``serve ...``, the HTTP gateway); returns the exit status.
 
     Args:
         argv: The arguments, without the program name; ``sys.argv[1:]`` when None.
     """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve"]:
+        return _serve(argv[1:])
     parser = make_parser()
     try:
         args = parser.parse_args(argv)
         if args.model == "demo" and args.base_url is not None:
-            # A usage error (exit 1), found before build_model would report it as a setup one.
             parser.error(BASE_URL_NEEDS_PROVIDER)
     except SystemExit as exc:  # --help, or a usage error
-        return exc.code if isinstance(exc.code, int) else 1
+        return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     speed: float | None = args.speed
     if speed is None:
         try:
             speed = parse_speed(os.environ.get(SPEED_VARIABLE, str(DEFAULT_DELAY)))
         except argparse.ArgumentTypeError as exc:
             print(f"trio-session: error: ${SPEED_VARIABLE} {exc}", file=sys.stderr)
-            return 1
+            return EXIT_USAGE
     try:
         model = build_model(args.model, base_url=args.base_url, delay=speed)
     except (ModuleNotFoundError, ValueError, TypeError) as exc:
         # A missing SDK (the message names the extra to install), no API key...
         print(f"trio-session: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
     db: Path | None = None
     if args.session is not None or args.db is not None:
@@ -126,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             print(f"trio-session: cannot create {db.parent}: {exc}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
 
     interactive = not args.no_tty and sys.stdin is not None and sys.stdin.isatty()
     for stream in (sys.stdout, sys.stderr):

@@ -65,11 +65,14 @@ class Piece:
         line: Write it on a line of its own: end the current line first (if
             anything is on it), and end this one after a non-empty ``text``.
             Otherwise ``text`` continues the current line.
+        failure: It reports a failed execution: written to stderr when no one
+            is at a terminal, so a script sees answers on stdout, failures on stderr.
     """
 
     text: str
     style: str | None = None
     line: bool = False
+    failure: bool = False
 
 
 END_LINE: Final = Piece("", line=True)
@@ -123,8 +126,10 @@ class EventRenderer:
     Example:
         >>> from trio_session import ContentDelta
         >>> renderer = EventRenderer(interactive=False)
-        >>> renderer.render(ContentDelta(seq=1, execution_id="e", block_index=0, delta="Hi"))
-        [Piece(text='', style=None, line=True), Piece(text='Hi', style=None, line=False)]
+        >>> delta = ContentDelta(seq=1, execution_id="e", block_index=0, delta="Hi")
+        >>> pieces = renderer.render(delta)
+        >>> [(piece.text, piece.line) for piece in pieces]  # a new line, then the text
+        [('', True), ('Hi', False)]
     """
 
     def __init__(self, *, interactive: bool, show_events: bool = False) -> None:
@@ -199,7 +204,7 @@ class EventRenderer:
         if event.status == "aborted":
             reason = event.reason
             text = "[aborted]" if reason == USER_ABORT else f"[aborted: {reason}]"
-            return [Piece(text, RED, line=True)]
+            return [Piece(text, RED, line=True, failure=True)]
         if event.status == "cancelled":
-            return [Piece(f"[cancelled: {event.reason}]", RED, line=True)]
-        return [Piece(f"error: {event.error}", RED, line=True)]
+            return [Piece(f"[cancelled: {event.reason}]", RED, line=True, failure=True)]
+        return [Piece(f"error: {event.error}", RED, line=True, failure=True)]
