@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+
 from ._agent import (
     Agent as Agent,
     TickContext as TickContext,
