@@ -533,11 +533,29 @@ async def test_chat_sessions_and_new_session() -> None:
     ids = await store.list()
     assert len(ids) == 2 and "first" in ids
     (second,) = set(ids) - {"first"}
-    assert "* first\n" in out
-    assert f"* {second}\n" in out and "  first\n" in out
-    assert "/events" in out and "/quit" in out
+    # Each stored session with when it was last saved and its title, its first message.
+    row = r"  \d{4}-\d\d-\d\d \d\d:\d\d  hi$"
+    assert re.search(r"^\* first" + row, out, re.M)
+    assert re.search(rf"^\* {second}" + row, out, re.M)
+    assert re.search(r"^  first *" + row, out, re.M)
+    assert "/events" in out and "/quit" in out and "/resume ID" in out
     memory = await chat_output(["/sessions"])
     assert memory.startswith("no stored sessions: run with --session ID or --db PATH")
+
+
+async def test_chat_resume_command() -> None:
+    store = MemoryStore()
+    await chat_output(["remember to buy milk"], store=store, session_id="s1", approve="yes")
+    out, err = await run_chat(
+        ["/resume", "/resume nope", "/resume s1", "/resume s1", "show my notes"], store=store
+    )
+    assert "usage: /resume ID" in out
+    assert "no stored session 'nope' (see /sessions)" in out
+    assert "already in session s1" in out
+    assert "Your notes: 1. buy milk" in out
+    assert "session s1 (resumed, 4 messages)" in err
+    memory = await chat_output(["/resume s1"])
+    assert memory.startswith("no stored sessions: run with --session ID")
 
 
 async def test_chat_resumes_a_stored_session() -> None:
@@ -602,14 +620,16 @@ async def test_interactive_confirmation_edit(
     await term.expect("[e]dit: ")
     term.type("e")
     await term.expect('the arguments now: {"action": "add", "text": "buy milk"}')
-    await term.expect("new arguments, as a JSON object: ")
+    await term.expect("change one argument (name=value) or give them all (a JSON object): ")
     term.type("{not json")
     await term.expect("error: not JSON")
     term.type("[1, 2]")
-    await term.expect("error: the arguments must be a JSON object")
+    await term.expect('error: type name=value (e.g. text="oat milk") or a JSON object')
     term.type('{"text": 5}')
     await term.expect("error: invalid arguments for tool 'notes': text:")
-    term.type('{"action": "add", "text": "oat milk"}')
+    term.type("text=5")  # one field changed, the others kept: 5 is JSON, an int
+    await term.expect("error: invalid arguments for tool 'notes': text:")
+    term.type("text=oat milk")  # not JSON: the bare text
     shown = await term.expect(PROMPT)
     assert '[tool notes(action="add", text="oat milk")] -> Saved note #1: oat milk' in shown
     assert term.chat.session is not None
@@ -852,11 +872,11 @@ def test_cli_session_resumes_across_runs(tmp_path: Path) -> None:
     second = run_cli("--session", "work", "--db", db, input="show my notes\n/sessions\n")
     assert second.returncode == 0, second.stderr
     assert "Your notes: 1. buy milk" in second.stdout
-    assert "* work" in second.stdout
+    assert re.search(r"^\* work  \S+ \S+  remember to buy milk$", second.stdout, re.M)
     assert "session work (resumed, 4 messages)" in second.stderr
     other = run_cli("--session", "home", "--db", db, input="show my notes\n/sessions\n")
     assert "You have no notes yet." in other.stdout
-    assert "* home\n  work\n" in other.stdout
+    assert re.search(r"^\* home  \S+ \S+  show my notes\n  work  ", other.stdout, re.M)
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG data path is for Linux")

@@ -13,11 +13,13 @@ execution with ``handle.queue_message``.
 from __future__ import annotations
 
 import codecs
+import enum
 import functools
 import math
 import os
 import signal
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from typing import Final, Literal, TextIO
 
@@ -34,7 +36,7 @@ from .._events import (
 )
 from .._handle import SessionExecutionHandle
 from .._session import Session, open_session
-from ..stores import SessionStore
+from ..stores import SessionSnapshot, SessionStore
 from ._input import Confirmations, Edit, Retry, Submit
 from ._render import BOLD, DIM, RED, USER_ABORT, YELLOW, EventRenderer, Piece, format_call
 
@@ -48,6 +50,7 @@ Commands:
   /events    show every event as a JSON line (again: back to the normal view)
   /new       start a new session
   /sessions  list the stored sessions
+  /resume ID continue a stored session
   /quit      leave (Ctrl-D does too)
 While an answer streams: type a line to queue it into the running execution;
 Ctrl-C aborts the execution and returns to the prompt; Ctrl-C at the prompt twice leaves."""
@@ -117,6 +120,32 @@ async def read_lines(
 
 def _stdin_encoding() -> str:
     return getattr(sys.stdin, "encoding", None) or "utf-8"
+
+
+_NO_STORE: Final = "no stored sessions: run with --session ID or --db PATH to keep them"
+_TITLE_LIMIT: Final = 60
+
+class _Next(enum.Enum):
+    """What comes after a command, besides a session id (/resume) or None (/new)."""
+
+    LEAVE = enum.auto()
+    STAY = enum.auto()
+
+
+_LEAVE: Final = _Next.LEAVE
+_STAY: Final = _Next.STAY
+
+
+def _describe(snapshot: SessionSnapshot | None) -> tuple[str, str]:
+    """When a stored session was last saved, and its title: its first user message."""
+    if snapshot is None:
+        return "", ""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(snapshot.updated_at))
+    first = next((m.text for m in snapshot.timeline if m.role == "user" and m.text), "")
+    title = " ".join(first.split())
+    if len(title) > _TITLE_LIMIT:
+        title = title[: _TITLE_LIMIT - 3] + "..."
+    return when, title
 
 
 class Chat:
@@ -273,10 +302,10 @@ class Chat:
             async with open_session(self.agent, session_id=session_id, store=self.store) as session:
                 self.session = session
                 self._announce(session, resumed=session_id is not None and bool(session.timeline))
-                new = await self._conversation(session)
-            if not new:
+                following = await self._conversation(session)
+            if following is _LEAVE or following is _STAY:
                 return
-            session_id = None
+            session_id = following
 
     def _announce(self, session: Session, *, resumed: bool) -> None:
         if resumed:
@@ -284,20 +313,20 @@ class Chat:
         elif self.store is not None or self.options.interactive:
             self._note(f"session {session.id} (new)")
 
-    async def _conversation(self, session: Session) -> bool:
-        """Handle lines until the input ends; True when ``/new`` asked for a new session."""
+    async def _conversation(self, session: Session) -> str | _Next | None:
+        """Handle lines until the input ends (`_LEAVE`), ``/new`` (None) or ``/resume ID``."""
         while True:
             if session.queued_messages and not self._quit:
                 self._note("[answering the queued messages]")
                 await self._execute(session.render)
                 continue
             if self._quit:
-                return False
+                return _LEAVE
             self._prompt()
             line = await self._inbox.receive()
             if line is None:
                 self._end_line()
-                return False
+                return _LEAVE
             self._col0 = True  # the terminal echoed the line and its newline
             self._armed = False
             text = line.strip()
@@ -305,19 +334,20 @@ class Chat:
                 continue
             if text.startswith("/"):
                 action = await self._command(text, session)
-                if action == "quit":
-                    return False
-                if action == "new":
-                    return True
+                if action is not _STAY:
+                    return action
                 continue
             await self._execute(functools.partial(session.send, text))
 
-    async def _command(self, text: str, session: Session) -> str | None:
-        command = text.split()[0].lower()
+    async def _command(self, text: str, session: Session) -> str | _Next | None:
+        command, *arguments = text.split()
+        command = command.lower()
         if command in ("/quit", "/exit"):
-            return "quit"
+            return _LEAVE
         if command == "/new":
-            return "new"
+            return None
+        if command == "/resume":
+            return await self._resume(arguments, session)
         if command == "/events":
             self._toggle_events()
         elif command == "/sessions":
@@ -326,7 +356,7 @@ class Chat:
             self._line(HELP)
         else:
             self._line(f"unknown command {command} (try /help)")
-        return None
+        return _STAY
 
     def _toggle_events(self) -> None:
         self._renderer.show_events = not self.show_events
@@ -334,13 +364,35 @@ class Chat:
 
     async def _list_sessions(self, session: Session) -> None:
         if self.store is None:
-            self._line("no stored sessions: run with --session ID or --db PATH to keep them")
+            self._line(_NO_STORE)
             return
         ids = await self.store.list()
         if not ids:
             self._line("no stored sessions")
+        rows: list[tuple[str, str, str]] = []
         for sid in ids:
-            self._line(f"{'*' if sid == session.id else ' '} {sid}")
+            snapshot = await self.store.load(sid)
+            rows.append((sid, *_describe(snapshot)))
+        width = max((len(sid) for sid, _, _ in rows), default=0)
+        for sid, when, title in rows:
+            marker = "*" if sid == session.id else " "
+            self._line(f"{marker} {sid.ljust(width)}  {when}  {title}".rstrip())
+
+    async def _resume(self, arguments: list[str], session: Session) -> str | _Next:
+        if self.store is None:
+            self._line(_NO_STORE)
+            return _STAY
+        if len(arguments) != 1:
+            self._line("usage: /resume ID (the ids are in /sessions)")
+            return _STAY
+        (target,) = arguments
+        if target == session.id:
+            self._line(f"already in session {target}")
+            return _STAY
+        if target not in await self.store.list():
+            self._line(f"no stored session {target!r} (see /sessions)")
+            return _STAY
+        return target
 
     # -- one execution ------------------------------------------------------
 

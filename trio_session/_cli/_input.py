@@ -57,8 +57,10 @@ class Confirmations:
         True
         >>> pending.answer("maybe")
         Retry(message='please answer y (yes), n (no), a (always) or e (edit)')
-        >>> pending.answer("y")
-        Submit(tool_use_id='t1', approved=True, modified_arguments=None, reason=None, always=False)
+        >>> pending.answer("e")
+        Edit(arguments='{"text": "milk"}')
+        >>> pending.answer("text=oat milk").modified_arguments
+        {'text': 'oat milk'}
     """
 
     def __init__(self) -> None:
@@ -81,7 +83,7 @@ class Confirmations:
     def question(self) -> str:
         """The question for the current confirmation."""
         if self.editing:
-            return "  new arguments, as a JSON object: "
+            return "  change one argument (name=value) or give them all (a JSON object): "
         return "  [y]es / [n]o / [a]lways / [e]dit: "
 
     def answer(self, line: str) -> Submit | Retry | Edit:
@@ -89,13 +91,7 @@ class Confirmations:
         event = self.current
         text = line.strip()
         if self.editing:
-            try:
-                arguments = json.loads(text)
-            except json.JSONDecodeError as exc:
-                return Retry(f"error: not JSON: {exc}")
-            if not isinstance(arguments, dict):
-                return Retry(f"error: the arguments must be a JSON object, got {text}")
-            return Submit(event.tool_use_id, approved=True, modified_arguments=arguments)
+            return self._edited(event, text)
         answer = text.lower()
         if answer in ("y", "yes"):
             return Submit(event.tool_use_id, approved=True)
@@ -107,6 +103,29 @@ class Confirmations:
             self.editing = True
             return Edit(json.dumps(dict(event.input), ensure_ascii=False))
         return Retry("please answer y (yes), n (no), a (always) or e (edit)")
+
+    @staticmethod
+    def _edited(event: ToolConfirmationRequired, text: str) -> Submit | Retry:
+        if text.startswith("{"):
+            try:
+                arguments = json.loads(text)
+            except json.JSONDecodeError as exc:
+                return Retry(f"error: not JSON: {exc}")
+            if not isinstance(arguments, dict):
+                return Retry(f"error: the arguments must be a JSON object, got {text}")
+            return Submit(event.tool_use_id, approved=True, modified_arguments=arguments)
+        name, equals, raw = text.partition("=")
+        name = name.strip()
+        if not equals or not name:
+            return Retry('error: type name=value (e.g. text="oat milk") or a JSON object')
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw.strip()  # a bare word: the string itself
+        # The tool validates the result; a wrong name or type is refused there.
+        return Submit(
+            event.tool_use_id, approved=True, modified_arguments={**event.input, name: value}
+        )
 
     def advance(self) -> ToolConfirmationRequired | None:
         """The current one is answered; the next one to ask, if any."""

@@ -20,6 +20,7 @@ from .._events import (
     ExecutionEnd,
     MessageEvent,
     MessageQueued,
+    ModelRequestEvent,
     ReasoningDelta,
     StreamEvent,
     ToolCall,
@@ -40,6 +41,7 @@ __all__ = [
     "Piece",
     "format_call",
     "format_content",
+    "summarize_request",
 ]
 
 USER_ABORT: Final = "interrupted by user"
@@ -112,6 +114,31 @@ def _shorten(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def summarize_request(event: ModelRequestEvent) -> str:
+    """A `ModelRequestEvent` as one short JSON line: its lists counted, not copied.
+
+    Example:
+        >>> import json
+        >>> from trio_session import ModelRequest, ModelRequestEvent, user
+        >>> request = ModelRequest("be brief", (user("hi"), user("again")))
+        >>> line = summarize_request(ModelRequestEvent(seq=3, execution_id="e", request=request))
+        >>> json.loads(line)["request"]["messages"]
+        '[2 items]'
+    """
+    data = json.loads(to_json(event))
+    request = data.get("request")
+    if isinstance(request, dict):
+        data["request"] = {
+            key: f"[{len(value)} items]" if isinstance(value, list | dict) else value
+            for key, value in request.items()
+            if value not in (None, {}) or key == "tools"
+        }
+    return json.dumps(
+        {key: value for key, value in data.items() if value not in (None, (), [])},
+        ensure_ascii=False,
+    )
+
+
 class EventRenderer:
     """What the chat shows for each event of an execution.
 
@@ -152,7 +179,9 @@ class EventRenderer:
         if isinstance(event, ToolCall):
             self.calls[event.tool_use_id] = (event.name, event.input)
         if self.show_events:
-            # The output stays pure JSON lines.
+            # The output stays JSON lines; a person is spared each request's whole transcript.
+            if self.interactive and isinstance(event, ModelRequestEvent):
+                return [Piece(summarize_request(event), line=True)]
             return [Piece(to_json(event), line=True)]
         pieces = self._render(event)
         if isinstance(event, ExecutionEnd) and not event.spawn_path:
@@ -200,7 +229,11 @@ class EventRenderer:
                 return [END_LINE]
             usage = event.usage
             ticks = f"{usage.ticks} tick{'s' if usage.ticks != 1 else ''}"
-            return [Piece(f"({ticks}, {usage.total_tokens} tokens)", DIM, line=True)]
+            tokens = (
+                f"{usage.total_tokens} tokens: {usage.input_tokens} in, "
+                f"{usage.output_tokens} out"
+            )
+            return [Piece(f"({ticks}, {tokens})", DIM, line=True)]
         if event.status == "aborted":
             reason = event.reason
             text = "[aborted]" if reason == USER_ABORT else f"[aborted: {reason}]"
