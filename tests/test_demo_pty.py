@@ -49,7 +49,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     def start(*args: str, speed: str = "0") -> Child:
         child = pexpect.spawn(
             sys.executable,
-            ["-m", "trio_session", "--no-color", "--speed", speed, *args],
+            ["-m", "trio_session", "--plain", "--no-color", "--speed", speed, *args],
             encoding="utf-8",
             timeout=TIMEOUT,
             env=env,

@@ -212,5 +212,13 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="read one message per line even when stdin is a terminal",
     )
-    parser.add_argument("--no-color", action="store_true", help="no ANSI colors")
+    parser.add_argument(
+        "--no-color", action="store_true", help="no ANSI colors and no markdown rendering"
+    )
+    parser.add_argument(
+        "--plain",
+        action="store_true",
+        help="read plain lines, without the line editor of the cli extra "
+        "(pip install 'trio-session[cli]')",
+    )
     return parser

@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, Literal, TextIO
+from typing import Final, Literal, TextIO, cast
 
 import attrs
 import trio
@@ -39,6 +39,7 @@ from .._session import Session, open_session
 from ..stores import SessionSnapshot, SessionStore
 from ._input import Confirmations, Edit, Retry, Submit
 from ._render import BOLD, DIM, RED, USER_ABORT, YELLOW, EventRenderer, Piece, format_call
+from ._terminal import Terminal
 
 __all__ = ["HELP", "PROMPT", "Chat", "ChatOptions", "read_lines"]
 
@@ -125,6 +126,7 @@ def _stdin_encoding() -> str:
 _NO_STORE: Final = "no stored sessions: run with --session ID or --db PATH to keep them"
 _TITLE_LIMIT: Final = 60
 
+
 class _Next(enum.Enum):
     """What comes after a command, besides a session id (/resume) or None (/new)."""
 
@@ -191,6 +193,7 @@ class Chat:
         session_id: str | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
+        terminal: Terminal | None = None,
     ) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"Chat takes an Agent, got {type(agent).__name__}")
@@ -198,7 +201,14 @@ class Chat:
         self.options = options if options is not None else ChatOptions()
         self.store = store
         self.session_id = session_id
-        self._out: TextIO = out if out is not None else sys.stdout
+        self._terminal = terminal
+        self._out: TextIO = (
+            cast(TextIO, terminal)
+            if terminal is not None
+            else out
+            if out is not None
+            else sys.stdout
+        )
         self._err: TextIO = err if err is not None else sys.stderr
         self._renderer = EventRenderer(
             interactive=self.options.interactive, show_events=self.options.show_events
@@ -243,7 +253,11 @@ class Chat:
         async with trio.open_nursery() as nursery:
             if self.options.handle_sigint:
                 await nursery.start(self._watch_sigint)
-            if lines is None:
+            if lines is None and self._terminal is not None:
+                nursery.start_soon(
+                    self._terminal.read_lines, self._inbox_send.clone(), self.interrupt
+                )
+            elif lines is None:
                 nursery.start_soon(read_lines, 0, self._inbox_send.clone())
             else:
                 nursery.start_soon(self._pump, lines, self._inbox_send.clone())
@@ -253,6 +267,8 @@ class Chat:
                 # Raised unwrapped below, not as the nursery's exception group.
                 failure = exc
             finally:
+                if self._terminal is not None:
+                    self._terminal.stop()
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
@@ -398,6 +414,8 @@ class Chat:
 
     async def _execute(self, start: Callable[[], Awaitable[SessionExecutionHandle]]) -> None:
         self._busy = True
+        if self._terminal is not None:
+            self._terminal.busy(True)
         self._renderer.start()
         self._asked.clear()
         try:
@@ -416,6 +434,9 @@ class Chat:
             await handle.wait()
         finally:
             self._busy = False
+            if self._terminal is not None:
+                self._terminal.busy(False)
+                self._terminal.end_answer()
             self._handle = None
             self._abort_requested = False
             self._confirmations.clear()
@@ -517,12 +538,17 @@ class Chat:
         self._question()
 
     def _question(self) -> None:
-        self._write(self._confirmations.question())
+        if self._terminal is not None:
+            self._terminal.set_prompt(self._confirmations.question())
+        else:
+            self._write(self._confirmations.question())
 
     def _next_confirmation(self) -> None:
         following = self._confirmations.advance()
         if following is not None:
             self._ask(following)
+        elif self._terminal is not None:
+            self._prompt()
 
     def _confirmation_result(self, event: ToolConfirmationResult) -> None:
         calls = self._renderer.calls
@@ -536,6 +562,8 @@ class Chat:
             self._line(self._style(f"[confirmation of {ended.name} ended: {event.reason}]", DIM))
             if current and self._confirmations:
                 self._ask(self._confirmations.current)
+            elif current and self._terminal is not None:
+                self._prompt()
             return
         if event.tool_use_id not in self._asked and not self.show_events:
             name = calls.get(event.tool_use_id, ("the tool", {}))[0]
@@ -559,7 +587,12 @@ class Chat:
                 self._break()
                 self._err.write(piece.text + "\n")
                 self._err.flush()
+            elif piece.answer and self._terminal is not None:
+                self._terminal.answer(piece.text)
+                self._col0 = True  # the terminal ends the answer's lines itself
             elif piece.line:
+                if self._terminal is not None:
+                    self._terminal.end_answer()
                 self._break()
                 if piece.text:
                     self._write(self._style(piece.text, piece.style) + "\n")
@@ -601,6 +634,8 @@ class Chat:
             self._err.flush()
 
     def _prompt(self) -> None:
-        if self.options.interactive:
+        if self._terminal is not None:
+            self._terminal.set_prompt(self._style(PROMPT, BOLD))
+        elif self.options.interactive:
             self._end_line()
             self._write(self._style(PROMPT, BOLD))

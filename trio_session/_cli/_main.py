@@ -53,6 +53,7 @@ from ._args import (
 )
 from ._chat import Chat, ChatOptions
 from ._demo import DEFAULT_DELAY, demo_agent
+from ._terminal import Terminal, available
 
 __all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "main"]
 
@@ -73,6 +74,14 @@ def _use_color(args: argparse.Namespace, interactive: bool) -> bool:
     )
 
 
+def _terminal(args: argparse.Namespace, interactive: bool, color: bool) -> Terminal | None:
+    # The line editor needs the cli extra and a terminal that is not a dumb one.
+    if not interactive or args.plain or not available() or os.environ.get("TERM") == "dumb":
+        return None
+    history = default_db_path().parent / "history"
+    return Terminal(history=history, markdown=color)
+
+
 def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
     if isinstance(exc, kind):
         return True
@@ -80,7 +89,12 @@ def _contains(exc: BaseException, kind: type[BaseException]) -> bool:
 
 
 async def _run(
-    model: Model, options: ChatOptions, *, db: Path | None, session_id: str | None
+    model: Model,
+    options: ChatOptions,
+    *,
+    db: Path | None,
+    session_id: str | None,
+    terminal: Terminal | None,
 ) -> int:
     async with contextlib.AsyncExitStack() as stack:
         aclose: Any = getattr(model, "aclose", None)
@@ -94,7 +108,13 @@ async def _run(
             except (sqlite3.Error, OSError, TrioSessionError) as exc:
                 print(f"trio-session: cannot open the session store {db}: {exc}", file=sys.stderr)
                 return EXIT_USAGE
-        chat = Chat(demo_agent(model), options=options, store=store, session_id=session_id)
+        chat = Chat(
+            demo_agent(model),
+            options=options,
+            store=store,
+            session_id=session_id,
+            terminal=terminal,
+        )
         try:
             return await chat.run()
         except SnapshotError as exc:
@@ -175,7 +195,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         banner=banner,
     )
     try:
-        return trio.run(functools.partial(_run, model, options, db=db, session_id=args.session))
+        return trio.run(
+            functools.partial(
+                _run,
+                model,
+                options,
+                db=db,
+                session_id=args.session,
+                terminal=_terminal(args, interactive, options.color),
+            )
+        )
     except BaseException as exc:
         if _contains(exc, KeyboardInterrupt):
             print("\ninterrupted", file=sys.stderr)

@@ -69,12 +69,14 @@ class Piece:
             Otherwise ``text`` continues the current line.
         failure: It reports a failed execution: written to stderr when no one
             is at a terminal, so a script sees answers on stdout, failures on stderr.
+        answer: A piece of the agent's answer (markdown, when the terminal renders it).
     """
 
     text: str
     style: str | None = None
     line: bool = False
     failure: bool = False
+    answer: bool = False
 
 
 END_LINE: Final = Piece("", line=True)
@@ -220,7 +222,8 @@ class EventRenderer:
                 pieces.append(Piece(prefix, DIM))
         if prefix:
             text = text.replace("\n", "\n" + prefix)
-        pieces.append(Piece(text, DIM if reasoning or path else None))
+        answer = not (reasoning or path)
+        pieces.append(Piece(text, None if answer else DIM, answer=answer))
         return pieces
 
     def _finish(self, event: ExecutionEnd) -> list[Piece]:
@@ -230,8 +233,7 @@ class EventRenderer:
             usage = event.usage
             ticks = f"{usage.ticks} tick{'s' if usage.ticks != 1 else ''}"
             tokens = (
-                f"{usage.total_tokens} tokens: {usage.input_tokens} in, "
-                f"{usage.output_tokens} out"
+                f"{usage.total_tokens} tokens: {usage.input_tokens} in, {usage.output_tokens} out"
             )
             return [Piece(f"({ticks}, {tokens})", DIM, line=True)]
         if event.status == "aborted":
