@@ -426,9 +426,10 @@ def to_json(obj: Any) -> str:
 
     Example:
         >>> from trio_session import user
-        >>> import json
-        >>> json.loads(to_json(user("hi", id="m1")))["content"][0]["text"]
-        'hi'
+        >>> text = to_json(user("hi", id="m1"))
+        >>> from trio_session import Message
+        >>> from_json(Message, text) == user("hi", id="m1")
+        True
     """
     try:
         data = converter.unstructure(obj)
