@@ -426,11 +426,11 @@ def to_json(obj: Any) -> str:
 
     Example:
         >>> from trio_session import user
-        >>> text = to_json(user("hi", id="m1"))
+        >>> text = to_json(user("hi"))
         >>> from trio_session import Message
         >>> back = from_json(Message, text)
-        >>> back.id, back.text
-        ('m1', 'hi')
+        >>> back.role, back.text
+        ('user', 'hi')
     """
     try:
         data = converter.unstructure(obj)
