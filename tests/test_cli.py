@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import subprocess
 import sys
 import types
 
 import pytest
-import trio
 from _servers import FakeServer, json_reply, server as server
+from test_demo import clean_env, run_cli_async
 
 import trio_session
 from trio_session._cli import main
@@ -38,27 +37,9 @@ def test_the_demo_names_are_not_public() -> None:
 # -- exit codes and stderr, for scripts --------------------------------------------------------
 
 
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if not key.startswith(("TRIO_SESSION_", "OPENAI_", "ANTHROPIC_"))
-        and key.lower() not in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-    }
-    env.update(extra)
-    return env
-
-
 async def piped(*args: str, input: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    done = await trio.run_process(
-        [sys.executable, "-m", "trio_session", "--speed", "0", *args],
-        stdin=input.encode(),
-        capture_stdout=True,
-        capture_stderr=True,
-        env=env if env is not None else clean_env(),
-        check=False,
-    )
-    return done.returncode, done.stdout.decode(), done.stderr.decode()
+    env = env if env is not None else clean_env()
+    return await run_cli_async("--speed", "0", *args, input=input, env=env)
 
 
 def closed_port() -> int:
