@@ -55,9 +55,9 @@ from trio_session import (
     open_session,
     user,
 )
-from trio_session.__main__ import build_model, default_db_path, main
-from trio_session._chat import PROMPT, Chat, ChatOptions, format_call, read_lines
-from trio_session._demo import (
+from trio_session._cli._args import build_model, default_db_path
+from trio_session._cli._chat import PROMPT, Chat, ChatOptions, read_lines
+from trio_session._cli._demo import (
     DEMO_TOOLS,
     STORY,
     DemoModel,
@@ -66,6 +66,8 @@ from trio_session._demo import (
     evaluate,
     format_number,
 )
+from trio_session._cli._main import main
+from trio_session._cli._render import format_call
 
 SPECS = tuple(t.spec() for t in DEMO_TOOLS)
 
@@ -146,13 +148,16 @@ def test_evaluate_agrees_with_python_on_integers(a: int, op: str, b: int) -> Non
         with pytest.raises(ValueError, match="division by zero"):
             evaluate(expression)
     else:
-        assert evaluate(expression) == {
-            "+": a + b,
-            "-": a - b,
-            "*": a * b,
-            "//": a // b if b else 0,
-            "%": a % b if b else 0,
-        }[op]
+        assert (
+            evaluate(expression)
+            == {
+                "+": a + b,
+                "-": a - b,
+                "*": a * b,
+                "//": a // b if b else 0,
+                "%": a % b if b else 0,
+            }[op]
+        )
 
 
 @settings(max_examples=300, deadline=None)
@@ -448,15 +453,15 @@ async def telling_a_story(nursery: trio.Nursery) -> Terminal:
 
 
 async def run_chat(
-    lines: Sequence[str], agent: Agent | None = None, **options: Any
+    lines: Sequence[str], agent: Agent | None = None, *, status: int = 0, **options: Any
 ) -> tuple[str, str]:
-    """Run a chat over ``lines`` to the end; return what it wrote to ``out`` and ``err``."""
+    """Run a chat over ``lines`` to the end (exit ``status``); return its ``out`` and ``err``."""
     send, receive = trio.open_memory_channel[str](math.inf)
     for line in lines:
         send.send_nowait(line)
     send.close()
     out, err = io.StringIO(), io.StringIO()
-    assert await make_chat(agent, out=out, err=err, **options).run(receive) == 0
+    assert await make_chat(agent, out=out, err=err, **options).run(receive) == status
     return out.getvalue(), err.getvalue()
 
 
@@ -496,8 +501,17 @@ async def test_chat_non_interactive_denies_confirmations_unless_told() -> None:
 
 async def test_chat_prints_execution_errors_and_goes_on() -> None:
     model = ScriptedModel([ModelError("the server is overloaded", code="overloaded"), "fine"])
-    out = await chat_output(["one", "two"], Agent(model))
-    assert out == "error: ModelError: the server is overloaded\nfine\n"
+    out, err = await run_chat(["one", "two"], Agent(model), status=1)
+    # Answers on stdout, failures on stderr; the run failed, so the exit status is 1.
+    assert out == "fine\n"
+    assert err == "error: ModelError: the server is overloaded\n"
+
+
+async def test_chat_interactive_errors_do_not_fail_the_run() -> None:
+    model = ScriptedModel([ModelError("the server is overloaded", code="overloaded"), "fine"])
+    out, err = await run_chat(["one", "two"], Agent(model), interactive=True)
+    assert "error: ModelError: the server is overloaded\n" in out
+    assert err == ""
 
 
 async def test_chat_events_view_prints_json_lines() -> None:
@@ -519,11 +533,29 @@ async def test_chat_sessions_and_new_session() -> None:
     ids = await store.list()
     assert len(ids) == 2 and "first" in ids
     (second,) = set(ids) - {"first"}
-    assert "* first\n" in out
-    assert f"* {second}\n" in out and "  first\n" in out
-    assert "/events" in out and "/quit" in out
+    # Each stored session with when it was last saved and its title, its first message.
+    row = r"  \d{4}-\d\d-\d\d \d\d:\d\d  hi$"
+    assert re.search(r"^\* first" + row, out, re.M)
+    assert re.search(rf"^\* {second}" + row, out, re.M)
+    assert re.search(r"^  first *" + row, out, re.M)
+    assert "/events" in out and "/quit" in out and "/resume ID" in out
     memory = await chat_output(["/sessions"])
     assert memory.startswith("no stored sessions: run with --session ID or --db PATH")
+
+
+async def test_chat_resume_command() -> None:
+    store = MemoryStore()
+    await chat_output(["remember to buy milk"], store=store, session_id="s1", approve="yes")
+    out, err = await run_chat(
+        ["/resume", "/resume nope", "/resume s1", "/resume s1", "show my notes"], store=store
+    )
+    assert "usage: /resume ID" in out
+    assert "no stored session 'nope' (see /sessions)" in out
+    assert "already in session s1" in out
+    assert "Your notes: 1. buy milk" in out
+    assert "session s1 (resumed, 4 messages)" in err
+    memory = await chat_output(["/resume s1"])
+    assert memory.startswith("no stored sessions: run with --session ID")
 
 
 async def test_chat_resumes_a_stored_session() -> None:
@@ -588,14 +620,16 @@ async def test_interactive_confirmation_edit(
     await term.expect("[e]dit: ")
     term.type("e")
     await term.expect('the arguments now: {"action": "add", "text": "buy milk"}')
-    await term.expect("new arguments, as a JSON object: ")
+    await term.expect("change one argument (name=value) or give them all (a JSON object): ")
     term.type("{not json")
     await term.expect("error: not JSON")
     term.type("[1, 2]")
-    await term.expect("error: the arguments must be a JSON object")
+    await term.expect('error: type name=value (e.g. text="oat milk") or a JSON object')
     term.type('{"text": 5}')
     await term.expect("error: invalid arguments for tool 'notes': text:")
-    term.type('{"action": "add", "text": "oat milk"}')
+    term.type("text=5")  # one field changed, the others kept: 5 is JSON, an int
+    await term.expect("error: invalid arguments for tool 'notes': text:")
+    term.type("text=oat milk")  # not JSON: the bare text
     shown = await term.expect(PROMPT)
     assert '[tool notes(action="add", text="oat milk")] -> Saved note #1: oat milk' in shown
     assert term.chat.session is not None
@@ -751,20 +785,20 @@ def test_build_model(monkeypatch: pytest.MonkeyPatch) -> None:
         (["--frobnicate"], "unrecognized arguments"),
     ],
 )
-def test_usage_errors_exit_1(
+def test_usage_errors_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(argv) == 1
+    assert main(argv) == 2
     err = capsys.readouterr().err
     assert "usage: trio-session" in err
     assert message in err
 
 
-def test_bad_speed_variable_exits_1(
+def test_bad_speed_variable_exits_2(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("TRIO_SESSION_DEMO_SPEED", "slow")
-    assert main([]) == 1
+    assert main([]) == 2
     assert "$TRIO_SESSION_DEMO_SPEED not a number: 'slow'" in capsys.readouterr().err
 
 
@@ -838,11 +872,11 @@ def test_cli_session_resumes_across_runs(tmp_path: Path) -> None:
     second = run_cli("--session", "work", "--db", db, input="show my notes\n/sessions\n")
     assert second.returncode == 0, second.stderr
     assert "Your notes: 1. buy milk" in second.stdout
-    assert "* work" in second.stdout
+    assert re.search(r"^\* work  \S+ \S+  remember to buy milk$", second.stdout, re.M)
     assert "session work (resumed, 4 messages)" in second.stderr
     other = run_cli("--session", "home", "--db", db, input="show my notes\n/sessions\n")
     assert "You have no notes yet." in other.stdout
-    assert "* home\n  work\n" in other.stdout
+    assert re.search(r"^\* home  \S+ \S+  show my notes\n  work  ", other.stdout, re.M)
 
 
 @pytest.mark.skipif(sys.platform in ("win32", "darwin"), reason="the XDG data path is for Linux")
@@ -874,7 +908,7 @@ def test_cli_events_are_json_lines() -> None:
 def test_cli_missing_sdk_exits_2(provider: str, module: str) -> None:
     code = (
         f"import sys; sys.modules[{module!r}] = None\n"
-        "from trio_session.__main__ import main\n"
+        "from trio_session._cli import main\n"
         f"sys.exit(main(['--model', '{provider}:m']))\n"
     )
     done = subprocess.run(
@@ -891,7 +925,8 @@ def test_cli_missing_sdk_exits_2(provider: str, module: str) -> None:
 def test_cli_missing_api_key_exits_2() -> None:
     done = run_cli("--model", "openai:gpt-4o-mini", input="hi\n")
     assert done.returncode == 2
-    assert "OPENAI_API_KEY" in done.stderr
+    assert "set OPENAI_API_KEY" in done.stderr
+    assert "api_key=" not in done.stderr
 
 
 def test_cli_unreadable_store_exits_2(tmp_path: Path) -> None:
@@ -957,12 +992,9 @@ async def test_cli_openai_model(server: FakeServer) -> None:
         input="hi\nbreak\nagain\n",
         env=clean_env(OPENAI_API_KEY="test-key"),
     )
-    assert code == 0, err
-    assert out.splitlines() == [
-        "Hello from the server.",
-        "error: ModelError: HTTP 400: bad things",
-        "Still here.",
-    ]
+    assert code == 1, err
+    assert out.splitlines() == ["Hello from the server.", "Still here."]
+    assert err == "error: ModelError: HTTP 400: bad things\n"
     first = server.bodies[0]
     assert first["model"] == "gpt-test"
     assert {t["function"]["name"] for t in first["tools"]} == {t.name for t in DEMO_TOOLS}

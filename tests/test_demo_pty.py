@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from trio_session._chat import PROMPT
+from trio_session._cli._chat import PROMPT
 
 pexpect = pytest.importorskip("pexpect")
 
@@ -28,6 +28,7 @@ pytestmark = [
 TIMEOUT = 30
 SLOW = "0.05"  # seconds per word: the story takes seconds, its first words come at once
 STORY_END = "happily ever after."
+EDIT = "change one argument (name=value) or give them all (a JSON object): "
 
 # pexpect has no type hints: a child is Any.
 Child = Any
@@ -48,7 +49,7 @@ def spawn(tmp_path: Path) -> Iterator[Spawn]:
     def start(*args: str, speed: str = "0") -> Child:
         child = pexpect.spawn(
             sys.executable,
-            ["-m", "trio_session", "--no-color", "--speed", speed, *args],
+            ["-m", "trio_session", "--plain", "--no-color", "--speed", speed, *args],
             encoding="utf-8",
             timeout=TIMEOUT,
             env=env,
@@ -193,14 +194,14 @@ def test_confirmation_edit_the_arguments(spawn: Spawn) -> None:
     child.sendline("remember to buy milk")
     child.expect_exact("[e]dit: ")
     child.sendline("e")
-    child.expect_exact("new arguments, as a JSON object: ")
+    child.expect_exact(EDIT)
     child.sendline("nope")
-    child.expect_exact("error: not JSON")
-    child.expect_exact("new arguments, as a JSON object: ")
+    child.expect_exact("error: type name=value")
+    child.expect_exact(EDIT)
     child.sendline('{"action": "add", "text": 5}')
     child.expect_exact("error: invalid arguments for tool 'notes'")
-    child.expect_exact("new arguments, as a JSON object: ")
-    child.sendline('{"action": "add", "text": "oat milk"}')
+    child.expect_exact(EDIT)
+    child.sendline("text=oat milk")
     child.expect_exact('[tool notes(action="add", text="oat milk")] -> Saved note #1: oat milk')
     child.expect_exact(PROMPT)
     child.sendline("/quit")
@@ -230,7 +231,8 @@ def test_session_is_resumed(spawn: Spawn, tmp_path: Path) -> None:
     again = spawn("--session", "mine", "--db", db)
     assert "session mine (resumed, 4 messages)" in again.before
     again.sendline("/sessions")
-    again.expect_exact("* mine")
+    again.expect_exact("* mine  ")
+    again.expect_exact("  remember to water the plants")
     again.sendline("show my notes")
     again.expect_exact("Your notes: 1. water the plants")
     again.expect_exact(PROMPT)

@@ -42,7 +42,7 @@ def test_readme_snippet_runs(index: int, tmp_path: Path) -> None:
 
 def test_scripted_demo_command() -> None:
     (command,) = (block for block in BASH_BLOCKS if block.startswith("printf"))
-    command = command.replace("| python ", f"| {sys.executable} ")
+    command = command.replace("| .venv/bin/python ", f"| {sys.executable} ")
     done = subprocess.run(
         command, shell=True, capture_output=True, text=True, timeout=120, check=False
     )

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+__version__ = "0.1.0"
+
 from ._agent import (
     Agent as Agent,
     TickContext as TickContext,
@@ -29,7 +31,6 @@ from ._buffer import (
     EventBuffer as EventBuffer,
     EventSubscription as EventSubscription,
 )
-from ._demo import DemoModel as DemoModel, demo_agent as demo_agent
 from ._errors import (
     EventsLagged as EventsLagged,
     ExecutionAborted as ExecutionAborted,
@@ -173,7 +174,6 @@ __all__ = [
     "ContentStart",
     "CustomEvent",
     "Decision",
-    "DemoModel",
     "EVENT_CLASSES",
     "EntryCommitted",
     "ErrorChunk",
@@ -267,7 +267,6 @@ __all__ = [
     "system",
     "to_json",
     "tool",
-    "demo_agent",
     "user",
 ]
 

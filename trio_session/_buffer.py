@@ -99,15 +99,17 @@ class EventBuffer:
         tick: The tick stamped on new events; the engine keeps it current.
 
     Example:
-        >>> async def main():  # doctest: +SKIP
-        ...     buf = EventBuffer(session_id="s", execution_id="e")
-        ...     buf.emit("custom", name="progress", data=0.5)
-        ...     buf.emit("execution_end", status="completed")
-        ...     async with buf.subscribe() as events:
-        ...         async for event in events:
-        ...             print(event.seq, event.type)
-        ...     # 1 custom
-        ...     # 2 execution_end
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def main():
+        ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
+        ...         handle = await session.send("Hello")
+        ...         buf = handle.events  # an EventBuffer
+        ...         async with buf.subscribe(types={"execution_end"}) as events:
+        ...             async for event in events:
+        ...                 print(event.type, event.status)
+        >>> trio.run(main)
+        execution_end completed
     """
 
     __slots__ = (
@@ -207,10 +209,17 @@ class EventBuffer:
                 ``after_seq`` is negative.
 
         Example:
-            >>> async def watch(handle):  # doctest: +SKIP
-            ...     with handle.events.subscribe(types={"content_delta"}) as deltas:
+            >>> import trio
+            >>> from trio_session import Agent, ScriptedModel, open_session
+            >>> async def watch(handle):
+            ...     async with handle.events.subscribe(types={"content_delta"}) as deltas:
             ...         async for delta in deltas:
             ...             print(delta.delta, end="")
+            >>> async def main():
+            ...     async with open_session(Agent(ScriptedModel(["Hi there!"]))) as session:
+            ...         await watch(await session.send("Hello"))
+            >>> trio.run(main)
+            Hi there!
         """
         return open_subscription(self._feed, types, after_seq, session=False)
 

@@ -182,11 +182,16 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         events: The execution's `EventBuffer`; subscribe to it any number of times.
 
     Example:
-        >>> async def main(session):  # doctest: +SKIP
-        ...     handle = await session.send("hello")
-        ...     async for event in handle:
-        ...         print(event.type)
-        ...     print((await handle.result).response)
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def main():
+        ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
+        ...         handle = await session.send("hello")
+        ...         print(sum([1 async for _ in handle]) > 2)
+        ...         print((await handle.result).response)
+        >>> trio.run(main)
+        True
+        Hi!
     """
 
     _made_by: ClassVar = "session.send(), render() or spawn()"

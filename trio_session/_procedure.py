@@ -358,9 +358,16 @@ class ProcedureCall(Coroutine[Any, Any, R]):
     wherever an async function is expected: ``nursery.start_soon(proc, arg)``.
 
     Example:
-        >>> async def main(session):  # doctest: +SKIP
-        ...     handle = await session.send("hi")         # the execution handle
-        ...     result = await session.send("hi").result  # its SendResult
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def main():
+        ...     async with open_session(Agent(ScriptedModel(["one", "two"]))) as session:
+        ...         handle = await session.send("hi")  # the execution handle
+        ...         await handle.wait()
+        ...         result = await session.send("hi").result  # its SendResult
+        ...         print(type(handle).__name__, result.response)
+        >>> trio.run(main)
+        SessionExecutionHandle two
     """
 
     __slots__ = (

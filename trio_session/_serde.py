@@ -426,8 +426,11 @@ def to_json(obj: Any) -> str:
 
     Example:
         >>> from trio_session import user
-        >>> to_json(user("hi", id="m1")) # doctest: +SKIP
-        '{"role": "user", "content": [{"type": "text", "text": "hi"}], ...}'
+        >>> text = to_json(user("hi"))
+        >>> from trio_session import Message
+        >>> back = from_json(Message, text)
+        >>> back.role, back.text
+        ('user', 'hi')
     """
     try:
         data = converter.unstructure(obj)

@@ -224,10 +224,14 @@ class Session:
             events are forwarded into it.
 
     Example:
-        >>> async def main():  # doctest: +SKIP
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def main():
         ...     async with open_session(Agent(ScriptedModel(["Hello!"]))) as session:
         ...         result = await session.send("Hi").result
         ...         print(result.response)
+        >>> trio.run(main)
+        Hello!
     """
 
     send: Procedure[SessionExecutionHandle]
@@ -502,7 +506,19 @@ class Session:
             Exception: Whatever the tool's handler raised.
 
         Example:
-            >>> blocks = await session.dispatch("get_weather", {"city": "Oslo"})  # doctest: +SKIP
+            >>> import trio
+            >>> from trio_session import Agent, ScriptedModel, open_session, tool
+            >>> @tool
+            ... def get_weather(city: str) -> str:
+            ...     '''Get the weather for a city.'''
+            ...     return f"Sunny in {city}"
+            >>> async def main():
+            ...     agent = Agent(ScriptedModel([]), tools=[get_weather])
+            ...     async with open_session(agent) as session:
+            ...         blocks = await session.dispatch("get_weather", {"city": "Oslo"})
+            ...         print(blocks[0].text)
+            >>> trio.run(main)
+            Sunny in Oslo
         """
         self._check_open()
         if not isinstance(tool_name, str):
@@ -644,11 +660,15 @@ async def open_session(
         SnapshotError: The stored snapshot is newer than this version or corrupt.
 
     Example:
-        >>> async def main():  # doctest: +SKIP
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def main():
         ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
         ...         handle = await session.send("Hello")
-        ...         async for event in handle:
-        ...             print(event.type)
+        ...         types = [event.type async for event in handle]
+        ...         print(types[0], types[-1])
+        >>> trio.run(main)
+        execution_start execution_end
     """
     if not isinstance(agent, Agent):
         raise TypeError(f"open_session() takes an Agent, got {type(agent).__name__}")

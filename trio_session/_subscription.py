@@ -247,14 +247,21 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
     wanted events it missed).
 
     Example:
-        >>> async def show(buf):  # doctest: +SKIP
-        ...     async with buf.subscribe() as events:
+        >>> import trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> async def show(buf):
+        ...     async with buf.subscribe(types={"execution_end"}) as events:
         ...         while True:
         ...             try:
         ...                 batch = await events.receive_batch()
         ...             except trio.EndOfChannel:
         ...                 break
-        ...             print(len(batch), "events")
+        ...             print(len(batch), "event:", batch[0].type)
+        >>> async def main():
+        ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
+        ...         await show((await session.send("Hello")).events)
+        >>> trio.run(main)
+        1 event: execution_end
     """
 
     __slots__ = ("_after", "_closed", "_cursor", "_fast", "_feed", "_session", "_task", "_types")
@@ -448,17 +455,26 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
             max_items: Return at most this many (None: no limit).
 
         Raises:
-            Like `receive`; also ``TypeError`` / ``ValueError`` for a bad
-            ``max_items``.
+            TypeError: ``max_items`` is not an int or None (and what `receive` raises).
+            ValueError: ``max_items`` is less than 1.
 
         Example:
-            >>> async def drain(sub):  # doctest: +SKIP
+            >>> import trio
+            >>> from trio_session import Agent, ScriptedModel, open_session
+            >>> async def drain(sub):
             ...     while True:
             ...         try:
             ...             for event in await sub.receive_batch(max_items=100):
-            ...                 handle(event)
+            ...                 print(event.type)
             ...         except trio.EndOfChannel:
             ...             return
+            >>> async def main():
+            ...     async with open_session(Agent(ScriptedModel(["Hi!"]))) as session:
+            ...         handle = await session.send("Hello")
+            ...         async with handle.events.subscribe(types={"execution_end"}) as sub:
+            ...             await drain(sub)
+            >>> trio.run(main)
+            execution_end
         """
         if max_items is not None:
             if not isinstance(max_items, int) or isinstance(max_items, bool):

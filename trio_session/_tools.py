@@ -568,8 +568,8 @@ def tool(
         ...     return f"21 degrees {unit} in {city}"
         >>> get_weather.description
         'Get the weather for a city.'
-        >>> get_weather.input_schema["required"]
-        ['city']
+        >>> get_weather.input_schema["required"] == ["city"]
+        True
     """
     if isinstance(fn, str):
         raise TypeError(f"tool() takes the function, not a name; use @tool(name={fn!r})")

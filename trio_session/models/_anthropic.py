@@ -121,9 +121,12 @@ class AnthropicModel(_sdk.SDKModel["AsyncAnthropic"]):
         TypeError: ``client`` is not an ``anthropic.AsyncAnthropic``.
 
     Example:
-        >>> async with AnthropicModel("claude-sonnet-4-5") as model:  # doctest: +SKIP
-        ...     async with open_session(Agent(model, tools=[get_weather])) as session:
-        ...         print(await session.send("Weather in Paris?").result)
+        >>> model = AnthropicModel("claude-sonnet-4-5", api_key="sk-ant-placeholder")
+        >>> model.model
+        'claude-sonnet-4-5'
+
+        Then ``open_session(Agent(model))`` talks to Claude; the model closes
+        its client when the program leaves ``async with model:``.
     """
 
     _sdk_name = "anthropic"

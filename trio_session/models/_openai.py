@@ -125,9 +125,12 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
         >>> model = OpenAIModel(
         ...     "llama3.1", base_url="http://localhost:11434/v1", api_key="ollama",
         ...     temperature=0.2,
-        ... )  # doctest: +SKIP
-        >>> async with open_session(Agent(model, tools=[get_weather])) as session:  # doctest: +SKIP
-        ...     print(await session.send("Weather in Paris?").result)
+        ... )
+        >>> model.model
+        'llama3.1'
+
+        Then ``open_session(Agent(model))`` talks to that server; nothing is
+        sent before the first ``send()``.
     """
 
     _sdk_name = "openai"

@@ -13,61 +13,45 @@ execution with ``handle.queue_message``.
 from __future__ import annotations
 
 import codecs
+import enum
 import functools
-import json
 import math
 import os
 import signal
 import sys
-from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Final, Literal, TextIO
+import time
+from collections.abc import Awaitable, Callable
+from typing import Final, Literal, TextIO, cast
 
 import attrs
 import trio
 
-from ._agent import Agent
-from ._errors import InvalidToolArguments, UnknownToolUse
-from ._events import (
-    ContentDelta,
+from .._agent import Agent
+from .._errors import InvalidToolArguments, UnknownToolUse
+from .._events import (
     ExecutionEnd,
-    MessageEvent,
-    MessageQueued,
-    ReasoningDelta,
     StreamEvent,
-    ToolCall,
     ToolConfirmationRequired,
     ToolConfirmationResult,
-    ToolResultEvent,
 )
-from ._handle import SessionExecutionHandle
-from ._messages import ContentBlock, ImageBlock, JsonBlock, ReasoningBlock, TextBlock
-from ._serde import to_json
-from ._session import Session, open_session
-from .stores import SessionStore
+from .._handle import SessionExecutionHandle
+from .._session import Session, open_session
+from ..stores import SessionSnapshot, SessionStore
+from ._input import Confirmations, Edit, Retry, Submit
+from ._render import BOLD, DIM, RED, USER_ABORT, YELLOW, EventRenderer, Piece, format_call
+from ._terminal import Terminal
 
-__all__ = ["PROMPT", "USER_ABORT", "Chat", "ChatOptions", "format_call", "read_lines"]
+__all__ = ["HELP", "PROMPT", "Chat", "ChatOptions", "read_lines"]
 
 PROMPT: Final = "you> "
 """What the interactive chat shows when it waits for a line."""
-
-USER_ABORT: Final = "interrupted by user"
-"""The abort reason of an execution stopped with Ctrl-C."""
-
-_RESULT_LIMIT: Final = 400
-_CALL_LIMIT: Final = 200
-
-_DIM: Final = "2"
-_BOLD: Final = "1"
-_RED: Final = "31"
-_YELLOW: Final = "33"
-_CYAN: Final = "36"
 
 HELP: Final = """\
 Commands:
   /events    show every event as a JSON line (again: back to the normal view)
   /new       start a new session
   /sessions  list the stored sessions
+  /resume ID continue a stored session
   /quit      leave (Ctrl-D does too)
 While an answer streams: type a line to queue it into the running execution;
 Ctrl-C aborts the execution and returns to the prompt; Ctrl-C at the prompt twice leaves."""
@@ -105,38 +89,6 @@ class ChatOptions:
             raise ValueError(f"ChatOptions.approve must be 'yes', 'no' or None, got {value!r}")
 
 
-def format_call(name: str, arguments: Mapping[str, Any]) -> str:
-    """Show a tool call compactly, as ``name(key=<JSON value>, ...)``.
-
-    Example:
-        >>> format_call("calculator", {"expression": "6 * 7"})
-        'calculator(expression="6 * 7")'
-    """
-    shown = ", ".join(
-        f"{key}={json.dumps(value, ensure_ascii=False, default=repr)}"
-        for key, value in arguments.items()
-    )
-    return _shorten(f"{name}({shown})", _CALL_LIMIT)
-
-
-def _format_content(blocks: Sequence[ContentBlock]) -> str:
-    parts: list[str] = []
-    for block in blocks:
-        if isinstance(block, TextBlock | ReasoningBlock):
-            parts.append(block.text)
-        elif isinstance(block, JsonBlock):
-            parts.append(json.dumps(block.data, ensure_ascii=False, default=repr))
-        elif isinstance(block, ImageBlock):
-            parts.append(f"[image {block.media_type or ''}]".replace(" ]", "]"))
-        else:
-            parts.append(f"[{block.type}]")
-    return _shorten(" ".join(" ".join(parts).split()), _RESULT_LIMIT)
-
-
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 async def read_lines(
     fd: int, send: trio.MemorySendChannel[str | None], *, encoding: str | None = None
 ) -> None:
@@ -171,6 +123,33 @@ def _stdin_encoding() -> str:
     return getattr(sys.stdin, "encoding", None) or "utf-8"
 
 
+_NO_STORE: Final = "no stored sessions: run with --session ID or --db PATH to keep them"
+_TITLE_LIMIT: Final = 60
+
+
+class _Next(enum.Enum):
+    """What comes after a command, besides a session id (/resume) or None (/new)."""
+
+    LEAVE = enum.auto()
+    STAY = enum.auto()
+
+
+_LEAVE: Final = _Next.LEAVE
+_STAY: Final = _Next.STAY
+
+
+def _describe(snapshot: SessionSnapshot | None) -> tuple[str, str]:
+    """When a stored session was last saved, and its title: its first user message."""
+    if snapshot is None:
+        return "", ""
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(snapshot.updated_at))
+    first = next((m.text for m in snapshot.timeline if m.role == "user" and m.text), "")
+    title = " ".join(first.split())
+    if len(title) > _TITLE_LIMIT:
+        title = title[: _TITLE_LIMIT - 3] + "..."
+    return when, title
+
+
 class Chat:
     """A chat with an agent in a terminal, or driven by lines of text.
 
@@ -191,7 +170,7 @@ class Chat:
 
     Example:
         >>> import io, trio
-        >>> from trio_session._demo import demo_agent
+        >>> from trio_session._cli import demo_agent
         >>> async def main():
         ...     out = io.StringIO()
         ...     send, receive = trio.open_memory_channel(10)
@@ -214,6 +193,7 @@ class Chat:
         session_id: str | None = None,
         out: TextIO | None = None,
         err: TextIO | None = None,
+        terminal: Terminal | None = None,
     ) -> None:
         if not isinstance(agent, Agent):
             raise TypeError(f"Chat takes an Agent, got {type(agent).__name__}")
@@ -221,25 +201,37 @@ class Chat:
         self.options = options if options is not None else ChatOptions()
         self.store = store
         self.session_id = session_id
-        self._out: TextIO = out if out is not None else sys.stdout
+        self._terminal = terminal
+        self._out: TextIO = (
+            cast(TextIO, terminal)
+            if terminal is not None
+            else out
+            if out is not None
+            else sys.stdout
+        )
         self._err: TextIO = err if err is not None else sys.stderr
-        self.show_events = self.options.show_events
+        self._renderer = EventRenderer(
+            interactive=self.options.interactive, show_events=self.options.show_events
+        )
         self.session: Session | None = None
         inbox_send, self._inbox = trio.open_memory_channel[str | None](math.inf)
         self._inbox_send: trio.MemorySendChannel[str | None] = inbox_send
         self._col0 = True
-        self._owner: tuple[tuple[str, ...], bool] | None = None
         # The running execution, while one runs.
         self._busy = False
         self._handle: SessionExecutionHandle | None = None
         self._abort_requested = False
         self._quit = False
+        self._failed = False
         self._armed = False
-        # Per execution: tool calls seen, confirmations asked / waiting for an answer.
-        self._calls: dict[str, tuple[str, Mapping[str, Any]]] = {}
+        # Per execution: confirmations asked, and those waiting for an answer.
         self._asked: set[str] = set()
-        self._waiting: deque[ToolConfirmationRequired] = deque()
-        self._editing = False
+        self._confirmations = Confirmations()
+
+    @property
+    def show_events(self) -> bool:
+        """Whether the chat shows every event as a JSON line (``/events`` toggles it)."""
+        return self._renderer.show_events
 
     # -- running ------------------------------------------------------------
 
@@ -251,7 +243,8 @@ class Chat:
                 Closing the channel ends the input, like Ctrl-D.
 
         Returns:
-            The exit status: 0.
+            The exit status: 1 when not interactive and an execution did not
+            complete (its error went to ``err``), else 0.
 
         Raises:
             SnapshotError: The stored session cannot be restored.
@@ -260,7 +253,11 @@ class Chat:
         async with trio.open_nursery() as nursery:
             if self.options.handle_sigint:
                 await nursery.start(self._watch_sigint)
-            if lines is None:
+            if lines is None and self._terminal is not None:
+                nursery.start_soon(
+                    self._terminal.read_lines, self._inbox_send.clone(), self.interrupt
+                )
+            elif lines is None:
                 nursery.start_soon(read_lines, 0, self._inbox_send.clone())
             else:
                 nursery.start_soon(self._pump, lines, self._inbox_send.clone())
@@ -270,10 +267,12 @@ class Chat:
                 # Raised unwrapped below, not as the nursery's exception group.
                 failure = exc
             finally:
+                if self._terminal is not None:
+                    self._terminal.stop()
                 nursery.cancel_scope.cancel()
         if failure is not None:
             raise failure
-        return 0
+        return 1 if self._failed and not self.options.interactive else 0
 
     def interrupt(self) -> None:
         """What Ctrl-C does: abort the running execution, else arm (then do) the exit.
@@ -293,7 +292,7 @@ class Chat:
             self._inbox_send.send_nowait(None)
             return
         self._armed = True
-        self._line(self._style("(Ctrl-C again or Ctrl-D to leave)", _DIM))
+        self._line(self._style("(Ctrl-C again or Ctrl-D to leave)", DIM))
         self._prompt()
 
     async def _watch_sigint(self, *, task_status: trio.TaskStatus[None]) -> None:
@@ -319,10 +318,10 @@ class Chat:
             async with open_session(self.agent, session_id=session_id, store=self.store) as session:
                 self.session = session
                 self._announce(session, resumed=session_id is not None and bool(session.timeline))
-                new = await self._conversation(session)
-            if not new:
+                following = await self._conversation(session)
+            if following is _LEAVE or following is _STAY:
                 return
-            session_id = None
+            session_id = following
 
     def _announce(self, session: Session, *, resumed: bool) -> None:
         if resumed:
@@ -330,20 +329,20 @@ class Chat:
         elif self.store is not None or self.options.interactive:
             self._note(f"session {session.id} (new)")
 
-    async def _conversation(self, session: Session) -> bool:
-        """Handle lines until the input ends; True when ``/new`` asked for a new session."""
+    async def _conversation(self, session: Session) -> str | _Next | None:
+        """Handle lines until the input ends (`_LEAVE`), ``/new`` (None) or ``/resume ID``."""
         while True:
             if session.queued_messages and not self._quit:
                 self._note("[answering the queued messages]")
                 await self._execute(session.render)
                 continue
             if self._quit:
-                return False
+                return _LEAVE
             self._prompt()
             line = await self._inbox.receive()
             if line is None:
                 self._end_line()
-                return False
+                return _LEAVE
             self._col0 = True  # the terminal echoed the line and its newline
             self._armed = False
             text = line.strip()
@@ -351,19 +350,20 @@ class Chat:
                 continue
             if text.startswith("/"):
                 action = await self._command(text, session)
-                if action == "quit":
-                    return False
-                if action == "new":
-                    return True
+                if action is not _STAY:
+                    return action
                 continue
             await self._execute(functools.partial(session.send, text))
 
-    async def _command(self, text: str, session: Session) -> str | None:
-        command = text.split()[0].lower()
+    async def _command(self, text: str, session: Session) -> str | _Next | None:
+        command, *arguments = text.split()
+        command = command.lower()
         if command in ("/quit", "/exit"):
-            return "quit"
+            return _LEAVE
         if command == "/new":
-            return "new"
+            return None
+        if command == "/resume":
+            return await self._resume(arguments, session)
         if command == "/events":
             self._toggle_events()
         elif command == "/sessions":
@@ -372,29 +372,52 @@ class Chat:
             self._line(HELP)
         else:
             self._line(f"unknown command {command} (try /help)")
-        return None
+        return _STAY
 
     def _toggle_events(self) -> None:
-        self.show_events = not self.show_events
-        self._line(self._style(f"[events view {'on' if self.show_events else 'off'}]", _DIM))
+        self._renderer.show_events = not self.show_events
+        self._line(self._style(f"[events view {'on' if self.show_events else 'off'}]", DIM))
 
     async def _list_sessions(self, session: Session) -> None:
         if self.store is None:
-            self._line("no stored sessions: run with --session ID or --db PATH to keep them")
+            self._line(_NO_STORE)
             return
         ids = await self.store.list()
         if not ids:
             self._line("no stored sessions")
+        rows: list[tuple[str, str, str]] = []
         for sid in ids:
-            self._line(f"{'*' if sid == session.id else ' '} {sid}")
+            snapshot = await self.store.load(sid)
+            rows.append((sid, *_describe(snapshot)))
+        width = max((len(sid) for sid, _, _ in rows), default=0)
+        for sid, when, title in rows:
+            marker = "*" if sid == session.id else " "
+            self._line(f"{marker} {sid.ljust(width)}  {when}  {title}".rstrip())
+
+    async def _resume(self, arguments: list[str], session: Session) -> str | _Next:
+        if self.store is None:
+            self._line(_NO_STORE)
+            return _STAY
+        if len(arguments) != 1:
+            self._line("usage: /resume ID (the ids are in /sessions)")
+            return _STAY
+        (target,) = arguments
+        if target == session.id:
+            self._line(f"already in session {target}")
+            return _STAY
+        if target not in await self.store.list():
+            self._line(f"no stored session {target!r} (see /sessions)")
+            return _STAY
+        return target
 
     # -- one execution ------------------------------------------------------
 
     async def _execute(self, start: Callable[[], Awaitable[SessionExecutionHandle]]) -> None:
         self._busy = True
-        self._calls.clear()
+        if self._terminal is not None:
+            self._terminal.busy(True)
+        self._renderer.start()
         self._asked.clear()
-        self._owner = None
         try:
             handle = await start()
             self._handle = handle
@@ -411,10 +434,12 @@ class Chat:
             await handle.wait()
         finally:
             self._busy = False
+            if self._terminal is not None:
+                self._terminal.busy(False)
+                self._terminal.end_answer()
             self._handle = None
             self._abort_requested = False
-            self._waiting.clear()
-            self._editing = False
+            self._confirmations.clear()
 
     async def _take_input(self, handle: SessionExecutionHandle) -> None:
         while True:
@@ -427,7 +452,7 @@ class Chat:
             self._on_line_while_running(line, handle)
 
     def _on_line_while_running(self, line: str, handle: SessionExecutionHandle) -> None:
-        if self._waiting:
+        if self._confirmations:
             self._answer(line, handle)
             return
         text = line.strip()
@@ -443,14 +468,14 @@ class Chat:
             elif command == "/help":
                 self._line(HELP)
             else:
-                self._line(self._style(f"[{command} waits until the answer is done]", _DIM))
+                self._line(self._style(f"[{command} waits until the answer is done]", DIM))
             return
         session = self.session
         before = len(session.queued_messages) if session is not None else 0
         handle.queue_message(text)
         if session is not None and len(session.queued_messages) > before:
             # Past its last tick: the message waits for the next execution.
-            self._line(self._style(f"[queued for the next answer] {text}", _DIM))
+            self._line(self._style(f"[queued for the next answer] {text}", DIM))
 
     # -- confirmations ------------------------------------------------------
 
@@ -462,9 +487,8 @@ class Chat:
         if policy is None and not self.options.interactive:
             policy = "no"
         if policy is None:
-            self._waiting.append(event)
-            if len(self._waiting) == 1:
-                self._ask()
+            if self._confirmations.add(event):
+                self._ask(event)
             return
         approved = policy == "yes"
         try:
@@ -476,193 +500,126 @@ class Chat:
         except UnknownToolUse:
             return  # answered by someone else in the meantime
         if not self.show_events:  # there, the tool_confirmation_result line says it
-            self._line(self._style(f"[confirm {event.name}: {event.message}] -> {policy}", _YELLOW))
+            self._line(self._style(f"[confirm {event.name}: {event.message}] -> {policy}", YELLOW))
 
-    def _ask(self) -> None:
-        event = self._waiting[0]
-        self._line(self._style(f"? {format_call(event.name, event.input)}", _YELLOW))
+    def _ask(self, event: ToolConfirmationRequired) -> None:
+        self._line(self._style(f"? {format_call(event.name, event.input)}", YELLOW))
         self._line(f"  {event.message}")
         self._question()
 
     def _answer(self, line: str, handle: SessionExecutionHandle) -> None:
-        event = self._waiting[0]
-        text = line.strip()
-        if self._editing:
-            try:
-                arguments = json.loads(text)
-            except json.JSONDecodeError as exc:
-                self._retry(f"error: not JSON: {exc}")
-                return
-            if not isinstance(arguments, dict):
-                self._retry(f"error: the arguments must be a JSON object, got {text}")
-                return
-            self._submit(handle, event, approved=True, modified_arguments=arguments)
-            return
-        answer = text.lower()
-        if answer in ("y", "yes"):
-            self._submit(handle, event, approved=True)
-        elif answer in ("n", "no"):
-            self._submit(handle, event, approved=False, reason="denied by the user")
-        elif answer in ("a", "always"):
-            self._submit(handle, event, approved=True, always=True)
-        elif answer in ("e", "edit"):
-            self._editing = True
-            self._line(f"  the arguments now: {json.dumps(dict(event.input), ensure_ascii=False)}")
+        action = self._confirmations.answer(line)
+        if isinstance(action, Retry):
+            self._retry(action.message)
+        elif isinstance(action, Edit):
+            self._line(f"  the arguments now: {action.arguments}")
             self._question()
         else:
-            self._retry("please answer y (yes), n (no), a (always) or e (edit)")
+            self._submit(handle, action)
 
-    def _submit(
-        self,
-        handle: SessionExecutionHandle,
-        event: ToolConfirmationRequired,
-        *,
-        approved: bool,
-        modified_arguments: Mapping[str, Any] | None = None,
-        reason: str | None = None,
-        always: bool = False,
-    ) -> None:
+    def _submit(self, handle: SessionExecutionHandle, answer: Submit) -> None:
         try:
             handle.submit_tool_result(
-                event.tool_use_id,
-                approved=approved,
-                modified_arguments=modified_arguments,
-                reason=reason,
-                always=always,
+                answer.tool_use_id,
+                approved=answer.approved,
+                modified_arguments=answer.modified_arguments,
+                reason=answer.reason,
+                always=answer.always,
             )
         except InvalidToolArguments as exc:
             self._retry(f"error: {exc}")
             return
         except UnknownToolUse:
-            self._line(self._style("[that confirmation is no longer pending]", _DIM))
+            self._line(self._style("[that confirmation is no longer pending]", DIM))
         self._next_confirmation()
 
     def _retry(self, message: str) -> None:
-        self._line(self._style(message, _RED))
+        self._line(self._style(message, RED))
         self._question()
 
     def _question(self) -> None:
-        self._write(
-            "  new arguments, as a JSON object: "
-            if self._editing
-            else "  [y]es / [n]o / [a]lways / [e]dit: "
-        )
+        if self._terminal is not None:
+            self._terminal.set_prompt(self._confirmations.question())
+        else:
+            self._write(self._confirmations.question())
 
     def _next_confirmation(self) -> None:
-        self._waiting.popleft()
-        self._editing = False
-        if self._waiting:
-            self._ask()
+        following = self._confirmations.advance()
+        if following is not None:
+            self._ask(following)
+        elif self._terminal is not None:
+            self._prompt()
 
     def _confirmation_result(self, event: ToolConfirmationResult) -> None:
-        call = self._calls.get(event.tool_use_id)
+        calls = self._renderer.calls
+        call = calls.get(event.tool_use_id)
         if call is not None and event.modified_arguments is not None:
             # The result line shows the arguments the tool really ran with.
-            self._calls[event.tool_use_id] = (call[0], event.modified_arguments)
-        for i, waiting in enumerate(self._waiting):
-            if waiting.tool_use_id == event.tool_use_id:
-                # Ended without our answer: the execution ended, or a timeout.
-                self._line(
-                    self._style(f"[confirmation of {waiting.name} ended: {event.reason}]", _DIM)
-                )
-                if i == 0:
-                    self._next_confirmation()
-                else:
-                    del self._waiting[i]
-                return
+            calls[event.tool_use_id] = (call[0], event.modified_arguments)
+        ended, current = self._confirmations.ended(event.tool_use_id)
+        if ended is not None:
+            # Ended without our answer: the execution ended, or a timeout.
+            self._line(self._style(f"[confirmation of {ended.name} ended: {event.reason}]", DIM))
+            if current and self._confirmations:
+                self._ask(self._confirmations.current)
+            elif current and self._terminal is not None:
+                self._prompt()
+            return
         if event.tool_use_id not in self._asked and not self.show_events:
-            name = self._calls.get(event.tool_use_id, ("the tool", {}))[0]
+            name = calls.get(event.tool_use_id, ("the tool", {}))[0]
             verdict = "approved" if event.approved else "denied"
-            self._line(self._style(f"[{name} {verdict}: {event.reason}]", _DIM))
+            self._line(self._style(f"[{name} {verdict}: {event.reason}]", DIM))
 
     # -- rendering ----------------------------------------------------------
 
     def _show(self, event: StreamEvent, handle: SessionExecutionHandle) -> None:
-        if isinstance(event, ToolCall):
-            self._calls[event.tool_use_id] = (event.name, event.input)
-        if self.show_events:
-            self._line(to_json(event))
-        else:
-            self._render(event)
+        if isinstance(event, ExecutionEnd) and not event.spawn_path:
+            self._failed |= event.status != "completed"
+        self._emit(self._renderer.render(event))
         if isinstance(event, ToolConfirmationRequired):
             self._confirmation_required(event, handle)
         elif isinstance(event, ToolConfirmationResult):
             self._confirmation_result(event)
-        elif isinstance(event, ExecutionEnd) and not event.spawn_path:
-            self._finish(event)
 
-    def _render(self, event: StreamEvent) -> None:
-        path = event.spawn_path
-        if isinstance(event, ContentDelta):
-            if not path or self.options.interactive:
-                self._delta(path, event.delta, reasoning=False)
-        elif isinstance(event, ReasoningDelta):
-            if self.options.interactive:
-                self._delta(path, event.delta, reasoning=True)
-        elif isinstance(event, MessageEvent):
-            self._end_line()
-        elif isinstance(event, ToolResultEvent):
-            name, arguments = self._calls.get(event.tool_use_id, (event.name, {}))
-            result = _format_content(event.content)
-            if event.is_error:
-                result = self._style(f"error: {result}", _RED)
-            self._line(f"{'  ' * len(path)}[tool {format_call(name, arguments)}] -> {result}")
-        elif isinstance(event, MessageQueued) and not path:
-            self._line(self._style(f"[queued] {event.message.text}", _CYAN))
-
-    def _delta(self, path: tuple[str, ...], text: str, *, reasoning: bool) -> None:
-        key = (path, reasoning)
-        prefix = "  " * len(path) + "| " if path else ""
-        if self._owner != key:
-            self._end_line()
-            self._owner = key
-            if prefix:
-                self._write(prefix, _DIM)
-        if prefix:
-            text = text.replace("\n", "\n" + prefix)
-        self._write(text, _DIM if reasoning or path else None)
-
-    def _finish(self, event: ExecutionEnd) -> None:
-        if self.show_events:
-            # The execution_end line says it all, and the output stays pure JSON lines.
-            return
-        if event.status == "completed":
-            if self.options.interactive:
-                usage = event.usage
-                self._line(
-                    self._style(
-                        f"({usage.ticks} tick{'s' if usage.ticks != 1 else ''}, "
-                        f"{usage.total_tokens} tokens)",
-                        _DIM,
-                    )
-                )
-        elif event.status == "aborted":
-            reason = event.reason
-            self._line(
-                self._style("[aborted]" if reason == USER_ABORT else f"[aborted: {reason}]", _RED)
-            )
-        elif event.status == "cancelled":
-            self._line(self._style(f"[cancelled: {event.reason}]", _RED))
-        else:
-            self._line(self._style(f"error: {event.error}", _RED))
-        self._end_line()
+    def _emit(self, pieces: list[Piece]) -> None:
+        for piece in pieces:
+            if piece.failure and not self.options.interactive:
+                self._break()
+                self._err.write(piece.text + "\n")
+                self._err.flush()
+            elif piece.answer and self._terminal is not None:
+                self._terminal.answer(piece.text)
+                self._col0 = True  # the terminal ends the answer's lines itself
+            elif piece.line:
+                if self._terminal is not None:
+                    self._terminal.end_answer()
+                self._break()
+                if piece.text:
+                    self._write(self._style(piece.text, piece.style) + "\n")
+            else:
+                self._write(piece.text, piece.style)
 
     # -- output -------------------------------------------------------------
 
-    def _style(self, text: str, code: str) -> str:
-        return f"\x1b[{code}m{text}\x1b[0m" if self.options.color and text else text
+    def _style(self, text: str, code: str | None) -> str:
+        if code is None or not self.options.color or not text:
+            return text
+        return f"\x1b[{code}m{text}\x1b[0m"
 
     def _write(self, text: str, code: str | None = None) -> None:
         if not text:
             return
-        self._out.write(self._style(text, code) if code is not None else text)
+        self._out.write(self._style(text, code))
         self._out.flush()
         self._col0 = text.endswith("\n")
 
-    def _end_line(self) -> None:
+    def _break(self) -> None:
         if not self._col0:
             self._write("\n")
-        self._owner = None
+
+    def _end_line(self) -> None:
+        self._break()
+        self._renderer.line_ended()
 
     def _line(self, text: str) -> None:
         self._end_line()
@@ -671,12 +628,14 @@ class Chat:
     def _note(self, text: str) -> None:
         """A notice: in the conversation when interactive, else on ``err``."""
         if self.options.interactive:
-            self._line(self._style(text, _DIM))
+            self._line(self._style(text, DIM))
         else:
             self._err.write(text + "\n")
             self._err.flush()
 
     def _prompt(self) -> None:
-        if self.options.interactive:
+        if self._terminal is not None:
+            self._terminal.set_prompt(self._style(PROMPT, BOLD))
+        elif self.options.interactive:
             self._end_line()
-            self._write(self._style(PROMPT, _BOLD))
+            self._write(self._style(PROMPT, BOLD))

@@ -24,10 +24,10 @@ from typing import Any, Final, Literal
 import attrs
 import trio
 
-from ._agent import Agent
-from ._messages import JsonBlock, TextBlock, ToolResultBlock, ToolUseBlock
-from ._tools import Tool, ToolContext, tool
-from .models._base import (
+from .._agent import Agent
+from .._messages import JsonBlock, TextBlock, ToolResultBlock, ToolUseBlock
+from .._tools import Tool, ToolContext, tool
+from ..models._base import (
     Model,
     ModelChunk,
     ModelRequest,
@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_DELAY",
     "DEMO_SYSTEM",
     "DEMO_TOOLS",
+    "MARKDOWN_SAMPLE",
     "RESEARCHER_SYSTEM",
     "DemoModel",
     "DemoPlan",
@@ -54,6 +55,12 @@ __all__ = [
     "notes",
     "research",
 ]
+
+MARKDOWN_SAMPLE: Final = (
+    "## Markdown\n\nThe chat renders **bold**, *italics* and `code` when the terminal can show "
+    "them.\n\n- a list item\n- another one\n\n```python\nprint('hello')\n```\n"
+)
+"""What the demo answers when asked for markdown."""
 
 DEFAULT_DELAY: Final = 0.03
 """Seconds between two streamed words of `DemoModel`."""
@@ -330,6 +337,7 @@ _NOTE = re.compile(
     re.IGNORECASE | re.DOTALL,
 )
 _CLOCK = re.compile(r"\b(?:time|date|clock|today|day is it)\b", re.IGNORECASE)
+_MARKDOWN = re.compile(r"\bmarkdown\b", re.IGNORECASE)
 _STORY = re.compile(r"\b(?:story|long (?:answer|text))\b", re.IGNORECASE)
 _GREETING = re.compile(r"^\W*(?:hi|hello|hey|help)\b|what can you do", re.IGNORECASE)
 _TIMES = re.compile(r"(?<=[\d)])\s*[x\u00d7]\s*(?=[\d(])")
@@ -534,6 +542,8 @@ def _answer(
     if "clock" in available and _CLOCK.search(line):
         zone = "utc" if re.search(r"\butc\b", line, re.IGNORECASE) else "local"
         return "Let me check the clock.", ("clock", {"timezone": zone})
+    if _MARKDOWN.search(line):
+        return MARKDOWN_SAMPLE, None
     if _STORY.search(line):
         return (STORY if latest else f'(I skipped "{line}": ask again if you still want it.)'), None
     if _GREETING.search(line):
