@@ -120,8 +120,10 @@ async def running(
     agent_or_factory: Any, **options: Any
 ) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
     options.setdefault("token", TOKEN)
-    async with open_gateway(agent_or_factory, port=0, **options) as gateway:
-        async with httpx.AsyncClient(
+    async with (
+        open_gateway(agent_or_factory, port=0, **options) as gateway,
+        httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{gateway.port}", headers=AUTH, timeout=None
-        ) as client:
-            yield gateway, client
+        ) as client,
+    ):
+        yield gateway, client

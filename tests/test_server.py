@@ -8,10 +8,9 @@ import httpx
 import pytest
 import trio
 import trio.testing
+from _gateway_helpers import AUTH, SSE, TOKEN, ChannelModel, Frame, agent, is_end, running
 
 from trio_session import Agent, MemoryStore, ScriptedModel, StopChunk, TextChunk, ToolCallChunk
-
-from _gateway_helpers import AUTH, SSE, TOKEN, ChannelModel, Frame, agent, is_end, running
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
 
@@ -500,20 +499,20 @@ async def test_closing_the_gateway_ends_streams_and_saves() -> None:
     async with (
         httpx.AsyncClient(headers=AUTH, timeout=None) as reader,
         trio.open_nursery() as nursery,
+        running(agent(model), store=store) as (gateway, client),
     ):
-        async with running(agent(model), store=store) as (gateway, client):
-            await client.post("/sessions", json={"session_id": "s"})
-            await client.post("/sessions/s/messages", json={"message": "go"})
-            model.push(TextChunk("x"))
-            url = f"http://127.0.0.1:{gateway.port}/sessions/s/events"
+        await client.post("/sessions", json={"session_id": "s"})
+        await client.post("/sessions/s/messages", json={"message": "go"})
+        model.push(TextChunk("x"))
+        url = f"http://127.0.0.1:{gateway.port}/sessions/s/events"
 
-            async def read(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-                async with SSE(reader, url) as stream:
-                    seen.extend(await stream.until(lambda f: f.event == "content_delta"))
-                    task_status.started()
-                    seen.extend(await stream.until(lambda f: False))
+        async def read(task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+            async with SSE(reader, url) as stream:
+                seen.extend(await stream.until(lambda f: f.event == "content_delta"))
+                task_status.started()
+                seen.extend(await stream.until(lambda f: False))
 
-            await nursery.start(read)
+        await nursery.start(read)
         # The gateway is closed: the reader's stream ended by itself (the nursery exits).
     assert seen[-1].event == "execution_end"
     assert seen[-1].data["status"] == "cancelled"
