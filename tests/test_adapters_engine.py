@@ -95,9 +95,8 @@ def _openai_tool_call(text: str, call_id: str, name: str, arguments: str) -> Ser
     first = fragment(name=name, arguments="")
     first["tool_calls"][0].update({"id": call_id, "type": "function"})
     chunks = [openai_chunk({"role": "assistant", "content": text}), openai_chunk(first)]
-    chunks += [
-        openai_chunk(fragment(arguments=arguments[i : i + 5])) for i in range(0, len(arguments), 5)
-    ]
+    chunks += [openai_chunk(fragment(arguments=arguments[i : i + 5]))
+               for i in range(0, len(arguments), 5)]
     chunks += [openai_chunk(finish_reason="tool_calls"), openai_chunk(usage=OPENAI_USAGE)]
     return sse_reply(openai_sse(chunks))
 
@@ -118,12 +117,8 @@ def _anthropic_text(text: str) -> ServerReply:
 def _anthropic_tool_call(text: str, call_id: str, name: str, arguments: str) -> ServerReply:
     blocks: list[dict[str, Any]] = [
         {"type": "text", "text": text},
-        {
-            "type": "tool_use",
-            "id": call_id,
-            "name": name,
-            "json": [arguments[i : i + 5] for i in range(0, len(arguments), 5)],
-        },
+        {"type": "tool_use", "id": call_id, "name": name,
+         "json": [arguments[i : i + 5] for i in range(0, len(arguments), 5)]},
     ]
     events = anthropic_message_events(blocks, stop_reason="tool_use")
     return sse_reply(anthropic_sse(events))
@@ -239,9 +234,7 @@ async def test_two_tick_tool_loop(provider: Provider, server: FakeServer, model:
     assert [m.role for m in timeline] == ["user", "assistant", "tool", "assistant"]
     [call] = timeline[1].tool_uses
     assert (call.tool_use_id, call.name, dict(call.input)) == (
-        "call_1",
-        "get_weather",
-        {"city": "Paris"},
+        "call_1", "get_weather", {"city": "Paris"}
     )
     assert timeline[1].text == "Let me check."
     assert not timeline[2].tool_results[0].is_error
@@ -286,16 +279,11 @@ async def test_event_order_matches_scripted_model(
     [(429, "rate_limit", True), (500, "server_error", True), (401, "authentication", False)],
 )
 async def test_http_error_ends_the_execution_in_error(
-    provider: Provider,
-    server: FakeServer,
-    model: Model,
-    status: int,
-    code: str,
+    provider: Provider, server: FakeServer, model: Model, status: int, code: str,
     retryable: bool,
 ) -> None:
-    server.push(
-        json_reply(status, {"error": {"type": "x", "message": "nope"}}, [("retry-after", "1")])
-    )
+    server.push(json_reply(status, {"error": {"type": "x", "message": "nope"}},
+                           [("retry-after", "1")]))
     info, handle, events, timeline = await run_to_model_error(model, "hi")
     assert handle.status == "error"
     assert (info.value.code, info.value.retryable) == (code, retryable)

@@ -109,9 +109,8 @@ def test_seq_counter_refuses_bad_start(value: Any, error: type[Exception]) -> No
         ({"seq": 3}, TypeError, "SeqCounter"),
     ],
 )
-def test_buffer_refuses_bad_arguments(
-    kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
+def test_buffer_refuses_bad_arguments(kwargs: dict[str, Any], error: type[Exception],
+                                      match: str) -> None:
     with pytest.raises(error, match=match):
         EventBuffer(**kwargs)
 
@@ -178,9 +177,8 @@ def test_execution_end_closes_the_buffer() -> None:
 def test_publish_appends_the_event_as_it_is() -> None:
     buf = EventBuffer(session_id="parent")
     custom(buf)
-    forwarded = CustomEvent(
-        seq=2, session_id="child", execution_id="cx", tick=4, spawn_path=("sp1",), name="c"
-    )
+    forwarded = CustomEvent(seq=2, session_id="child", execution_id="cx", tick=4,
+                            spawn_path=("sp1",), name="c")
     buf._publish(forwarded)
     assert buf.history[-1] is forwarded
     buf._publish(ExecutionEnd(seq=3, status="completed"))
@@ -195,13 +193,8 @@ async def test_forwarded_child_execution_end_does_not_close_the_buffer() -> None
     buf.on(lambda e: seen.append(e.seq))
     buf._emit(ExecutionStart)
     # Forwarded as the engine does: numbered in this session's stream.
-    child_end = ExecutionEnd(
-        seq=counter.next(),
-        session_id="child",
-        execution_id="cx",
-        spawn_path=("sp1",),
-        status="completed",
-    )
+    child_end = ExecutionEnd(seq=counter.next(), session_id="child", execution_id="cx",
+                             spawn_path=("sp1",), status="completed")
     buf._publish(child_end)
     assert not buf.closed
     custom(buf)  # the parent's stream goes on
@@ -227,16 +220,8 @@ def test_public_emit_of_an_instance_restamps_but_keeps_timestamp_and_path() -> N
     buf = EventBuffer(session_id="s", execution_id="e")
     custom(buf)
     buf.tick = 7
-    original = CustomEvent(
-        seq=99,
-        session_id="other",
-        execution_id="o",
-        tick=1,
-        timestamp=5.0,
-        spawn_path=("a", "b"),
-        name="x",
-        data=[1],
-    )
+    original = CustomEvent(seq=99, session_id="other", execution_id="o", tick=1,
+                           timestamp=5.0, spawn_path=("a", "b"), name="x", data=[1])
     published = buf.emit(original)
     assert published is not original
     assert published == attrs.evolve(original, seq=2, session_id="s", execution_id="e", tick=7)
@@ -256,9 +241,8 @@ def test_public_emit_of_an_instance_restamps_but_keeps_timestamp_and_path() -> N
         ((StreamEvent(),), {}, ValueError, "without a type"),
     ],
 )
-def test_public_emit_refuses_bad_input(
-    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
+def test_public_emit_refuses_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any],
+                                       error: type[Exception], match: str) -> None:
     buf = EventBuffer()
     with pytest.raises(error, match=match):
         buf.emit(*args, **kwargs)
@@ -593,9 +577,8 @@ async def test_receive_batch_max_items() -> None:
     assert seqs(await sub.receive_batch(max_items=10)) == [3, 4, 5]
 
 
-@pytest.mark.parametrize(
-    ("max_items", "error"), [(0, ValueError), ("2", TypeError), (True, TypeError)]
-)
+@pytest.mark.parametrize(("max_items", "error"), [(0, ValueError), ("2", TypeError),
+                                                   (True, TypeError)])
 async def test_receive_batch_refuses_bad_max_items(max_items: Any, error: type[Exception]) -> None:
     buf = EventBuffer()
     custom(buf)
@@ -641,9 +624,8 @@ async def test_cancelled_receive_consumes_nothing_when_an_event_is_ready(method:
 
 @pytest.mark.parametrize("method", ["receive", "receive_batch", "__anext__"])
 @pytest.mark.parametrize("types", [None, {"custom"}])
-async def test_cancelled_while_waiting_consumes_nothing(
-    method: str, types: set[str] | None
-) -> None:
+async def test_cancelled_while_waiting_consumes_nothing(method: str,
+                                                        types: set[str] | None) -> None:
     buf = EventBuffer()
     sub = buf.subscribe(types=types)
     async with trio.open_nursery() as nursery:
@@ -781,7 +763,8 @@ def test_on_by_type_and_wildcard_in_registration_order() -> None:
     buf.add_listener("tick_start", lambda e: calls.append(("tick", e.seq)))
     custom(buf)
     buf._emit(TickStart)
-    assert calls == [("custom", 1), ("all", 1), ("star", 1), ("all", 2), ("star", 2), ("tick", 2)]
+    assert calls == [("custom", 1), ("all", 1), ("star", 1), ("all", 2), ("star", 2),
+                     ("tick", 2)]
 
 
 def test_unsubscribe_is_idempotent() -> None:
@@ -874,9 +857,8 @@ def test_off_removes_a_once_registration() -> None:
         ("add_listener", ("custom",), TypeError),
     ],
 )
-def test_listener_registration_is_validated(
-    method: str, args: tuple[Any, ...], error: type[Exception]
-) -> None:
+def test_listener_registration_is_validated(method: str, args: tuple[Any, ...],
+                                            error: type[Exception]) -> None:
     with pytest.raises(error):
         getattr(EventBuffer(), method)(*args)
 

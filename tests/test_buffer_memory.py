@@ -46,10 +46,8 @@ def bytes_per_subscriber(buf: EventBuffer, session: bool = False, **kwargs: Any)
 def test_late_subscribers_on_a_long_history_cost_constant_memory() -> None:
     long_history = bytes_per_subscriber(make_history(10_000))
     short_history = bytes_per_subscriber(make_history(10))
-    print(
-        f"\n{SUBSCRIBERS} late subscribers on a 10,000-event history: "
-        f"{long_history:.1f} bytes/subscriber (10-event history: {short_history:.1f})"
-    )
+    print(f"\n{SUBSCRIBERS} late subscribers on a 10,000-event history: "
+          f"{long_history:.1f} bytes/subscriber (10-event history: {short_history:.1f})")
     # A subscription object and nothing else: no copy, no per-event state.
     assert long_history <= 160
     assert abs(long_history - short_history) <= 8
@@ -57,12 +55,8 @@ def test_late_subscribers_on_a_long_history_cost_constant_memory() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [
-        {"after_seq": 5_000},
-        {"after_seq": 0},
-        {"session": True},
-        {"session": True, "after_seq": 9_999},
-    ],
+    [{"after_seq": 5_000}, {"after_seq": 0}, {"session": True},
+     {"session": True, "after_seq": 9_999}],
     ids=["after_seq-middle", "after_seq-start", "session", "session-after_seq"],
 )
 def test_every_kind_of_subscription_costs_constant_memory(kwargs: dict[str, Any]) -> None:

@@ -50,13 +50,9 @@ operations = st.one_of(
     st.tuples(st.just("publish"), st.sampled_from(TYPES), st.integers(1, 4)),
     st.tuples(st.just("subscribe"), filters, afters, st.booleans()),
     st.tuples(st.just("read"), sub_ref, st.integers(1, 5)),
-    st.tuples(
-        st.just("spawn"),
-        sub_ref,
-        st.sampled_from(("receive", "receive_batch", "iterate")),
-        st.integers(1, 6),
-        st.one_of(st.none(), st.integers(1, 3)),
-    ),
+    st.tuples(st.just("spawn"), sub_ref,
+              st.sampled_from(("receive", "receive_batch", "iterate")),
+              st.integers(1, 6), st.one_of(st.none(), st.integers(1, 3))),
     st.tuples(st.just("settle")),
     st.tuples(st.just("checkpoint")),
     st.tuples(st.just("close"), sub_ref),
@@ -127,16 +123,14 @@ class World:
             sub = buffer._subscribe_session(types=types, after_seq=after)
         else:
             sub = buffer.subscribe(types=types, after_seq=after)
-        self.records.append(
-            Record(sub, None if types is None else frozenset(types), session, index, threshold)
-        )
+        self.records.append(Record(sub, None if types is None else frozenset(types), session,
+                                   index, threshold))
 
     def oldest_held(self) -> list[int | None]:
         return [buffer.history[0].seq if len(buffer) else None for buffer in self.buffers]
 
-    def note(
-        self, record: Record, outcome: StreamEvent | list[StreamEvent] | BaseException
-    ) -> bool:
+    def note(self, record: Record, outcome: StreamEvent | list[StreamEvent] | BaseException
+             ) -> bool:
         """Log an outcome; whether reading may go on."""
         if isinstance(outcome, EventsLagged):
             record.log.append(("lag", outcome.missed, self.oldest_held()))
@@ -161,7 +155,8 @@ class World:
             if not self.note(record, outcome):
                 return
 
-    async def reader(self, record: Record, method: str, count: int, max_items: int | None) -> None:
+    async def reader(self, record: Record, method: str, count: int,
+                     max_items: int | None) -> None:
         record.busy = True
         assert record.scope is not None
         try:
@@ -171,7 +166,8 @@ class World:
             record.busy = False
             record.scope = None
 
-    async def _read(self, record: Record, method: str, count: int, max_items: int | None) -> None:
+    async def _read(self, record: Record, method: str, count: int,
+                    max_items: int | None) -> None:
         for _ in range(count):
             try:
                 if method == "receive":

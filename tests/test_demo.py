@@ -146,16 +146,13 @@ def test_evaluate_agrees_with_python_on_integers(a: int, op: str, b: int) -> Non
         with pytest.raises(ValueError, match="division by zero"):
             evaluate(expression)
     else:
-        assert (
-            evaluate(expression)
-            == {
-                "+": a + b,
-                "-": a - b,
-                "*": a * b,
-                "//": a // b if b else 0,
-                "%": a % b if b else 0,
-            }[op]
-        )
+        assert evaluate(expression) == {
+            "+": a + b,
+            "-": a - b,
+            "*": a * b,
+            "//": a // b if b else 0,
+            "%": a % b if b else 0,
+        }[op]
 
 
 @settings(max_examples=300, deadline=None)

@@ -74,9 +74,8 @@ def text_reply(*pieces: str, finish: str = "stop") -> Any:
     return sse_reply(openai_sse(chunks))
 
 
-def tool_fragment(
-    index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
-) -> dict[str, Any]:
+def tool_fragment(index: int, *, id: str | None = None, name: str | None = None,
+                  arguments: str = "") -> dict[str, Any]:
     fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
     if id is not None:
         fragment["id"] = id
@@ -90,7 +89,9 @@ def tool_reply(calls: Sequence[tuple[str, str, Sequence[str]]], text: str = "") 
     chunks = [openai_chunk({"role": "assistant", "content": text or None})]
     for index, (call_id, name, parts) in enumerate(calls):
         chunks.append(openai_chunk({"tool_calls": [tool_fragment(index, id=call_id, name=name)]}))
-        chunks += [openai_chunk({"tool_calls": [tool_fragment(index, arguments=p)]}) for p in parts]
+        chunks += [
+            openai_chunk({"tool_calls": [tool_fragment(index, arguments=p)]}) for p in parts
+        ]
     chunks += [openai_chunk(finish_reason="tool_calls"), openai_chunk(usage=USAGE)]
     return sse_reply(openai_sse(chunks))
 
@@ -251,11 +252,7 @@ async def test_invalid_arguments_sent_back_verbatim() -> None:
     ],
 )
 async def test_stop_reasons_mapped(
-    server: FakeServer,
-    model: OpenAIModel,
-    finish: str,
-    with_call: bool,
-    refusal: bool,
+    server: FakeServer, model: OpenAIModel, finish: str, with_call: bool, refusal: bool,
     expected: str,
 ) -> None:
     chunks = [openai_chunk({"role": "assistant", "content": "x"})]
@@ -263,9 +260,8 @@ async def test_stop_reasons_mapped(
         chunks.append(openai_chunk({"refusal": "I can't help with that."}))
     if with_call:
         chunks.append(
-            openai_chunk(
-                {"tool_calls": [tool_fragment(0, id="c", name="get_weather", arguments="{}")]}
-            )
+            openai_chunk({"tool_calls": [tool_fragment(0, id="c", name="get_weather",
+                                                       arguments="{}")]})
         )
     chunks.append(openai_chunk(finish_reason=finish))
     server.push(sse_reply(openai_sse(chunks)))
@@ -278,12 +274,8 @@ async def test_stop_reasons_mapped(
 async def test_tool_calls_without_ids_or_indexes(server: FakeServer, model: OpenAIModel) -> None:
     # Some compatible servers send whole calls without an index, or with no id at all.
     chunks = [
-        openai_chunk(
-            {
-                "role": "assistant",
-                "tool_calls": [{"function": {"name": "a", "arguments": '{"x": 1}'}}],
-            }
-        ),
+        openai_chunk({"role": "assistant",
+                      "tool_calls": [{"function": {"name": "a", "arguments": '{"x": 1}'}}]}),
         openai_chunk({"tool_calls": [{"id": "b1", "function": {"name": "b", "arguments": "{}"}}]}),
         openai_chunk(finish_reason="tool_calls"),
     ]
@@ -309,7 +301,9 @@ def test_message_mapping() -> None:
         assistant(ReasoningBlock("hidden"), "Calling.", ToolUseBlock("c1", "shot", {})),
         Message(
             "tool",
-            (ToolResultBlock("c1", "shot", (ImageBlock(png, "image/png"),)),),
+            (
+                ToolResultBlock("c1", "shot", (ImageBlock(png, "image/png"),)),
+            ),
         ),
         Message("tool", (ToolResultBlock("c2", "fail", "disk full", is_error=True),)),
         Message("tool", (ToolResultBlock("c3", "quiet", ()),)),
@@ -422,7 +416,9 @@ async def test_http_errors_mapped(
     assert len(server.requests) == 1  # max_retries=0: no retry
 
 
-async def test_insufficient_quota_is_not_retryable(server: FakeServer, model: OpenAIModel) -> None:
+async def test_insufficient_quota_is_not_retryable(
+    server: FakeServer, model: OpenAIModel
+) -> None:
     server.push(
         json_reply(429, {"error": {"message": "quota", "type": "x", "code": "insufficient_quota"}})
     )
@@ -454,17 +450,11 @@ async def test_stream_ending_early_is_an_error(server: FakeServer, model: OpenAI
 @pytest.mark.parametrize(
     ("error", "code", "retryable"),
     [
-        (
-            {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
-            "rate_limit",
-            True,
-        ),
+        ({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
+         "rate_limit", True),
         ({"message": "oops", "type": "server_error", "code": None}, "server_error", True),
-        (
-            {"message": "bad", "object": "error", "type": "BadRequestError", "code": 400},
-            "bad_request",
-            False,
-        ),
+        ({"message": "bad", "object": "error", "type": "BadRequestError", "code": 400},
+         "bad_request", False),
         ({"message": "what"}, "model_error", False),
     ],
 )
@@ -658,9 +648,8 @@ async def test_owned_client_closed_given_client_left_open(server: FakeServer) ->
 
 @settings(max_examples=200, deadline=None)
 @given(
-    payloads=st.lists(
-        st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s), max_size=6
-    ),
+    payloads=st.lists(st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s),
+                      max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
     crlf=st.booleans(),
 )

@@ -204,9 +204,8 @@ class SessionMachine(RuleBasedStateMachine):
         handle = self.current
         assert handle is not None
         asked = [e for e in handle.events.history if e.type == "tool_confirmation_required"]
-        answered = {
-            e.tool_use_id for e in handle.events.history if e.type == "tool_confirmation_result"
-        }
+        answered = {e.tool_use_id for e in handle.events.history
+                    if e.type == "tool_confirmation_result"}
         waiting = [e for e in asked if e.tool_use_id not in answered]
 
         async def act() -> None:
@@ -328,7 +327,6 @@ class SessionMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if not self.closed:
-
             async def act() -> None:
                 await self.session.aclose()
 
@@ -338,5 +336,7 @@ class SessionMachine(RuleBasedStateMachine):
             assert handle.events.history[-1].type == "execution_end"
 
 
-SessionMachine.TestCase.settings = settings(max_examples=100, stateful_step_count=40, deadline=None)
+SessionMachine.TestCase.settings = settings(
+    max_examples=100, stateful_step_count=40, deadline=None
+)
 test_session_state_machine = SessionMachine.TestCase

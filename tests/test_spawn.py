@@ -70,7 +70,9 @@ async def test_aborting_the_parent_cancels_the_child(autojump_clock: trio.abc.Cl
     @tool
     async def slow_research(ctx: ToolContext) -> str:
         """Research slowly."""
-        child = await ctx.spawn(Agent(ScriptedModel(["x " * 100], chunk_size=1, delay=1.0)), "go")
+        child = await ctx.spawn(
+            Agent(ScriptedModel(["x " * 100], chunk_size=1, delay=1.0)), "go"
+        )
         children.append(child)
         return (await child.result).response
 
