@@ -10,6 +10,7 @@ from typing import Any
 
 import attrs
 import httpx
+import pytest
 import trio
 
 from trio_session import Agent, ModelChunk, ModelRequest, StopChunk, TextChunk, tool
@@ -79,6 +80,7 @@ class SSE:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        await self._lines.aclose()  # type: ignore[attr-defined]
         await self._cm.__aexit__(*exc)
 
     async def frame(self) -> Frame | None:
@@ -127,3 +129,11 @@ async def running(
         ) as client,
     ):
         yield gateway, client
+
+
+# httpx's nested response generators (aiter_lines -> aiter_text -> ...) are left to the
+# garbage collector when a reader stops early; that is the test client's, not the gateway's.
+HTTPX_GENERATORS = [
+    pytest.mark.filterwarnings("ignore:Async generator 'httpx:ResourceWarning"),
+    pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning"),
+]

@@ -8,11 +8,21 @@ import httpx
 import pytest
 import trio
 import trio.testing
-from _gateway_helpers import AUTH, SSE, TOKEN, ChannelModel, Frame, agent, is_end, running
+from _gateway_helpers import (
+    AUTH,
+    HTTPX_GENERATORS,
+    SSE,
+    TOKEN,
+    ChannelModel,
+    Frame,
+    agent,
+    is_end,
+    running,
+)
 
 from trio_session import Agent, MemoryStore, ScriptedModel, StopChunk, TextChunk, ToolCallChunk
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = HTTPX_GENERATORS
 
 
 def seqs(frames: list[Frame]) -> list[int]:

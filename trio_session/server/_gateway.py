@@ -416,7 +416,12 @@ class Gateway:
     @staticmethod
     async def _error_response(_request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPError)
-        headers = {"www-authenticate": "Bearer"} if exc.status == 401 else None
+        headers = None
+        if exc.status == 401:
+            headers = {"www-authenticate": "Bearer"}
+        elif exc.status == 413:
+            # The rest of the body was not read: the connection cannot carry another request.
+            headers = {"connection": "close"}
         return JSONResponse(exc.body(), status_code=exc.status, headers=headers)
 
     @staticmethod
