@@ -69,8 +69,10 @@ class Frame:
 class SSE:
     """An SSE reader over httpx; frames parsed as the WHATWG algorithm does."""
 
-    def __init__(self, client: httpx.AsyncClient, path: str, **kwargs: Any) -> None:
-        self._cm = client.stream("GET", path, **kwargs)
+    def __init__(
+        self, client: httpx.AsyncClient, path: str, *, method: str = "GET", **kwargs: Any
+    ) -> None:
+        self._cm = client.stream(method, path, **kwargs)
         self.response: httpx.Response | None = None
         self.comments: list[str] = []
 
