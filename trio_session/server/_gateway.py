@@ -28,6 +28,7 @@ from starlette.types import Receive, Scope, Send
 from .._agent import Agent
 from .._engine import CLEANUP_TIMEOUT, reraise, unwrap
 from .._errors import EventsLagged, InvalidToolArguments, SessionClosed, UnknownToolUse
+from .._events import StreamEvent
 from .._serde import converter, to_json
 from .._session import Session, open_session
 from ..stores import SessionStore
@@ -56,6 +57,9 @@ logger = logging.getLogger("trio_session.server")
 AgentFactory: TypeAlias = Callable[[str], "Agent | Awaitable[Agent]"]
 Authenticate: TypeAlias = Callable[[Request], Any]
 Authorize: TypeAlias = Callable[[Any, "str | None", str], "bool | Awaitable[bool]"]
+
+FRAME_CACHE: Final = 4096
+"""How many recent SSE frames a session keeps serialized for its readers."""
 
 RECONNECT_DELAY_MS: Final = 1000
 """The ``retry:`` an SSE stream asks `EventSource` to wait before reconnecting."""
@@ -102,6 +106,17 @@ class _Entry:
     changed: trio.Event = attrs.Factory(trio.Event)
     closed: trio.Event = attrs.Factory(trio.Event)
     inflight_keys: dict[str, trio.Event] = attrs.Factory(dict)
+    frames: dict[int, bytes] = attrs.Factory(dict)
+
+    def frame(self, event: StreamEvent) -> bytes:
+        """The event's SSE frame, serialized once for all of the session's readers."""
+        frame = self.frames.get(event.seq)
+        if frame is None:
+            frame = sse_frame(to_json(event), id=event.seq, event=event.type)
+            self.frames[event.seq] = frame
+            if len(self.frames) > FRAME_CACHE:
+                del self.frames[next(iter(self.frames))]
+        return frame
 
     def poke(self) -> None:
         self.changed.set()
@@ -622,12 +637,13 @@ class Gateway:
 
         async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
             with subscription:
-                await self._pump(subscription, write, after if types is None else None)
+                await self._pump(entry, subscription, write, after if types is None else None)
 
         return _EventStream(produce, entry.release)
 
     async def _pump(
         self,
+        entry: _Entry,
         subscription: Any,
         write: Callable[[bytes], Awaitable[None]],
         expect_after: int | None,
@@ -651,9 +667,7 @@ class Gateway:
                         if missed > 0:
                             frames.append(_lagged_frame(missed))
                         expect_after = None
-                    frames.extend(
-                        sse_frame(to_json(event), id=event.seq, event=event.type) for event in batch
-                    )
+                    frames.extend(entry.frame(event) for event in batch)
             await write(b"".join(frames) if frames else KEEPALIVE)
 
     async def _tool_result(self, request: Request) -> Response:
