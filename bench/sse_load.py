@@ -96,16 +96,16 @@ async def _over_sse(readers: int, events: int) -> tuple[int, float]:
             return sum(counts), elapsed
 
 
-async def main(events: int, readers_list: list[int], timeout: float) -> None:
+async def main(events: int, readers_list: list[int], bound: float) -> None:
     print(f"one session, ~{events} events per execution, delivered events per second")
     for readers in readers_list:
         rates = []
         for name, measure in (("in-process", _in_process), ("SSE", _over_sse)):
-            with trio.move_on_after(timeout) as scope:
+            with trio.move_on_after(bound) as scope:
                 delivered, seconds = await measure(readers, events)
             if scope.cancelled_caught:
                 rates.append(math.nan)
-                print(f"{readers:>4} readers  {name:<10} timed out after {timeout:g}s")
+                print(f"{readers:>4} readers  {name:<10} timed out after {bound:g}s")
                 continue
             rates.append(delivered / seconds)
             print(
