@@ -5,12 +5,21 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import attrs
 import httpx
 import pydantic
+import pytest
 from _gateway_helpers import HTTPX_GENERATORS, SSE, ChannelModel, agent, running
 from ag_ui.core import Event, RunAgentInput
 
-from trio_session import StopChunk, TextChunk, ToolCallChunk, ToolCallDeltaChunk, ToolCallStartChunk
+from trio_session import (
+    MessageStart,
+    StopChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallDeltaChunk,
+    ToolCallStartChunk,
+)
 
 pytestmark = HTTPX_GENERATORS
 
@@ -167,3 +176,17 @@ async def test_bad_run_inputs_are_400() -> None:
             response = await client.post("/ag-ui", content=json.dumps(body))
             assert response.status_code == 400, body
         assert (await client.get("/sessions")).json()["sessions"] == []
+
+
+@pytest.mark.skipif(
+    "message_id" not in attrs.fields_dict(MessageStart),
+    reason="the engine does not fix the assistant message id at tick start yet",
+)
+async def test_message_ids_are_the_timelines() -> None:
+    model = ChannelModel()
+    async with running(agent(model)) as (_, client):
+        model.reply("Hello.")
+        events = await run(client, run_input("t3", [{"id": "u1", "role": "user", "content": "hi"}]))
+        (start,) = (e for e in events if e["type"] == "TEXT_MESSAGE_START")
+        timeline = (await client.get("/sessions/t3")).json()["timeline"]
+        assert start["messageId"] == timeline[-1]["id"]
