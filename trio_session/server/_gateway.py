@@ -10,7 +10,7 @@ import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from functools import partial
+from functools import cache, partial
 from importlib import resources
 from typing import Any, Final, TypeAlias, final
 
@@ -322,6 +322,7 @@ class _EventStream(Response):
 # ---------------------------------------------------------------------------
 
 
+@cache
 def _page() -> str:
     return resources.files(__package__).joinpath("_page.html").read_text(encoding="utf-8")
 
