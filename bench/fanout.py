@@ -10,10 +10,10 @@ Variants, measured in the same run, interleaved, best of ``--repeat``:
 
 - ``bare``: one unbounded memory channel per subscriber; the producer builds
   the same event as the buffer does and ``send_nowait``s it to each channel.
-- ``receive``: ``EventBuffer._emit`` + ``await subscription.receive()`` per event.
-- ``batch``: ``EventBuffer._emit`` + ``await subscription.receive_batch()``.
+- ``receive``: ``Publisher.emit`` + ``await subscription.receive()`` per event.
+- ``batch``: ``Publisher.emit`` + ``await subscription.receive_batch()``.
 
-Both producers build one ``CustomEvent`` per event (the buffer via ``_emit``,
+Both producers build one ``CustomEvent`` per event (the buffer via ``Publisher.emit``,
 the bare fan-out by hand, with the same fields), so the ratio compares the
 fan-out, not event construction. Targets: receive >= 1.0x bare at every K,
 batch >= 5x bare at K = 16.
@@ -45,7 +45,7 @@ import trio
 import trio.testing
 
 from trio_session import CustomEvent, ExecutionEnd
-from trio_session._buffer import EventBuffer, EventSubscription
+from trio_session._buffer import EventBuffer, EventSubscription, publisher_of
 
 Variant = Callable[[int, int], Awaitable[float]]
 
@@ -103,10 +103,10 @@ async def _buffer_run(k: int, n: int, consume: Callable[[EventSubscription], Awa
         await trio.testing.wait_all_tasks_blocked()
         started = time.perf_counter()
         for i in range(n):
-            buf._emit(CustomEvent, name="tick", data=i)
+            publisher_of(buf).emit(CustomEvent, name="tick", data=i)
             if i % burst == 0:
                 await trio.lowlevel.checkpoint()
-        buf._emit(ExecutionEnd, status="completed")
+        publisher_of(buf).emit(ExecutionEnd, status="completed")
     elapsed = time.perf_counter() - started
     # Every consumer also got the final execution_end.
     assert counts == [n + 1] * k, counts

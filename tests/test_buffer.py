@@ -26,17 +26,24 @@ from trio_session import (
     StreamEvent,
     TickStart,
 )
-from trio_session._buffer import SeqCounter
+from trio_session._buffer import (
+    SeqCounter,
+    SessionChain,
+    end_chain,
+    link,
+    publisher_of,
+    session_subscribe,
+)
 
 # -- helpers -----------------------------------------------------------------
 
 
 def custom(buf: EventBuffer, data: Any = None, name: str = "n") -> CustomEvent:
-    return buf._emit(CustomEvent, name=name, data=data)
+    return publisher_of(buf).emit(CustomEvent, name=name, data=data)
 
 
 def end(buf: EventBuffer, status: str = "completed") -> ExecutionEnd:
-    return buf._emit(ExecutionEnd, status=status)
+    return publisher_of(buf).emit(ExecutionEnd, status=status)
 
 
 def seqs(events: list[StreamEvent] | tuple[StreamEvent, ...]) -> list[int]:
@@ -109,8 +116,9 @@ def test_seq_counter_refuses_bad_start(value: Any, error: type[Exception]) -> No
         ({"seq": 3}, TypeError, "SeqCounter"),
     ],
 )
-def test_buffer_refuses_bad_arguments(kwargs: dict[str, Any], error: type[Exception],
-                                      match: str) -> None:
+def test_buffer_refuses_bad_arguments(
+    kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
     with pytest.raises(error, match=match):
         EventBuffer(**kwargs)
 
@@ -131,7 +139,7 @@ def test_new_buffer_is_empty_and_open() -> None:
 def test_emit_internal_stamps_every_common_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(time, "time", lambda: 1234.5)
     buf = EventBuffer(session_id="s1", execution_id="x1")
-    first = buf._emit(ExecutionStart)
+    first = publisher_of(buf).emit(ExecutionStart)
     buf.tick = 3
     second = custom(buf, data={"k": 1})
     assert (first.seq, first.session_id, first.execution_id, first.tick) == (1, "s1", "x1", 0)
@@ -154,7 +162,7 @@ def test_emit_with_bad_fields_leaves_no_seq_gap() -> None:
     buf = EventBuffer()
     custom(buf)
     with pytest.raises(TypeError):
-        buf._emit(CustomEvent, nonsense=1)
+        publisher_of(buf).emit(CustomEvent, nonsense=1)
     assert custom(buf).seq == 2
     assert len(buf) == 2
 
@@ -168,7 +176,7 @@ def test_execution_end_closes_the_buffer() -> None:
     with pytest.raises(trio.ClosedResourceError):
         custom(buf)
     with pytest.raises(trio.ClosedResourceError):
-        buf._publish(CustomEvent(seq=9, name="x"))
+        publisher_of(buf).forward(CustomEvent(seq=9, name="x"))
     with pytest.raises(trio.ClosedResourceError):
         buf.emit("custom", name="x")
     assert len(buf) == 2
@@ -177,11 +185,12 @@ def test_execution_end_closes_the_buffer() -> None:
 def test_publish_appends_the_event_as_it_is() -> None:
     buf = EventBuffer(session_id="parent")
     custom(buf)
-    forwarded = CustomEvent(seq=2, session_id="child", execution_id="cx", tick=4,
-                            spawn_path=("sp1",), name="c")
-    buf._publish(forwarded)
+    forwarded = CustomEvent(
+        seq=2, session_id="child", execution_id="cx", tick=4, spawn_path=("sp1",), name="c"
+    )
+    publisher_of(buf).forward(forwarded)
     assert buf.history[-1] is forwarded
-    buf._publish(ExecutionEnd(seq=3, status="completed"))
+    publisher_of(buf).forward(ExecutionEnd(seq=3, status="completed"))
     assert buf.closed
 
 
@@ -191,11 +200,16 @@ async def test_forwarded_child_execution_end_does_not_close_the_buffer() -> None
     sub = buf.subscribe()
     seen: list[int] = []
     buf.on(lambda e: seen.append(e.seq))
-    buf._emit(ExecutionStart)
+    publisher_of(buf).emit(ExecutionStart)
     # Forwarded as the engine does: numbered in this session's stream.
-    child_end = ExecutionEnd(seq=counter.next(), session_id="child", execution_id="cx",
-                             spawn_path=("sp1",), status="completed")
-    buf._publish(child_end)
+    child_end = ExecutionEnd(
+        seq=counter.next(),
+        session_id="child",
+        execution_id="cx",
+        spawn_path=("sp1",),
+        status="completed",
+    )
+    publisher_of(buf).forward(child_end)
     assert not buf.closed
     custom(buf)  # the parent's stream goes on
     end(buf)
@@ -220,8 +234,16 @@ def test_public_emit_of_an_instance_restamps_but_keeps_timestamp_and_path() -> N
     buf = EventBuffer(session_id="s", execution_id="e")
     custom(buf)
     buf.tick = 7
-    original = CustomEvent(seq=99, session_id="other", execution_id="o", tick=1,
-                           timestamp=5.0, spawn_path=("a", "b"), name="x", data=[1])
+    original = CustomEvent(
+        seq=99,
+        session_id="other",
+        execution_id="o",
+        tick=1,
+        timestamp=5.0,
+        spawn_path=("a", "b"),
+        name="x",
+        data=[1],
+    )
     published = buf.emit(original)
     assert published is not original
     assert published == attrs.evolve(original, seq=2, session_id="s", execution_id="e", tick=7)
@@ -241,8 +263,9 @@ def test_public_emit_of_an_instance_restamps_but_keeps_timestamp_and_path() -> N
         ((StreamEvent(),), {}, ValueError, "without a type"),
     ],
 )
-def test_public_emit_refuses_bad_input(args: tuple[Any, ...], kwargs: dict[str, Any],
-                                       error: type[Exception], match: str) -> None:
+def test_public_emit_refuses_bad_input(
+    args: tuple[Any, ...], kwargs: dict[str, Any], error: type[Exception], match: str
+) -> None:
     buf = EventBuffer()
     with pytest.raises(error, match=match):
         buf.emit(*args, **kwargs)
@@ -267,7 +290,7 @@ def test_reserved_buffer_refuses_engine_types(event: tuple[Any, dict[str, Any]])
     assert not buf.closed
     assert len(buf) == 0
     # The engine itself may still publish them.
-    buf._emit(ExecutionStart)
+    publisher_of(buf).emit(ExecutionStart)
     end(buf)
     assert buf.closed
 
@@ -320,7 +343,11 @@ async def test_end_of_channel_forever_after_execution_end() -> None:
 
 async def test_late_subscriber_after_the_end_gets_the_full_replay() -> None:
     buf = EventBuffer()
-    published = [buf._emit(ExecutionStart), *(custom(buf, i) for i in range(50)), end(buf)]
+    published = [
+        publisher_of(buf).emit(ExecutionStart),
+        *(custom(buf, i) for i in range(50)),
+        end(buf),
+    ]
     async with buf.subscribe() as sub:
         assert [event async for event in sub] == published
     with buf.subscribe() as sub:
@@ -386,7 +413,7 @@ async def test_subscriber_that_never_reads_does_not_delay_the_producer() -> None
         await trio.testing.wait_all_tasks_blocked()
         # The filtered subscriber was never woken by events it does not want.
         assert watch.scheduled == 0
-        buf._emit(ErrorEvent, message="boom")
+        publisher_of(buf).emit(ErrorEvent, message="boom")
         await trio.testing.wait_all_tasks_blocked()
         assert watch.scheduled == 1
         trio.lowlevel.remove_instrument(watch)
@@ -413,9 +440,9 @@ async def test_types_filter_skips_other_types_and_still_ends() -> None:
     async with trio.open_nursery() as nursery:
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
-        buf._emit(TickStart)
+        publisher_of(buf).emit(TickStart)
         custom(buf)
-        buf._emit(ErrorEvent, message="x")
+        publisher_of(buf).emit(ErrorEvent, message="x")
         custom(buf)
         await trio.testing.wait_all_tasks_blocked()
         assert got == ["tick_start", "error"]
@@ -426,7 +453,7 @@ async def test_types_filter_skips_other_types_and_still_ends() -> None:
 async def test_filtered_replay_and_batch() -> None:
     buf = EventBuffer()
     for i in range(10):
-        buf._emit(TickStart) if i % 3 == 0 else custom(buf, i)
+        publisher_of(buf).emit(TickStart) if i % 3 == 0 else custom(buf, i)
     end(buf)
     with buf.subscribe(types={"tick_start", "execution_end"}) as sub:
         assert seqs(await sub.receive_batch(max_items=2)) == [1, 4]
@@ -524,7 +551,7 @@ def test_after_seq_on_an_empty_bounded_buffer_lags_only_for_needed_events() -> N
 def test_after_seq_copes_with_non_contiguous_seq() -> None:
     buf = EventBuffer()
     for seq in (3, 4, 10, 11, 20):
-        buf._publish(CustomEvent(seq=seq, name="x"))
+        publisher_of(buf).forward(CustomEvent(seq=seq, name="x"))
     assert seqs(drain_nowait(buf.subscribe(after_seq=4))) == [10, 11, 20]
     assert seqs(drain_nowait(buf.subscribe(after_seq=12))) == [20]
     assert seqs(drain_nowait(buf.subscribe(after_seq=1))) == [3, 4, 10, 11, 20]
@@ -577,8 +604,9 @@ async def test_receive_batch_max_items() -> None:
     assert seqs(await sub.receive_batch(max_items=10)) == [3, 4, 5]
 
 
-@pytest.mark.parametrize(("max_items", "error"), [(0, ValueError), ("2", TypeError),
-                                                   (True, TypeError)])
+@pytest.mark.parametrize(
+    ("max_items", "error"), [(0, ValueError), ("2", TypeError), (True, TypeError)]
+)
 async def test_receive_batch_refuses_bad_max_items(max_items: Any, error: type[Exception]) -> None:
     buf = EventBuffer()
     custom(buf)
@@ -601,7 +629,7 @@ async def test_receive_batch_waits_for_at_least_one_event(filtered: bool) -> Non
         nursery.start_soon(reader)
         await trio.testing.wait_all_tasks_blocked()
         assert got == []
-        buf._emit(TickStart)
+        publisher_of(buf).emit(TickStart)
         await trio.testing.wait_all_tasks_blocked()
         assert got == ([] if filtered else [[1]])
         custom(buf)
@@ -624,8 +652,9 @@ async def test_cancelled_receive_consumes_nothing_when_an_event_is_ready(method:
 
 @pytest.mark.parametrize("method", ["receive", "receive_batch", "__anext__"])
 @pytest.mark.parametrize("types", [None, {"custom"}])
-async def test_cancelled_while_waiting_consumes_nothing(method: str,
-                                                        types: set[str] | None) -> None:
+async def test_cancelled_while_waiting_consumes_nothing(
+    method: str, types: set[str] | None
+) -> None:
     buf = EventBuffer()
     sub = buf.subscribe(types=types)
     async with trio.open_nursery() as nursery:
@@ -708,8 +737,9 @@ async def test_closing_wakes_a_blocked_receiver(method: str, types: set[str] | N
         sub.close()
     assert len(errors) == 1
     custom(buf)  # the buffer no longer knows the subscription
-    assert not buf._parked_all
-    assert not buf._parked_filtered
+    feed = buf._feed
+    assert not feed.parked_all
+    assert not feed.parked_filtered
 
 
 async def test_second_waiting_task_gets_busy_resource_error() -> None:
@@ -762,9 +792,8 @@ def test_on_by_type_and_wildcard_in_registration_order() -> None:
     buf.on("*", lambda e: calls.append(("star", e.seq)))
     buf.add_listener("tick_start", lambda e: calls.append(("tick", e.seq)))
     custom(buf)
-    buf._emit(TickStart)
-    assert calls == [("custom", 1), ("all", 1), ("star", 1), ("all", 2), ("star", 2),
-                     ("tick", 2)]
+    publisher_of(buf).emit(TickStart)
+    assert calls == [("custom", 1), ("all", 1), ("star", 1), ("all", 2), ("star", 2), ("tick", 2)]
 
 
 def test_unsubscribe_is_idempotent() -> None:
@@ -857,8 +886,9 @@ def test_off_removes_a_once_registration() -> None:
         ("add_listener", ("custom",), TypeError),
     ],
 )
-def test_listener_registration_is_validated(method: str, args: tuple[Any, ...],
-                                            error: type[Exception]) -> None:
+def test_listener_registration_is_validated(
+    method: str, args: tuple[Any, ...], error: type[Exception]
+) -> None:
     with pytest.raises(error):
         getattr(EventBuffer(), method)(*args)
 
@@ -1028,7 +1058,7 @@ def test_listeners_of_a_buffer_without_listeners_at_the_end_are_not_kept() -> No
     end(buf)
     calls: list[int] = []
     buf.on(lambda e: calls.append(e.seq))
-    assert buf._listeners == ()
+    assert not buf._listeners
 
 
 def test_listener_can_answer_synchronously_before_subscribers_run() -> None:
@@ -1057,7 +1087,7 @@ def test_retention_compacts_in_chunks() -> None:
     buf = EventBuffer(max_buffered_events=5)
     for i in range(10_000):
         custom(buf, i)
-        assert len(buf._events) <= 2 * 32
+        assert len(buf._feed.log.events) <= 2 * 32
     assert seqs(buf.history) == list(range(9_996, 10_001))
 
 
@@ -1134,7 +1164,7 @@ def test_filtered_subscriber_lags_only_if_a_wanted_event_was_dropped() -> None:
     buf = EventBuffer(max_buffered_events=3)
     wants_ticks = buf.subscribe(types={"tick_start"})
     wants_errors = buf.subscribe(types={"error"})
-    buf._emit(TickStart)  # 1
+    publisher_of(buf).emit(TickStart)  # 1
     for i in range(5):
         custom(buf, i)  # 2..6; 1, 2, 3 dropped
     with pytest.raises(EventsLagged) as info:
@@ -1144,7 +1174,7 @@ def test_filtered_subscriber_lags_only_if_a_wanted_event_was_dropped() -> None:
         wants_ticks.receive_nowait()
     with pytest.raises(trio.WouldBlock):
         wants_errors.receive_nowait()  # nothing it wanted was dropped
-    buf._emit(ErrorEvent, message="x")
+    publisher_of(buf).emit(ErrorEvent, message="x")
     assert wants_errors.receive_nowait().seq == 7
 
 
@@ -1165,7 +1195,7 @@ async def test_parked_filtered_subscriber_never_lags_spuriously() -> None:
         await trio.testing.wait_all_tasks_blocked()
         for i in range(100):
             custom(buf, i)
-        buf._emit(ErrorEvent, message="x")
+        publisher_of(buf).emit(ErrorEvent, message="x")
         await trio.testing.wait_all_tasks_blocked()
         for i in range(100):
             custom(buf, i)
@@ -1178,25 +1208,25 @@ async def test_parked_filtered_subscriber_never_lags_spuriously() -> None:
 
 def test_closed_empty_buffer() -> None:
     counter = SeqCounter(5)
-    head = EventBuffer._closed_empty(session_id="s", seq=counter)
+    head = SessionChain(session_id="s", seq=counter).last
     assert head.closed
     assert len(head) == 0
     assert head.session_id == "s"
     with pytest.raises(trio.EndOfChannel):
         head.subscribe().receive_nowait()
     with pytest.raises(trio.WouldBlock):
-        head._subscribe_session().receive_nowait()
+        session_subscribe(head).receive_nowait()
     with pytest.raises(trio.ClosedResourceError):
         head.emit("custom", name="x")
 
 
 async def test_session_subscription_follows_the_chain_until_it_ends() -> None:
     counter = SeqCounter()
-    head = EventBuffer._closed_empty(session_id="s", seq=counter)
+    head = SessionChain(session_id="s", seq=counter).last
     got: list[tuple[str, int]] = []
 
     async def follower() -> None:
-        async with head._subscribe_session() as sub:
+        async with session_subscribe(head) as sub:
             async for event in sub:
                 got.append((event.type, event.seq))
 
@@ -1204,20 +1234,20 @@ async def test_session_subscription_follows_the_chain_until_it_ends() -> None:
         nursery.start_soon(follower)
         await trio.testing.wait_all_tasks_blocked()
         first = EventBuffer(session_id="s", execution_id="x1", seq=counter, reserved=True)
-        head._link(first)
-        first._emit(ExecutionStart)
+        link(head, first)
+        publisher_of(first).emit(ExecutionStart)
         custom(first)
         end(first)
         await trio.testing.wait_all_tasks_blocked()
         assert [seq for _, seq in got] == [1, 2, 3]  # execution_end did not end it
         second = EventBuffer(session_id="s", execution_id="x2", seq=counter, reserved=True)
-        second._emit(ExecutionStart)  # published before the link: still seen
-        first._link(second)
+        publisher_of(second).emit(ExecutionStart)  # published before the link: still seen
+        link(first, second)
         custom(second)
         end(second)
         await trio.testing.wait_all_tasks_blocked()
         assert len(got) == 6
-        second._end_chain()
+        end_chain(second)
     assert [seq for _, seq in got] == [1, 2, 3, 4, 5, 6]
     assert [t for t, _ in got].count("execution_end") == 2
 
@@ -1226,10 +1256,10 @@ async def test_session_subscription_filtered_and_after_seq_across_buffers() -> N
     counter = SeqCounter()
     first = EventBuffer(seq=counter)
     custom(first)
-    first._emit(TickStart)
+    publisher_of(first).emit(TickStart)
     custom(first)
-    sub = first._subscribe_session(types={"tick_start", "execution_end"}, after_seq=1)
-    late_start = first._subscribe_session(after_seq=5)  # past this buffer
+    sub = session_subscribe(first, types={"tick_start", "execution_end"}, after_seq=1)
+    late_start = session_subscribe(first, after_seq=5)  # past this buffer
     got: list[int] = []
 
     async def follower() -> None:
@@ -1241,11 +1271,11 @@ async def test_session_subscription_filtered_and_after_seq_across_buffers() -> N
         await trio.testing.wait_all_tasks_blocked()
         end(first)  # 4
         second = EventBuffer(seq=counter)
-        first._link(second)
+        link(first, second)
         for _ in range(3):
-            second._emit(TickStart)  # 5, 6, 7
+            publisher_of(second).emit(TickStart)  # 5, 6, 7
         end(second)  # 8
-        second._end_chain()
+        end_chain(second)
     assert got == [2, 4, 5, 6, 7, 8]
     assert seqs(drain_nowait(late_start)) == [6, 7, 8]
     with pytest.raises(trio.EndOfChannel):
@@ -1254,9 +1284,9 @@ async def test_session_subscription_filtered_and_after_seq_across_buffers() -> N
 
 async def test_session_subscription_on_an_open_buffer_waits_for_close_and_end_chain() -> None:
     buf = EventBuffer()
-    sub = buf._subscribe_session()
+    sub = session_subscribe(buf)
     custom(buf)
-    buf._end_chain()  # the session closes while the execution still runs
+    end_chain(buf)  # the session closes while the execution still runs
     assert sub.receive_nowait().seq == 1
     with pytest.raises(trio.WouldBlock):
         sub.receive_nowait()
@@ -1271,7 +1301,7 @@ async def test_waiting_filtered_session_subscription_ends_at_end_chain() -> None
     ended: list[bool] = []
 
     async def follower() -> None:
-        sub = buf._subscribe_session(types={"error"})
+        sub = session_subscribe(buf, types={"error"})
         try:
             await sub.receive_batch()
         except trio.EndOfChannel:
@@ -1284,20 +1314,20 @@ async def test_waiting_filtered_session_subscription_ends_at_end_chain() -> None
         end(buf)
         await trio.testing.wait_all_tasks_blocked()
         assert ended == []  # execution_end does not end a session subscription
-        buf._end_chain()
+        end_chain(buf)
     assert ended == [True]
 
 
 def test_session_subscription_lags_on_entering_a_trimmed_successor() -> None:
     counter = SeqCounter()
     first = EventBuffer(seq=counter, max_buffered_events=2)
-    sub = first._subscribe_session()
+    sub = session_subscribe(first)
     end(first)
     assert sub.receive_nowait().seq == 1
     second = EventBuffer(seq=counter, max_buffered_events=2)
     for i in range(5):
         custom(second, i)  # 2..6, of which 2, 3, 4 are dropped
-    first._link(second)
+    link(first, second)
     with pytest.raises(EventsLagged) as info:
         sub.receive_nowait()
     assert info.value.missed == 3
@@ -1307,26 +1337,26 @@ def test_session_subscription_lags_on_entering_a_trimmed_successor() -> None:
 def test_link_and_end_chain_are_validated() -> None:
     buf = EventBuffer()
     with pytest.raises(TypeError, match="EventBuffer"):
-        buf._link("next")
+        link(buf, "next")
     with pytest.raises(RuntimeError, match="own successor"):
-        buf._link(buf)
-    buf._link(EventBuffer())
+        link(buf, buf)
+    link(buf, EventBuffer())
     with pytest.raises(RuntimeError, match="already"):
-        buf._link(EventBuffer())
+        link(buf, EventBuffer())
     with pytest.raises(RuntimeError, match="successor"):
-        buf._end_chain()
+        end_chain(buf)
     other = EventBuffer()
-    other._end_chain()
-    other._end_chain()  # idempotent
+    end_chain(other)
+    end_chain(other)  # idempotent
     with pytest.raises(RuntimeError, match="already"):
-        other._link(EventBuffer())
+        link(other, EventBuffer())
 
 
 def test_buffer_subscription_on_a_linked_buffer_still_ends_at_execution_end() -> None:
     counter = SeqCounter()
     first = EventBuffer(seq=counter)
     end(first)
-    first._link(EventBuffer(seq=counter))
+    link(first, EventBuffer(seq=counter))
     sub = first.subscribe()
     assert sub.receive_nowait().seq == 1
     with pytest.raises(trio.EndOfChannel):
@@ -1337,7 +1367,7 @@ def test_closing_releases_the_buffer() -> None:
     buf = EventBuffer()
     custom(buf)
     sub = buf.subscribe()
-    ref = weakref.ref(buf)
+    ref = weakref.ref(buf._feed)  # what holds the history
     del buf
     gc.collect()
     assert ref() is not None  # the subscription holds it

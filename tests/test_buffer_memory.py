@@ -5,6 +5,7 @@ Run with ``-s`` to see the measured bytes per subscriber.
 
 from __future__ import annotations
 
+import functools
 import gc
 import tracemalloc
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 import trio
 
 from trio_session import CustomEvent, EventBuffer, EventSubscription, ExecutionEnd
+from trio_session._buffer import publisher_of, session_subscribe
 
 SUBSCRIBERS = 1_000
 
@@ -20,16 +22,16 @@ SUBSCRIBERS = 1_000
 def make_history(events: int, *, closed: bool = True) -> EventBuffer:
     buf = EventBuffer(session_id="s", execution_id="e")
     for i in range(events):
-        buf._emit(CustomEvent, name="n", data=i)
+        publisher_of(buf).emit(CustomEvent, name="n", data=i)
     if closed:
-        buf._emit(ExecutionEnd, status="completed")
+        publisher_of(buf).emit(ExecutionEnd, status="completed")
     return buf
 
 
 def bytes_per_subscriber(buf: EventBuffer, session: bool = False, **kwargs: Any) -> float:
     """Traced allocation of creating SUBSCRIBERS subscriptions, per subscription."""
     subs: list[EventSubscription | None] = [None] * SUBSCRIBERS  # allocated up front
-    subscribe = buf._subscribe_session if session else buf.subscribe
+    subscribe = functools.partial(session_subscribe, buf) if session else buf.subscribe
     gc.collect()
     tracemalloc.start()
     try:
@@ -46,8 +48,10 @@ def bytes_per_subscriber(buf: EventBuffer, session: bool = False, **kwargs: Any)
 def test_late_subscribers_on_a_long_history_cost_constant_memory() -> None:
     long_history = bytes_per_subscriber(make_history(10_000))
     short_history = bytes_per_subscriber(make_history(10))
-    print(f"\n{SUBSCRIBERS} late subscribers on a 10,000-event history: "
-          f"{long_history:.1f} bytes/subscriber (10-event history: {short_history:.1f})")
+    print(
+        f"\n{SUBSCRIBERS} late subscribers on a 10,000-event history: "
+        f"{long_history:.1f} bytes/subscriber (10-event history: {short_history:.1f})"
+    )
     # A subscription object and nothing else: no copy, no per-event state.
     assert long_history <= 160
     assert abs(long_history - short_history) <= 8
@@ -55,8 +59,12 @@ def test_late_subscribers_on_a_long_history_cost_constant_memory() -> None:
 
 @pytest.mark.parametrize(
     "kwargs",
-    [{"after_seq": 5_000}, {"after_seq": 0}, {"session": True},
-     {"session": True, "after_seq": 9_999}],
+    [
+        {"after_seq": 5_000},
+        {"after_seq": 0},
+        {"session": True},
+        {"session": True, "after_seq": 9_999},
+    ],
     ids=["after_seq-middle", "after_seq-start", "session", "session-after_seq"],
 )
 def test_every_kind_of_subscription_costs_constant_memory(kwargs: dict[str, Any]) -> None:
@@ -103,13 +111,13 @@ def test_bounded_buffer_memory_stays_flat() -> None:
     buf = EventBuffer(max_buffered_events=100)
     subs = [buf.subscribe() for _ in range(10)]  # never read: they must not pin events
     for i in range(1_000):
-        buf._emit(CustomEvent, name="n", data=i)
+        publisher_of(buf).emit(CustomEvent, name="n", data=i)
     gc.collect()
     tracemalloc.start()
     try:
         before, _ = tracemalloc.get_traced_memory()
         for i in range(20_000):
-            buf._emit(CustomEvent, name="n", data=i)
+            publisher_of(buf).emit(CustomEvent, name="n", data=i)
         gc.collect()
         after, _ = tracemalloc.get_traced_memory()
     finally:

@@ -33,7 +33,7 @@ from trio_session import (
     StreamEvent,
     TickStart,
 )
-from trio_session._buffer import SeqCounter
+from trio_session._buffer import SeqCounter, end_chain, link, publisher_of, session_subscribe
 
 TYPES = ("custom", "tick_start", "error")
 BUILD: dict[str, tuple[type[StreamEvent], dict[str, Any]]] = {
@@ -50,9 +50,13 @@ operations = st.one_of(
     st.tuples(st.just("publish"), st.sampled_from(TYPES), st.integers(1, 4)),
     st.tuples(st.just("subscribe"), filters, afters, st.booleans()),
     st.tuples(st.just("read"), sub_ref, st.integers(1, 5)),
-    st.tuples(st.just("spawn"), sub_ref,
-              st.sampled_from(("receive", "receive_batch", "iterate")),
-              st.integers(1, 6), st.one_of(st.none(), st.integers(1, 3))),
+    st.tuples(
+        st.just("spawn"),
+        sub_ref,
+        st.sampled_from(("receive", "receive_batch", "iterate")),
+        st.integers(1, 6),
+        st.one_of(st.none(), st.integers(1, 3)),
+    ),
     st.tuples(st.just("settle")),
     st.tuples(st.just("checkpoint")),
     st.tuples(st.just("close"), sub_ref),
@@ -95,18 +99,18 @@ class World:
         if self.current.closed:
             return
         cls, fields = BUILD[kind]
-        self.published.append(self.current._emit(cls, **fields))
+        self.published.append(publisher_of(self.current).emit(cls, **fields))
         self.owner.append(len(self.buffers) - 1)
 
     def end(self) -> None:
         if not self.current.closed:
-            self.published.append(self.current._emit(ExecutionEnd, status="completed"))
+            self.published.append(publisher_of(self.current).emit(ExecutionEnd, status="completed"))
             self.owner.append(len(self.buffers) - 1)
 
     def next_execution(self) -> None:
         self.end()
         successor = EventBuffer(seq=self.counter, max_buffered_events=self.bound)
-        self.current._link(successor)
+        link(self.current, successor)
         self.buffers.append(successor)
 
     def subscribe(self, types: set[str] | None, offset: int | None, session: bool) -> None:
@@ -120,17 +124,19 @@ class World:
         else:
             threshold = 0
         if session:
-            sub = buffer._subscribe_session(types=types, after_seq=after)
+            sub = session_subscribe(buffer, types=types, after_seq=after)
         else:
             sub = buffer.subscribe(types=types, after_seq=after)
-        self.records.append(Record(sub, None if types is None else frozenset(types), session,
-                                   index, threshold))
+        self.records.append(
+            Record(sub, None if types is None else frozenset(types), session, index, threshold)
+        )
 
     def oldest_held(self) -> list[int | None]:
         return [buffer.history[0].seq if len(buffer) else None for buffer in self.buffers]
 
-    def note(self, record: Record, outcome: StreamEvent | list[StreamEvent] | BaseException
-             ) -> bool:
+    def note(
+        self, record: Record, outcome: StreamEvent | list[StreamEvent] | BaseException
+    ) -> bool:
         """Log an outcome; whether reading may go on."""
         if isinstance(outcome, EventsLagged):
             record.log.append(("lag", outcome.missed, self.oldest_held()))
@@ -155,8 +161,7 @@ class World:
             if not self.note(record, outcome):
                 return
 
-    async def reader(self, record: Record, method: str, count: int,
-                     max_items: int | None) -> None:
+    async def reader(self, record: Record, method: str, count: int, max_items: int | None) -> None:
         record.busy = True
         assert record.scope is not None
         try:
@@ -166,8 +171,7 @@ class World:
             record.busy = False
             record.scope = None
 
-    async def _read(self, record: Record, method: str, count: int,
-                    max_items: int | None) -> None:
+    async def _read(self, record: Record, method: str, count: int, max_items: int | None) -> None:
         for _ in range(count):
             try:
                 if method == "receive":
@@ -273,7 +277,7 @@ async def run_program(bound: int | None, program: list[tuple[Any, ...]]) -> None
     for record in world.records:
         world.check(record, complete=False)
     world.end()
-    world.current._end_chain()
+    end_chain(world.current)
     for record in world.records:
         if not record.closed:
             while True:

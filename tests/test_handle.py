@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import trio
 import trio.testing
@@ -13,18 +15,32 @@ from trio_session import (
     ExecutionHandle,
     ExecutionTimeout,
     ModelError,
+    SessionExecutionHandle,
 )
+from trio_session._handle import Outcome, new_handle, outcome_of
 
 
-def _end(handle: ExecutionHandle[object], status: str, **outcome: object) -> None:
+def _end(handle: ExecutionHandle[object], status: str, **fields: object) -> None:
     """Do what the engine does at the end of an execution."""
-    final = handle._settle(status, **outcome)  # type: ignore[arg-type]
+    outcome = outcome_of(handle)
+    final = outcome.settle(status, **fields)  # type: ignore[arg-type]
     handle.events.emit("execution_end", status=final)
-    handle._finish()
+    outcome.finish()
+
+
+def _new() -> tuple[ExecutionHandle[Any], Outcome[Any]]:
+    return new_handle(EventBuffer())
+
+
+def test_handles_have_no_public_constructor() -> None:
+    with pytest.raises(TypeError, match="no public constructor"):
+        ExecutionHandle(EventBuffer(), Outcome())
+    with pytest.raises(TypeError, match="no public constructor"):
+        SessionExecutionHandle()
 
 
 async def test_result_is_awaitable_many_times_by_many_tasks() -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, outcome = _new()
     results: list[str] = []
 
     async def waiter() -> None:
@@ -36,7 +52,7 @@ async def test_result_is_awaitable_many_times_by_many_tasks() -> None:
             nursery.start_soon(waiter)
         await trio.testing.wait_all_tasks_blocked()
         assert results == []
-        handle._set_running()
+        outcome.set_running()
         _end(handle, "completed", value="done")
     assert results == ["done"] * 10
     assert await handle.result == "done"
@@ -44,32 +60,32 @@ async def test_result_is_awaitable_many_times_by_many_tasks() -> None:
 
 
 async def test_status_moves_pending_running_terminal_and_sticks() -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, outcome = _new()
     assert handle.status == "pending" and not handle.done
-    handle._set_running()
+    outcome.set_running()
     assert handle.status == "running"
     handle.abort("stop")
     assert handle.status == "aborted" and handle.done
-    assert handle._scope.cancel_called
+    assert outcome.scope.cancel_called
     # Whatever the engine reports afterwards, abort() came first and wins.
-    assert handle._settle("completed", value="late") == "aborted"
+    assert outcome.settle("completed", value="late") == "aborted"
     handle.abort("again")
-    handle._cancel("closed")
+    outcome.cancel("closed")
     assert handle.status == "aborted"
     assert handle.reason == "stop"
     handle.events.emit("execution_end", status="aborted")
-    handle._finish()
+    outcome.finish()
     with pytest.raises(ExecutionAborted) as info:
         await handle.result
     assert info.value.reason == "stop"
 
 
 async def test_abort_on_a_terminal_handle_does_nothing() -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, outcome = _new()
     _end(handle, "completed", value="x")
     handle.abort("too late")
     assert handle.status == "completed"
-    assert not handle._scope.cancel_called
+    assert not outcome.scope.cancel_called
     assert await handle.result == "x"
 
 
@@ -85,7 +101,7 @@ async def test_abort_on_a_terminal_handle_does_nothing() -> None:
 async def test_wait_never_raises_but_result_does(
     status: str, outcome: dict[str, object], expected: type[BaseException]
 ) -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, _ = _new()
     _end(handle, status, **outcome)
     await handle.wait()  # no exception
     for _ in range(2):
@@ -95,7 +111,7 @@ async def test_wait_never_raises_but_result_does(
 
 @pytest.mark.parametrize("status", ["failed", "error"])
 async def test_iteration_raises_after_execution_end_for_failures(status: str) -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, _ = _new()
     handle.events.emit("execution_start")
     error = ModelError("boom") if status == "error" else RuntimeError("boom")
     _end(handle, status, error=error)
@@ -108,17 +124,17 @@ async def test_iteration_raises_after_execution_end_for_failures(status: str) ->
 
 @pytest.mark.parametrize("status", ["completed", "aborted", "cancelled"])
 async def test_iteration_just_ends_otherwise(status: str) -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
+    handle, _ = _new()
     handle.events.emit("execution_start")
     _end(handle, status, value="v")
     assert [event.type async for event in handle] == ["execution_start", "execution_end"]
 
 
 async def test_timeout_deadline_only_tightens() -> None:
-    handle: ExecutionHandle[str] = ExecutionHandle(EventBuffer())
-    handle._apply_timeout(10)
-    first = handle._scope.deadline
-    handle._apply_timeout(20)
-    assert handle._scope.deadline == first
-    handle._apply_timeout(5)
-    assert handle._scope.deadline < first
+    _, outcome = _new()
+    outcome.apply_timeout(10)
+    first = outcome.scope.deadline
+    outcome.apply_timeout(20)
+    assert outcome.scope.deadline == first
+    outcome.apply_timeout(5)
+    assert outcome.scope.deadline < first

@@ -24,11 +24,12 @@ from trio_session import (
     current_context,
     procedure,
 )
+from trio_session._handle import new_handle, outcome_of
 
 
 def make_handle() -> ExecutionHandle[Any]:
     """A real, pending execution handle over a real event buffer."""
-    return ExecutionHandle(EventBuffer())
+    return new_handle(EventBuffer())[0]
 
 
 # -- middleware -----------------------------------------------------------------
@@ -575,16 +576,16 @@ async def test_with_timeout_bounds_a_returned_execution_handle(
     returned = await start_execution.with_timeout(5)()
     assert returned is handle
     # The rest of the deadline (5 - 2 s) now bounds the execution.
-    assert handle._timeout_deadline == pytest.approx(start + 5)
-    assert handle._scope.deadline == pytest.approx(start + 5)
+    assert outcome_of(handle).timeout_deadline == pytest.approx(start + 5)
+    assert outcome_of(handle).scope.deadline == pytest.approx(start + 5)
 
     # What the engine does with it: the execution ends aborted, reason "timeout".
-    handle._set_running()
-    with handle._scope:
+    outcome_of(handle).set_running()
+    with outcome_of(handle).scope:
         await trio.sleep_forever()
-    assert handle._timed_out()
-    handle._settle("aborted", reason="timeout")
-    handle._finish()
+    assert outcome_of(handle).timed_out()
+    outcome_of(handle).settle("aborted", reason="timeout")
+    outcome_of(handle).finish()
     assert handle.status == "aborted"
     with pytest.raises(ExecutionTimeout):
         await handle.result
@@ -601,7 +602,7 @@ async def test_several_timeouts_tightest_bounds_the_handle(
 
     start = trio.current_time()
     await start_execution.with_timeout(30).with_timeout(7).with_timeout(60)()
-    assert handle._timeout_deadline == pytest.approx(start + 7)
+    assert outcome_of(handle).timeout_deadline == pytest.approx(start + 7)
 
 
 # -- ProcedureCall --------------------------------------------------------------------
@@ -679,8 +680,8 @@ async def test_result_of_a_procedure_returning_a_handle_is_the_handle_result() -
 
     async def settle() -> None:
         await trio.testing.wait_all_tasks_blocked()
-        handle._settle("completed", "the value")
-        handle._finish()
+        outcome_of(handle).settle("completed", "the value")
+        outcome_of(handle).finish()
 
     async with trio.open_nursery() as nursery:
         nursery.start_soon(settle)

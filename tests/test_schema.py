@@ -11,7 +11,9 @@ from typing import Annotated, Any, Literal, NewType, Optional, Union
 import attrs
 import pytest
 
-from trio_session._schema import parse_docstring, signature_schema, type_schema, validate
+from trio_session._docstrings import parse_docstring
+from trio_session._jsonschema import signature_schema, type_schema
+from trio_session._validator import validate
 
 # -- fixtures: module-level types, so string annotations resolve -------------
 
@@ -530,11 +532,16 @@ def test_validate_bools_are_never_numbers() -> None:
     assert validate({"type": "boolean"}, 1) == ["arguments: expected boolean, got integer"]
 
 
-def test_validate_integral_floats_are_integers() -> None:
-    assert validate({"type": "integer"}, 3.0) == []
+def test_validate_integral_floats_are_not_integers() -> None:
+    # One scalar rule with from_json (stricter than JSON Schema): 3.0 is a number.
+    assert validate({"type": "integer"}, 3.0) == ["arguments: expected integer, got number"]
     assert validate({"type": "integer"}, 3.5) == ["arguments: expected integer, got number"]
     assert validate({"type": "number"}, 3) == []
-    assert validate({"type": "integer", "enum": [1, 2]}, 2.0) == []
+    assert validate({"type": "integer", "enum": [1, 2]}, 2.0) == [
+        "arguments: expected integer, got number"
+    ]
+    assert validate({"enum": [1, 2]}, 2.0) == ["arguments: must be one of 1, 2"]
+    assert validate({"enum": [1.0, 2.5]}, 1) == []
 
 
 def test_validate_enum_is_type_aware() -> None:
@@ -543,7 +550,9 @@ def test_validate_enum_is_type_aware() -> None:
     assert validate(schema, "1") == []
     assert validate(schema, True) == []
     assert validate(schema, None) == []
-    assert validate(schema, 1.0) == []
+    assert validate(schema, 1.0) == [
+        "arguments: expected integer or string or boolean or null, got number"
+    ]
     assert validate(schema, False) == ["arguments: must be one of 1, '1', true, null"]
     assert validate(schema, 2) == ["arguments: must be one of 1, '1', true, null"]
 

@@ -30,8 +30,8 @@ from trio_session import (
     UnknownToolUse,
     tool,
 )
-from trio_session._schema import validate
 from trio_session._tools import Confirmations, PendingConfirmation, to_blocks
+from trio_session._validator import validate
 
 # -- module-level types, so string annotations resolve -------------------------
 
@@ -344,7 +344,7 @@ def draw(
 def test_validate_structures_every_kind() -> None:
     kwargs = draw.validate(
         {
-            "shape": {"name": "tri", "points": [{"x": 1}, {"x": 2.0, "y": 3}], "color": "blue"},
+            "shape": {"name": "tri", "points": [{"x": 1}, {"x": 2, "y": 3}], "color": "blue"},
             "color": "blue",
             "level": 2,
             "pair": [4, "four"],
@@ -352,7 +352,7 @@ def test_validate_structures_every_kind() -> None:
             "either": "s",
             "maybe": {"x": 7},
             "table": {"a": {"x": 1}},
-            "kind": 2.0,
+            "kind": 2,
             "anything": {"raw": [1]},
         }
     )
@@ -374,6 +374,9 @@ def test_validate_structures_every_kind() -> None:
     assert type(kwargs["shape"].points[1].x) is int
     assert type(kwargs["kind"]) is int
     assert all(type(v) is float for v in kwargs["many"])
+    # The one scalar rule (as from_json): an integral float is not an integer.
+    with pytest.raises(InvalidToolArguments, match=r"x: expected integer, got number; kind: "):
+        draw.validate({"shape": {"name": "a", "points": [{"x": 2.0}]}, "kind": 2.0})
 
 
 class Mode(str, enum.Enum):  # noqa: UP042 - the mixin form on purpose
@@ -393,13 +396,15 @@ def test_validate_structures_mixin_enums_to_members() -> None:
     schema = f.input_schema["properties"]
     assert schema["mode"] == {"type": "string", "enum": ["fast", "safe"]}
     assert schema["weight"] == {"type": "number", "enum": [0.5, 2.0]}
-    kwargs = f.validate({"mode": "safe", "weight": 2, "levels": [1, 2.0]})
+    kwargs = f.validate({"mode": "safe", "weight": 2, "levels": [1, 2]})
     assert kwargs["mode"] is Mode.SAFE
     assert kwargs["weight"] is Weight.HEAVY
     assert kwargs["levels"] == [Level.LOW, Level.HIGH]
     assert all(type(level) is Level for level in kwargs["levels"])
     with pytest.raises(InvalidToolArguments, match="mode: must be one of 'fast', 'safe'"):
         f.validate({"mode": "slow", "weight": 0.5, "levels": []})
+    with pytest.raises(InvalidToolArguments, match=r"levels\[1\]: expected integer, got number"):
+        f.validate({"mode": "safe", "weight": 2, "levels": [1, 2.0]})
 
 
 def test_validate_leaves_out_arguments_not_given() -> None:
@@ -477,7 +482,7 @@ async def test_run_sync_handler() -> None:
         calls.append(n)
         return "ok"
 
-    assert await count.run(None, {"n": 2.0}) == (TextBlock("ok"),)
+    assert await count.run(None, {"n": 2}) == (TextBlock("ok"),)
     assert calls == [2]
 
 
@@ -512,7 +517,7 @@ async def test_partial_and_bound_method() -> None:
 
     joined = tool(name="join")(functools.partial(join, sep="-"))
     assert joined.input_schema["required"] == ["a", "b"]
-    assert await joined.run(None, {"a": 1, "b": 2.0}) == (TextBlock("1-2"),)
+    assert await joined.run(None, {"a": 1, "b": 2}) == (TextBlock("1-2"),)
     lookup = tool(Service().lookup)
     assert lookup.takes_context is True
     ctx, _, _ = make_ctx()

@@ -476,9 +476,7 @@ class Chat:
         except UnknownToolUse:
             return  # answered by someone else in the meantime
         if not self.show_events:  # there, the tool_confirmation_result line says it
-            self._line(
-                self._style(f"[confirm {event.name}: {event.message}] -> {policy}", _YELLOW)
-            )
+            self._line(self._style(f"[confirm {event.name}: {event.message}] -> {policy}", _YELLOW))
 
     def _ask(self) -> None:
         event = self._waiting[0]

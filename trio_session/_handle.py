@@ -15,19 +15,40 @@ import math
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Generic, Literal, Protocol, TypeVar, cast
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    Final,
+    Generic,
+    Literal,
+    Protocol,
+    TypeVar,
+    cast,
+    final,
+)
 
 import trio
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
 from ._messages import Message
 from ._result import SendResult
+from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from ._buffer import EventBuffer, EventSubscription
     from ._events import StreamEvent
 
-__all__ = ["ExecutionControl", "ExecutionHandle", "SessionExecutionHandle", "Status"]
+__all__ = [
+    "ExecutionControl",
+    "ExecutionHandle",
+    "Outcome",
+    "SessionExecutionHandle",
+    "Status",
+    "new_handle",
+    "new_session_handle",
+    "outcome_of",
+]
 
 R = TypeVar("R")
 
@@ -35,8 +56,126 @@ Status = Literal["pending", "running", "completed", "failed", "cancelled", "erro
 TERMINAL: Final = frozenset({"completed", "failed", "cancelled", "error", "aborted"})
 
 
-class ExecutionHandle(Generic[R]):
+class Outcome(Generic[R]):
+    """The engine's side of one handle: its cancel scope and how it ends.
+
+    The handle only reads it; the engine (and a timeout-bounding procedure)
+    drives it. Made together with its handle by `new_handle` /
+    `new_session_handle`.
+
+    Attributes:
+        scope: The execution's cancel scope; ``abort()`` cancels it.
+        finished: Set once ``execution_end`` was published.
+    """
+
+    __slots__ = (
+        "error",
+        "error_tb",
+        "finished",
+        "reason",
+        "scope",
+        "status",
+        "timeout_deadline",
+        "value",
+    )
+
+    def __init__(self) -> None:
+        self.status: Status = "pending"
+        self.scope = trio.CancelScope()
+        self.finished = trio.Event()
+        self.value: R | None = None
+        self.error: BaseException | None = None
+        self.error_tb: TracebackType | None = None
+        self.reason: str | None = None
+        self.timeout_deadline = math.inf
+
+    @property
+    def done(self) -> bool:
+        """Whether the status is terminal."""
+        return self.status in TERMINAL
+
+    def set_running(self) -> None:
+        """The execution task started: ``pending`` becomes ``running``."""
+        if self.status == "pending":
+            self.status = "running"
+
+    def abort(self, reason: str | None) -> None:
+        """``handle.abort()``: status ``aborted`` at once, the scope cancelled."""
+        if self.status in TERMINAL:
+            return
+        self.status = "aborted"
+        self.reason = reason
+        self.scope.cancel(reason=f"aborted: {reason}" if reason else "aborted")
+
+    def cancel(self, reason: str) -> None:
+        """Cancel from outside (session closed, parent ended): status ``cancelled``."""
+        if self.status in TERMINAL:
+            return
+        self.status = "cancelled"
+        self.reason = reason
+        self.scope.cancel(reason=reason)
+
+    def apply_timeout(self, seconds: float) -> None:
+        """Bound the whole execution: it ends ``aborted`` with reason ``"timeout"``."""
+        deadline = trio.current_time() + seconds
+        if deadline < self.timeout_deadline:
+            self.timeout_deadline = deadline
+            self.scope.deadline = min(self.scope.deadline, deadline)
+
+    def timed_out(self) -> bool:
+        """Whether the timeout of `apply_timeout` has passed."""
+        return trio.current_time() >= self.timeout_deadline
+
+    def settle(
+        self,
+        status: Status,
+        value: R | None = None,
+        error: BaseException | None = None,
+        reason: str | None = None,
+    ) -> Status:
+        """Record the outcome; an earlier terminal status (abort, cancel) wins.
+
+        Returns the final status.
+        """
+        if self.status not in TERMINAL:
+            self.status = status
+            self.reason = reason
+        final = self.status
+        if final == "completed":
+            self.value = value
+        elif final == "aborted":
+            self.error = (
+                ExecutionTimeout() if self.reason == "timeout" else ExecutionAborted(self.reason)
+            )
+        elif final == "cancelled":
+            self.error = ExecutionCancelled(self.reason)
+        else:
+            self.error = error
+            self.error_tb = error.__traceback__ if error is not None else None
+        return final
+
+    def finish(self) -> None:
+        """Wake every waiter; call after ``execution_end`` was published."""
+        self.finished.set()
+
+    def raise_or_return(self) -> R:
+        """The value, or raise the error (what ``await handle.result`` does)."""
+        if self.error is not None:
+            raise self.error.with_traceback(self.error_tb)
+        return cast(R, self.value)
+
+    def iteration_error(self) -> BaseException | None:
+        """What ``async for event in handle`` raises after ``execution_end``."""
+        if self.status in ("failed", "error") and self.error is not None:
+            return self.error.with_traceback(self.error_tb)
+        return None
+
+
+class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
     """A running (or finished) execution: its status, events, result and abort.
+
+    Handles are handed out by sessions (``await session.send(...)``); they
+    have no public constructor.
 
     Attributes:
         trace_id: A unique id for tracing this execution across systems.
@@ -50,35 +189,32 @@ class ExecutionHandle(Generic[R]):
         ...     print((await handle.result).response)
     """
 
-    def __init__(self, events: EventBuffer, *, trace_id: str | None = None) -> None:
+    _made_by: ClassVar = "session.send(), render() or spawn()"
+
+    def __init__(
+        self, events: EventBuffer, outcome: Outcome[R], *, trace_id: str | None = None
+    ) -> None:
         self.events: EventBuffer = events
         self.trace_id: str = trace_id or uuid.uuid4().hex
-        self._status: Status = "pending"
-        self._scope = trio.CancelScope()
-        self._finished = trio.Event()
-        self._value: R | None = None
-        self._error: BaseException | None = None
-        self._error_tb: TracebackType | None = None
-        self._reason: str | None = None
-        self._timeout_deadline = math.inf
+        self._outcome = outcome
 
     def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.trace_id[:8]} status={self._status}>"
+        return f"<{type(self).__name__} {self.trace_id[:8]} status={self._outcome.status}>"
 
     @property
     def status(self) -> Status:
         """``pending``, ``running``, or the terminal status, which never changes."""
-        return self._status
+        return self._outcome.status
 
     @property
     def done(self) -> bool:
         """Whether the status is terminal."""
-        return self._status in TERMINAL
+        return self._outcome.done
 
     @property
     def reason(self) -> str | None:
         """Why the execution was aborted or cancelled, if it was."""
-        return self._reason
+        return self._outcome.reason
 
     @property
     def result(self) -> _Result[R]:
@@ -88,14 +224,14 @@ class ExecutionHandle(Generic[R]):
         `ExecutionAborted` (`ExecutionTimeout` for a timeout), `ExecutionCancelled`,
         `ModelError`, or the exception that failed the execution.
         """
-        return _Result(self)
+        return _Result(self._outcome)
 
     async def wait(self) -> None:
         """Wait until the execution finished and its last event was published.
 
         Never raises the execution's error.
         """
-        await self._finished.wait()
+        await self._outcome.finished.wait()
 
     def abort(self, reason: str | None = None) -> None:
         """End the execution now: status becomes ``aborted`` at once.
@@ -104,11 +240,7 @@ class ExecutionHandle(Generic[R]):
         end, and ``execution_end`` (``status="aborted"``) still reaches every
         subscriber. Idempotent; does nothing on a terminal handle.
         """
-        if self._status in TERMINAL:
-            return
-        self._status = "aborted"
-        self._reason = reason
-        self._scope.cancel(reason=f"aborted: {reason}" if reason else "aborted")
+        self._outcome.abort(reason)
 
     def __aiter__(self) -> AsyncIterator[StreamEvent]:
         """Iterate over every event, from the first to ``execution_end``.
@@ -117,96 +249,43 @@ class ExecutionHandle(Generic[R]):
         ``execution_end`` it raises the execution's error if the status is
         ``failed`` or ``error``; otherwise it just ends.
         """
-        return _HandleIterator(self, self.events.subscribe())
+        return _HandleIterator(self._outcome, self.events.subscribe())
 
-    # -- used by the engine -------------------------------------------------
 
-    def _cancel(self, reason: str) -> None:
-        """Cancel from outside (session closed, parent ended): status ``cancelled``."""
-        if self._status in TERMINAL:
-            return
-        self._status = "cancelled"
-        self._reason = reason
-        self._scope.cancel(reason=reason)
+def new_handle(
+    events: EventBuffer, *, trace_id: str | None = None
+) -> tuple[ExecutionHandle[Any], Outcome[Any]]:
+    """A pending handle over ``events`` and the outcome that settles it."""
+    outcome: Outcome[Any] = Outcome()
+    return ExecutionHandle._create(events, outcome, trace_id=trace_id), outcome
 
-    def _apply_timeout(self, seconds: float) -> None:
-        """Bound the whole execution: it ends ``aborted`` with reason ``"timeout"``."""
-        deadline = trio.current_time() + seconds
-        if deadline < self._timeout_deadline:
-            self._timeout_deadline = deadline
-            self._scope.deadline = min(self._scope.deadline, deadline)
 
-    def _timed_out(self) -> bool:
-        return trio.current_time() >= self._timeout_deadline
-
-    def _set_running(self) -> None:
-        if self._status == "pending":
-            self._status = "running"
-
-    def _settle(
-        self,
-        status: Status,
-        value: R | None = None,
-        error: BaseException | None = None,
-        reason: str | None = None,
-    ) -> Status:
-        """Record the outcome; an earlier terminal status (abort, cancel) wins.
-
-        Returns the final status.
-        """
-        if self._status not in TERMINAL:
-            self._status = status
-            self._reason = reason
-        final = self._status
-        if final == "completed":
-            self._value = value
-        elif final == "aborted":
-            self._error = (
-                ExecutionTimeout() if self._reason == "timeout" else ExecutionAborted(self._reason)
-            )
-        elif final == "cancelled":
-            self._error = ExecutionCancelled(self._reason)
-        else:
-            self._error = error
-            self._error_tb = error.__traceback__ if error is not None else None
-        return final
-
-    def _finish(self) -> None:
-        """Wake every waiter; call after ``execution_end`` was published."""
-        self._finished.set()
-
-    def _raise_or_return(self) -> R:
-        if self._error is not None:
-            raise self._error.with_traceback(self._error_tb)
-        return cast(R, self._value)
-
-    def _iteration_error(self) -> BaseException | None:
-        if self._status in ("failed", "error") and self._error is not None:
-            return self._error.with_traceback(self._error_tb)
-        return None
+def outcome_of(handle: ExecutionHandle[R]) -> Outcome[R]:
+    """The outcome behind a handle (a procedure's timeout bounds it)."""
+    return handle._outcome
 
 
 class _Result(Generic[R]):
     """The awaitable behind ``handle.result``."""
 
-    __slots__ = ("_handle",)
+    __slots__ = ("_outcome",)
 
-    def __init__(self, handle: ExecutionHandle[R]) -> None:
-        self._handle = handle
+    def __init__(self, outcome: Outcome[R]) -> None:
+        self._outcome = outcome
 
     def __await__(self) -> Generator[Any, None, R]:
         return self._wait().__await__()
 
     async def _wait(self) -> R:
-        await self._handle._finished.wait()
-        return self._handle._raise_or_return()
+        await self._outcome.finished.wait()
+        return self._outcome.raise_or_return()
 
 
 class _HandleIterator(AsyncIterator["StreamEvent"]):
     """``async for event in handle``: one replaying subscription per loop."""
 
-    def __init__(self, handle: ExecutionHandle[Any], subscription: EventSubscription) -> None:
-        self._handle = handle
+    def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
+        self._outcome = outcome
         self._subscription = subscription
 
     def __aiter__(self) -> _HandleIterator:
@@ -217,8 +296,8 @@ class _HandleIterator(AsyncIterator["StreamEvent"]):
             return await self._subscription.receive()
         except trio.EndOfChannel:
             self._subscription.close()
-            await self._handle.wait()
-            error = self._handle._iteration_error()
+            await self._outcome.finished.wait()
+            error = self._outcome.iteration_error()
             if error is not None:
                 raise error from None
             raise StopAsyncIteration from None
@@ -247,8 +326,11 @@ class ExecutionControl(Protocol):
     ) -> None: ...
 
 
+@final
 class SessionExecutionHandle(ExecutionHandle[SendResult]):
     """The handle of one execution of a session (``send``, ``render``, ``spawn``).
+
+    Sessions hand these out; there is no public constructor.
 
     Attributes:
         session_id: The session it runs in.
@@ -258,13 +340,14 @@ class SessionExecutionHandle(ExecutionHandle[SendResult]):
     def __init__(
         self,
         events: EventBuffer,
+        outcome: Outcome[SendResult],
         *,
         session_id: str,
         execution_id: str,
         control: ExecutionControl,
         trace_id: str | None = None,
     ) -> None:
-        super().__init__(events, trace_id=trace_id)
+        super().__init__(events, outcome, trace_id=trace_id)
         self.session_id = session_id
         self.execution_id = execution_id
         self._control = control
@@ -325,6 +408,17 @@ class SessionExecutionHandle(ExecutionHandle[SendResult]):
             reason=reason,
             always=always,
         )
+
+
+def new_session_handle(
+    events: EventBuffer, *, session_id: str, execution_id: str, control: ExecutionControl
+) -> tuple[SessionExecutionHandle, Outcome[SendResult]]:
+    """A pending session handle and the outcome the engine settles it with."""
+    outcome: Outcome[SendResult] = Outcome()
+    handle = SessionExecutionHandle._create(
+        events, outcome, session_id=session_id, execution_id=execution_id, control=control
+    )
+    return handle, outcome
 
 
 def as_message(message: object, where: str) -> Message:

@@ -21,7 +21,7 @@ from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar, cast, over
 import attrs
 import trio
 
-from ._handle import ExecutionHandle
+from ._handle import ExecutionHandle, outcome_of
 
 __all__ = [
     "Invocation",
@@ -313,7 +313,7 @@ class Procedure(Generic[R]):
         with trio.move_on_at(deadline):
             value = await self._chain(args, kwargs, context)
             if isinstance(value, ExecutionHandle):
-                value._apply_timeout(max(0.0, deadline - trio.current_time()))
+                outcome_of(value).apply_timeout(max(0.0, deadline - trio.current_time()))
             return cast(R, value)
         # Only reached when our own deadline cancelled the work.
         raise TimeoutError(f"procedure {self._name!r} timed out after {seconds:g} s")

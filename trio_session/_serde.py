@@ -36,7 +36,17 @@ from ._events import EVENT_CLASSES, StreamEvent
 from ._messages import BLOCK_CLASSES, ContentBlock, Message, TextBlock
 from .models._base import ModelChunk
 
-__all__ = ["converter", "from_json", "to_json"]
+__all__ = [
+    "converter",
+    "from_json",
+    "is_json_type",
+    "json_type",
+    "jsonable",
+    "same_value",
+    "show_value",
+    "structure_enum",
+    "to_json",
+]
 
 T = TypeVar("T")
 
@@ -47,18 +57,121 @@ converter = cattrs.Converter(forbid_extra_keys=True)
 """The one cattrs converter of trio-session; extend it for your own types."""
 
 
-# Strict primitives: cattrs' defaults would turn "5" into 5 and 1 into True.
-def _strict(kind: type[Any], accepts: tuple[type[Any], ...], name: str) -> Callable[..., Any]:
+# ---------------------------------------------------------------------------
+# The scalar rules: one set, for documents and tool arguments alike
+# ---------------------------------------------------------------------------
+#
+# cattrs' defaults would turn "5" into 5 and 1 into True; JSON Schema would
+# take 3.0 for an integer. Both are refused: a string is only a str, an
+# integer only an int written without a fraction (never a bool), a number an
+# int or a float (never a bool), a boolean only a bool. `validate` and every
+# structure hook use these functions, so a value is never valid in one place
+# and refused in another.
+
+
+def json_type(value: object) -> str:
+    """The JSON Schema type name of a Python value (its class name if it has none).
+
+    Example:
+        >>> [json_type(v) for v in (None, True, 3, 3.0, "s", [], {})]
+        ['null', 'boolean', 'integer', 'number', 'string', 'array', 'object']
+    """
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list | tuple):
+        return "array"
+    if isinstance(value, Mapping):
+        return "object"
+    return type(value).__name__
+
+
+def is_json_type(kind: str, value: object) -> bool:
+    """Whether ``value`` is of the JSON Schema type ``kind`` under the strict rules.
+
+    Example:
+        >>> is_json_type("integer", 3), is_json_type("integer", 3.0), is_json_type("number", 3)
+        (True, False, True)
+        >>> is_json_type("integer", True)
+        False
+    """
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if kind == "object":
+        return isinstance(value, Mapping)
+    return json_type(value) == kind
+
+
+def same_value(value: object, expected: object) -> bool:
+    """Whether ``value`` is the JSON value ``expected`` (an enum member, a ``const``).
+
+    A bool equals only a bool and an integer only an integer; a float member
+    also matches an int of the same value.
+
+    Example:
+        >>> same_value(2, 2), same_value(2.0, 2), same_value(2, 2.0), same_value(True, 1)
+        (True, False, True, False)
+    """
+    kind = json_type(expected)
+    if not is_json_type(kind, value):
+        return False
+    if isinstance(expected, list | tuple):
+        items = cast(list[Any], value)
+        return len(items) == len(expected) and all(map(same_value, items, expected))
+    if isinstance(expected, Mapping):
+        obj = cast(Mapping[Any, Any], value)
+        return obj.keys() == expected.keys() and all(
+            same_value(obj[k], expected[k]) for k in expected
+        )
+    return bool(value == expected)
+
+
+def show_value(value: object) -> str:
+    """A JSON value as a caller reads it in an error: strings quoted, the rest JSON."""
+    if isinstance(value, str):
+        return repr(value)
+    try:
+        return json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+
+
+def structure_enum(value: object, cls: type[enum.Enum]) -> enum.Enum:
+    """The member of ``cls`` whose value is ``value`` (see `same_value`).
+
+    Raises:
+        ValueError: No member has that value; the message lists the values.
+    """
+    for member in cls:
+        if same_value(value, member.value):
+            return member
+    raise ValueError("must be one of " + ", ".join(show_value(m.value) for m in cls))
+
+
+_SCALAR_NAMES = {"string": "a string", "integer": "an integer", "number": "a number"}
+
+
+def _strict(kind: str) -> Callable[..., Any]:
+    name = _SCALAR_NAMES.get(kind, f"a {kind}")
+
     def structure(value: object, type_: object) -> Any:
+        # Registered for int, str and float, these also receive int- and
+        # str-based enums (IntEnum, StrEnum): singledispatch finds the scalar
+        # before Enum in their MRO.
         if isinstance(type_, type) and issubclass(type_, enum.Enum):
-            return type_(value)  # IntEnum / StrEnum dispatch here too
-        if isinstance(value, bool) and kind is not bool:
-            raise TypeError(f"expected {name}, got bool")
-        if not isinstance(value, accepts):
-            raise TypeError(f"expected {name}, got {type(value).__name__}")
-        if kind is float:
+            return structure_enum(value, type_)
+        if not is_json_type(kind, value):
+            raise TypeError(f"expected {name}, got {json_type(value)}")
+        if kind == "number":
             try:
-                return float(value)
+                return float(cast(float, value))
             except OverflowError:
                 raise ValueError(f"expected {name}, got an integer too large for a float") from None
         return value
@@ -66,10 +179,46 @@ def _strict(kind: type[Any], accepts: tuple[type[Any], ...], name: str) -> Calla
     return structure
 
 
-converter.register_structure_hook(str, _strict(str, (str,), "a string"))
-converter.register_structure_hook(int, _strict(int, (int,), "an integer"))
-converter.register_structure_hook(float, _strict(float, (int, float), "a number"))
-converter.register_structure_hook(bool, _strict(bool, (bool,), "a boolean"))
+converter.register_structure_hook(str, _strict("string"))
+converter.register_structure_hook(int, _strict("integer"))
+converter.register_structure_hook(float, _strict("number"))
+converter.register_structure_hook(bool, _strict("boolean"))
+converter.register_structure_hook(enum.Enum, structure_enum)
+
+
+def jsonable(value: Any, where: str = "value") -> Any:
+    """Return ``value`` as plain JSON data, or raise naming what is not JSON-able.
+
+    attrs instances are unstructured with the shared converter, Enum members
+    become their values, tuples become lists.
+
+    Raises:
+        TypeError: A value (or a dict key) of a type JSON cannot hold; the
+            message names its type and where it is.
+        ValueError: A NaN or infinite float.
+    """
+    if value is None or isinstance(value, str | bool | int):
+        return value
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{where} is {value!r}, which JSON cannot represent")
+        return value
+    if isinstance(value, Mapping):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(
+                    f"{where} has a key of type {type(key).__name__}; JSON object keys must be str"
+                )
+            out[key] = jsonable(item, f"{where}[{key!r}]")
+        return out
+    if isinstance(value, list | tuple):
+        return [jsonable(item, f"{where}[{i}]") for i, item in enumerate(value)]
+    if isinstance(value, enum.Enum):
+        return jsonable(value.value, where)
+    if attrs.has(type(value)):
+        return jsonable(converter.unstructure(value), where)
+    raise TypeError(f"{where} is of type {type(value).__name__}, which is not JSON-able")
 
 
 def _strict_sequence(type_: Any, conv: cattrs.Converter) -> Callable[..., Any]:
@@ -324,4 +473,3 @@ def from_json(cls: type[T] | Any, text: str | bytes) -> T:
         raise SerializationError(f"invalid {name}: {exc}") from None
     except cattrs.errors.StructureHandlerNotFoundError as exc:
         raise SerializationError(f"cannot structure {name}: {exc}") from None
-

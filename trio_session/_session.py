@@ -7,7 +7,15 @@ import inspect
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Collection, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Collection,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from contextlib import asynccontextmanager
 from typing import Any, Final, Literal, overload
 
@@ -15,8 +23,8 @@ import attrs
 import trio
 
 from ._agent import Agent
-from ._buffer import EventBuffer, EventSubscription, SeqCounter
-from ._engine import CLEANUP_TIMEOUT, Execution, call_hook, current_tool_call, reraise, unwrap
+from ._buffer import EventSubscription, SeqCounter, SessionChain
+from ._engine import Execution, bounded, call_hook, current_tool_call, reraise, unwrap
 from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
@@ -71,11 +79,16 @@ class _Conversation:
         session: Session,
         *,
         session_id: str,
+        nursery: trio.Nursery,
+        finished: Callable[[Execution], None],
         store: SessionStore | None,
         snapshot: SessionSnapshot | None,
         max_buffered_events: int | None,
     ) -> None:
         self.session = session
+        # Where async on_message hooks of an idle session run.
+        self.nursery = nursery
+        self.finished = finished
         self.id = session_id
         self.store = store
         self.max_buffered_events = max_buffered_events
@@ -121,7 +134,7 @@ class _Conversation:
             if execution is not None:
                 execution.run_hook_soon(result)
             else:
-                self.session._nursery.start_soon(_logged_hook, result, "on_message")
+                self.nursery.start_soon(_logged_hook, result, "on_message")
 
     def remembered(self, tool_name: str) -> Decision | None:
         return self.always.get(tool_name)
@@ -146,7 +159,7 @@ class _Conversation:
             await self.store.save(self.snapshot())
 
     def execution_finished(self, execution: Execution) -> None:
-        self.session._execution_finished(execution)
+        self.finished(execution)
 
 
 async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
@@ -164,8 +177,7 @@ def _as_messages(message: object, where: str) -> list[Message]:
         for i, item in enumerate(message):
             if not isinstance(item, Message | str):
                 raise TypeError(
-                    f"{where}() message[{i}] must be a Message or a str, "
-                    f"got {type(item).__name__}"
+                    f"{where}() message[{i}] must be a Message or a str, got {type(item).__name__}"
                 )
             messages.append(as_message(item, where))
         if not messages:
@@ -240,11 +252,13 @@ class Session:
         self._core = _Conversation(
             self,
             session_id=session_id,
+            nursery=nursery,
+            finished=self._execution_finished,
             store=store,
             snapshot=snapshot,
             max_buffered_events=max_buffered_events,
         )
-        self._last_buffer = EventBuffer._closed_empty(session_id=session_id, seq=self._core.seq)
+        self._chain = SessionChain(session_id=session_id, seq=self._core.seq)
         self.send = Procedure(self._send, name="send")
         self.render = Procedure(self._render, name="render")
         self.spawn = Procedure(self._spawn, name="spawn")
@@ -431,15 +445,14 @@ class Session:
             execution.start()
         # Only once the task is scheduled: a failed start leaves the session idle.
         self._core.current = execution
-        self._last_buffer._link(execution.buffer)
-        self._last_buffer = execution.buffer
+        self._chain.append(execution.buffer)
         return execution.handle
 
     def _execution_finished(self, execution: Execution) -> None:
         # A spawned child runs one execution and closes with it.
         if self.parent is not None and not self._closed:
             self._closed = True
-            self._last_buffer._end_chain()
+            self._chain.end()
             if self.parent is not None and self in self.parent._children:
                 self.parent._children.remove(self)
 
@@ -496,7 +509,7 @@ class Session:
 
         def emit(name: str, data: Any) -> None:
             if running and current is not None and not current.buffer.closed:
-                current.buffer._emit(CustomEvent, name=name, data=data)
+                current.publisher.emit(CustomEvent, name=name, data=data)
 
         context = ToolContext(
             session=self,
@@ -544,7 +557,7 @@ class Session:
             SessionClosed: The session is closed.
         """
         self._check_open()
-        return self._last_buffer._subscribe_session(types=types, after_seq=after_seq)
+        return self._chain.subscribe(types=types, after_seq=after_seq)
 
     def snapshot(self) -> SessionSnapshot:
         """The session's persistent state now.
@@ -570,16 +583,22 @@ class Session:
             await current.handle.wait()
         for child in list(self._children):
             await child._wait_idle()
-        self._last_buffer._end_chain()
+        self._chain.end()
 
     def _close_now(self, reason: str) -> None:
         """Mark closed and cancel what runs (synchronously)."""
         self._closed = True
         current = self._core.current
         if current is not None and not current.finished:
-            current.handle._cancel(reason)
+            current.outcome.cancel(reason)
         for child in list(self._children):
             child._close_now(reason)
+
+    def _end(self) -> _Conversation:
+        """The session's block was left: closed for good, its event chain ended."""
+        self._closed = True
+        self._chain.end()
+        return self._core
 
     async def _wait_idle(self) -> None:
         current = self._core.current
@@ -663,13 +682,12 @@ async def open_session(
         reraise(unwrap(group))
     finally:
         if session is not None:
-            session._closed = True
-            session._last_buffer._end_chain()
+            core = session._end()
             if store is not None:
                 # Messages queued while idle are kept too.
-                with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
+                with trio.CancelScope(shield=True), bounded("saving the session on close"):
                     try:
-                        await session._core.save()
+                        await core.save()
                     except Exception:
                         if not failed:
                             raise

@@ -1,7 +1,7 @@
 """Tools: ``@tool``, argument validation, results as blocks, and confirmations.
 
 A `Tool` wraps a plain function (sync or async). Its input schema comes from
-the signature (see `_schema`); the model's arguments are validated against it
+the signature (see `_jsonschema`); the model's arguments are validated against it
 and structured with the shared cattrs converter before the function runs.
 
 Confirmation is a rendezvous between the engine, which waits, and whoever
@@ -23,7 +23,10 @@ from typing import Any, Literal, TypeAlias, cast, get_args, overload
 import attrs
 import trio
 
+from ._arguments import structure_arguments
+from ._docstrings import parse_docstring
 from ._errors import InvalidToolArguments, UnknownToolUse
+from ._jsonschema import annotated_as, compile_signature, inline_refs, resolve_hints
 from ._messages import (
     BLOCK_TYPES,
     ContentBlock,
@@ -32,13 +35,8 @@ from ._messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
-from ._schema import (
-    compile_signature,
-    jsonable,
-    parse_docstring,
-    structure_arguments,
-    validate as validate_schema,
-)
+from ._serde import jsonable
+from ._validator import check_schema, validate as validate_schema
 from .models._base import ToolSpec
 
 __all__ = [
@@ -271,7 +269,8 @@ class Tool:
     audience: Audience
     fn: Callable[..., Any]
     takes_context: bool
-    _hints: Mapping[str, Any] = attrs.field(alias="hints")
+    # None for a schema-first tool: its handler takes the validated mapping.
+    _hints: Mapping[str, Any] | None = attrs.field(alias="hints")
     _spec: ToolSpec = attrs.field(alias="tool_spec")
 
     def __repr__(self) -> str:
@@ -291,6 +290,86 @@ class Tool:
         """Whether the model is told about this tool (``audience`` is ``"model"`` or ``"all"``)."""
         return self.audience != "user"
 
+    @classmethod
+    def from_schema(
+        cls,
+        name: str,
+        description: str,
+        input_schema: Mapping[str, Any],
+        handler: Callable[..., Any],
+        *,
+        requires_confirmation: bool | ConfirmationPredicate = False,
+        confirmation_message: str | ConfirmationMessage | None = None,
+        confirmation_timeout: float | None = None,
+        audience: Audience = "model",
+    ) -> Tool:
+        """Make a tool from a raw JSON Schema (an MCP server's, for example).
+
+        The model's arguments are validated against ``input_schema`` before
+        ``handler(args)`` runs; a call that does not fit becomes an ``is_error``
+        result naming the path and the problem. Local ``$ref`` are inlined
+        (several providers reject references) unless they are recursive. No
+        structuring: the handler gets the JSON mapping.
+
+        Args:
+            name: The tool's name (``^[a-zA-Z0-9_-]{1,64}$``).
+            description: What the tool does, for the model.
+            input_schema: A JSON Schema of a JSON object (see `_validator` for
+                the keywords it applies).
+            handler: ``handler(args: Mapping)``, sync or async; a first parameter
+                annotated `ToolContext` receives the context:
+                ``handler(ctx, args)``.
+            requires_confirmation: As for `tool`.
+            confirmation_message: As for `tool`.
+            confirmation_timeout: As for `tool`.
+            audience: As for `tool`.
+
+        Raises:
+            TypeError: A field of the wrong type (``input_schema`` not a
+                mapping, a handler that is not callable or cannot take the
+                arguments mapping...); the message names it.
+            ValueError: A bad name, an invalid ``input_schema`` (the message
+                names the path of the bad keyword) or a bad option value.
+
+        Example:
+            >>> def add(args):
+            ...     return args["a"] + args.get("b", 0)
+            >>> adder = Tool.from_schema("add", "Add two integers.", {
+            ...     "type": "object",
+            ...     "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}},
+            ...     "required": ["a"],
+            ... }, add)
+            >>> adder.validate({"a": 1})
+            {'a': 1}
+            >>> adder.validate({"a": "1"})
+            Traceback (most recent call last):
+            ...
+            trio_session._errors.InvalidToolArguments: ... a: expected integer, got string
+        """
+        where = "Tool.from_schema()"
+        for field, value in (("name", name), ("description", description)):
+            if value is None:
+                raise TypeError(f"{where} {field} must be a str, got NoneType")
+        _check_name_and_description(where, name, description)
+        timeout = _check_options(
+            where, requires_confirmation, confirmation_message, confirmation_timeout, audience
+        )
+        schema = _tool_input_schema(input_schema, f"{where} input_schema")
+        takes_context = _schema_handler_takes_context(handler, f"{where} handler")
+        return cls(
+            name=name,
+            description=description,
+            input_schema=schema,
+            requires_confirmation=requires_confirmation,
+            confirmation_message=confirmation_message,
+            confirmation_timeout=timeout,
+            audience=audience,
+            fn=handler,
+            takes_context=takes_context,
+            hints=None,
+            tool_spec=ToolSpec(name, description, schema),
+        )
+
     def spec(self) -> ToolSpec:
         """What the model is told: name, description and input schema."""
         return self._spec
@@ -300,10 +379,12 @@ class Tool:
 
         Enum values become members, objects become attrs instances, arrays
         become tuples where the annotation says so. Arguments not given are
-        left out, so the function's defaults apply.
+        left out, so the function's defaults apply. A tool made by
+        `Tool.from_schema` only validates: its handler gets the mapping as given.
 
         Returns:
-            The keyword arguments to call the function with.
+            The keyword arguments to call the function with (for a schema-first
+            tool, a copy of ``arguments``).
 
         Raises:
             InvalidToolArguments: The message names the tool and every bad field.
@@ -312,11 +393,17 @@ class Tool:
             >>> @tool
             ... def add(a: int, b: int = 0) -> int:
             ...     return a + b
-            >>> add.validate({"a": 2.0})
+            >>> add.validate({"a": 2})
             {'a': 2}
+            >>> add.validate({"a": 2.5})
+            Traceback (most recent call last):
+            ...
+            trio_session._errors.InvalidToolArguments: ... a: expected integer, got number
         """
         problems = validate_schema(self.input_schema, arguments)
         if not problems:
+            if self._hints is None:
+                return dict(arguments)
             kwargs, problems = structure_arguments(self._hints, arguments)
             if not problems:
                 return kwargs
@@ -394,6 +481,8 @@ class Tool:
             if ctx is None:
                 raise TypeError(f"tool {self.name!r} takes a ToolContext, but ctx is None")
             args = (ctx,)
+        if self._hints is None:
+            args, kwargs = (*args, kwargs), {}
         if _is_async(self.fn):
             result = await self.fn(*args, **kwargs)
         else:
@@ -484,43 +573,11 @@ def tool(
     """
     if isinstance(fn, str):
         raise TypeError(f"tool() takes the function, not a name; use @tool(name={fn!r})")
-    if name is not None and not isinstance(name, str):
-        raise TypeError(f"tool() name must be a str, got {type(name).__name__}")
-    if name is not None and not _NAME_RE.match(name):
-        raise ValueError(
-            f"tool() name {name!r} is not a valid tool name: use 1 to 64 letters, digits, "
-            "'_' or '-'"
-        )
-    if description is not None and not isinstance(description, str):
-        raise TypeError(f"tool() description must be a str, got {type(description).__name__}")
-    if not isinstance(requires_confirmation, bool) and not callable(requires_confirmation):
-        raise TypeError(
-            "tool() requires_confirmation must be a bool or a callable of the arguments, "
-            f"got {type(requires_confirmation).__name__}"
-        )
-    if (
-        confirmation_message is not None
-        and not isinstance(confirmation_message, str)
-        and not callable(confirmation_message)
-    ):
-        raise TypeError(
-            "tool() confirmation_message must be a str template, a callable or None, "
-            f"got {type(confirmation_message).__name__}"
-        )
-    if confirmation_timeout is not None:
-        if isinstance(confirmation_timeout, bool) or not isinstance(
-            confirmation_timeout, int | float
-        ):
-            raise TypeError(
-                "tool() confirmation_timeout must be a number of seconds or None, "
-                f"got {type(confirmation_timeout).__name__}"
-            )
-        if math.isnan(confirmation_timeout) or confirmation_timeout <= 0:
-            raise ValueError(
-                f"tool() confirmation_timeout must be > 0 seconds, got {confirmation_timeout!r}"
-            )
-    if audience not in _AUDIENCES:
-        raise ValueError(f"tool() audience must be one of 'model', 'user', 'all', got {audience!r}")
+    if name is not None or description is not None:
+        _check_name_and_description("tool()", name, description)
+    timeout = _check_options(
+        "tool()", requires_confirmation, confirmation_message, confirmation_timeout, audience
+    )
 
     def decorate(fn: Callable[..., Any]) -> Tool:
         return _make_tool(
@@ -529,15 +586,109 @@ def tool(
             description=description,
             requires_confirmation=requires_confirmation,
             confirmation_message=confirmation_message,
-            confirmation_timeout=(
-                None if confirmation_timeout is None else float(confirmation_timeout)
-            ),
+            confirmation_timeout=timeout,
             audience=audience,
         )
 
     if fn is None:
         return decorate
     return decorate(fn)
+
+
+def _check_name_and_description(where: str, name: object, description: object) -> None:
+    """Refuse a tool name or description of the wrong type or form (None: not given)."""
+    if name is not None and not isinstance(name, str):
+        raise TypeError(f"{where} name must be a str, got {type(name).__name__}")
+    if name is not None and not _NAME_RE.match(name):
+        raise ValueError(
+            f"{where} name {name!r} is not a valid tool name: use 1 to 64 letters, digits, "
+            "'_' or '-'"
+        )
+    if description is not None and not isinstance(description, str):
+        raise TypeError(f"{where} description must be a str, got {type(description).__name__}")
+
+
+def _check_options(
+    where: str,
+    requires_confirmation: object,
+    confirmation_message: object,
+    confirmation_timeout: object,
+    audience: object,
+) -> float | None:
+    """Refuse a bad confirmation option or audience; the timeout as a float."""
+    if not isinstance(requires_confirmation, bool) and not callable(requires_confirmation):
+        raise TypeError(
+            f"{where} requires_confirmation must be a bool or a callable of the arguments, "
+            f"got {type(requires_confirmation).__name__}"
+        )
+    if (
+        confirmation_message is not None
+        and not isinstance(confirmation_message, str)
+        and not callable(confirmation_message)
+    ):
+        raise TypeError(
+            f"{where} confirmation_message must be a str template, a callable or None, "
+            f"got {type(confirmation_message).__name__}"
+        )
+    if confirmation_timeout is not None:
+        if isinstance(confirmation_timeout, bool) or not isinstance(
+            confirmation_timeout, int | float
+        ):
+            raise TypeError(
+                f"{where} confirmation_timeout must be a number of seconds or None, "
+                f"got {type(confirmation_timeout).__name__}"
+            )
+        if math.isnan(confirmation_timeout) or confirmation_timeout <= 0:
+            raise ValueError(
+                f"{where} confirmation_timeout must be > 0 seconds, got {confirmation_timeout!r}"
+            )
+    if audience not in _AUDIENCES:
+        raise ValueError(
+            f"{where} audience must be one of 'model', 'user', 'all', got {audience!r}"
+        )
+    return None if confirmation_timeout is None else float(confirmation_timeout)
+
+
+def _tool_input_schema(input_schema: object, where: str) -> dict[str, Any]:
+    """A checked, self-contained copy of a tool's raw input schema."""
+    if not isinstance(input_schema, Mapping):
+        raise TypeError(
+            f"{where} must be a JSON Schema object (a mapping), got {type(input_schema).__name__}"
+        )
+    check_schema(input_schema, where)
+    kind = input_schema.get("type", "object")
+    if kind != "object":
+        raise ValueError(
+            f"{where}.type must be 'object' (tool arguments are a JSON object), got {kind!r}"
+        )
+    schema: dict[str, Any] = jsonable(input_schema, where)  # a copy the caller cannot mutate
+    try:
+        return inline_refs(schema)
+    except TypeError:  # recursive: keep the references, which the validator follows
+        return schema
+
+
+def _schema_handler_takes_context(handler: object, where: str) -> bool:
+    """Whether a schema-first handler takes the context first; refuse one that cannot be called."""
+    if not callable(handler):
+        raise TypeError(f"{where} must be callable, got {type(handler).__name__}")
+    if inspect.isasyncgenfunction(handler) or inspect.isgeneratorfunction(handler):
+        raise TypeError(f"{where} must return its result, not be a generator function")
+    try:
+        signature = inspect.signature(handler)
+    except (TypeError, ValueError):
+        return False  # a builtin without a signature: called with the mapping alone
+    params = list(signature.parameters.values())
+    takes_context = False
+    if params:
+        hint = resolve_hints(handler, {"ToolContext": ToolContext}).get(params[0].name)
+        takes_context = annotated_as(hint, ToolContext)
+    try:
+        signature.bind(*([None] * (2 if takes_context else 1)))
+    except TypeError as exc:
+        shape = "(ctx: ToolContext, args)" if takes_context else "(args)"
+        raise TypeError(f"{where} must be callable as handler{shape}: {exc}") from None
+    return takes_context
 
 
 def _make_tool(

@@ -160,9 +160,7 @@ class SDKModel(Generic[ClientT]):
         self._check_settings(settings, f"{owner} settings")
         if client is not None:
             if any(value is not None for value in connection.values()):
-                raise ValueError(
-                    f"{owner}: pass either client or {'/'.join(connection)}, not both"
-                )
+                raise ValueError(f"{owner}: pass either client or {'/'.join(connection)}, not both")
             if not isinstance(client, getattr(sdk, self._client_class)):
                 raise TypeError(
                     f"{owner}.client must be an {self._sdk_name}.{self._client_class} "

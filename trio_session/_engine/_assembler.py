@@ -1,0 +1,195 @@
+"""The model-stream assembler: model chunks in, events and the tick's assistant message out.
+
+Sans-I/O (as hypercorn's protocol classes): no trio inside. It is handed an
+``emit(cls, **fields)`` callable that publishes one event, and fed chunks one
+by one; `finish` gives the assembled message. SPEC §2's within-tick order of
+the model events (``message_start`` < content / tool-call events <
+``message_end`` < ``message``) is its contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+from .._errors import ModelError
+from .._events import (
+    ContentDelta,
+    ContentEnd,
+    ContentStart,
+    ErrorEvent,
+    MessageEnd,
+    MessageEvent,
+    MessageStart,
+    ReasoningDelta,
+    StreamEvent,
+    ToolCall,
+    ToolCallDelta,
+    ToolCallStart,
+)
+from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock
+from .._usage import Usage
+from ..models._base import (
+    ErrorChunk,
+    ReasoningChunk,
+    StopChunk,
+    TextChunk,
+    ToolCallChunk,
+    ToolCallDeltaChunk,
+    ToolCallStartChunk,
+    UsageChunk,
+)
+
+__all__ = ["Assembled", "Assembler", "Emit"]
+
+Emit = Callable[..., StreamEvent]
+"""``emit(cls, **fields)``: build, stamp and publish one event (a `Publisher.emit`)."""
+
+
+@attrs.frozen
+class Assembled:
+    """The tick's complete assistant message and what came with it."""
+
+    message: Message
+    calls: tuple[ToolUseBlock, ...]
+    usage: Usage
+    stop_reason: str
+
+
+class Assembler:
+    """Turns one model stream into events and an assistant message.
+
+    Args:
+        emit: Publishes one event: ``emit(cls, **fields)``.
+        model_name: The model's name, for ``message_start`` and error messages.
+
+    Example:
+        >>> events = []
+        >>> assembler = Assembler(lambda cls, **f: events.append(cls.type), "m")
+        >>> assembler.feed(TextChunk("hi"))
+        >>> assembler.finish().message.text
+        'hi'
+        >>> events
+        ['message_start', 'content_start', 'content_delta', 'content_end', 'message_end', 'message']
+    """
+
+    __slots__ = (
+        "_blocks",
+        "_emit",
+        "_input_tokens",
+        "_model_name",
+        "_open_index",
+        "_open_kind",
+        "_output_tokens",
+        "_parts",
+        "_started",
+        "_stop_reason",
+    )
+
+    def __init__(self, emit: Emit, model_name: str | None) -> None:
+        self._emit = emit
+        self._model_name = model_name
+        self._blocks: list[ContentBlock | None] = []
+        self._open_kind: str | None = None
+        self._open_index = -1
+        self._parts: list[str] = []
+        self._started: dict[str, int] = {}
+        self._input_tokens = 0
+        self._output_tokens = 0
+        self._stop_reason: str | None = None
+        emit(MessageStart, model=model_name)
+
+    def _close_block(self) -> None:
+        kind = self._open_kind
+        if kind is not None:
+            text = "".join(self._parts)
+            index = self._open_index
+            self._blocks[index] = TextBlock(text) if kind == "text" else ReasoningBlock(text)
+            self._emit(ContentEnd, block_index=index)
+            self._open_kind = None
+
+    def _open_block(self, kind: str) -> None:
+        self._close_block()
+        self._open_kind = kind
+        self._open_index = index = len(self._blocks)
+        self._blocks.append(None)
+        self._parts.clear()
+        self._emit(ContentStart, block_index=index, block_type=kind)
+
+    def feed(self, chunk: Any) -> None:
+        """Take one chunk of the model's stream.
+
+        Raises:
+            ModelError: The chunk is an `ErrorChunk`.
+            TypeError: It is not a chunk at all.
+        """
+        emit = self._emit
+        kind = type(chunk)
+        if kind is TextChunk:
+            if self._open_kind != "text":
+                self._open_block("text")
+            self._parts.append(chunk.text)
+            emit(ContentDelta, block_index=self._open_index, delta=chunk.text)
+        elif kind is ReasoningChunk:
+            if self._open_kind != "reasoning":
+                self._open_block("reasoning")
+            self._parts.append(chunk.text)
+            emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+        elif kind is ToolCallStartChunk:
+            self._close_block()
+            blocks = self._blocks
+            self._started[chunk.tool_use_id] = len(blocks)
+            emit(
+                ToolCallStart,
+                tool_use_id=chunk.tool_use_id,
+                name=chunk.name,
+                block_index=len(blocks),
+            )
+            blocks.append(None)
+        elif kind is ToolCallDeltaChunk:
+            emit(ToolCallDelta, tool_use_id=chunk.tool_use_id, delta=chunk.arguments_delta)
+        elif kind is ToolCallChunk:
+            self._tool_call(chunk)
+        elif kind is UsageChunk:
+            self._input_tokens += chunk.input_tokens
+            self._output_tokens += chunk.output_tokens
+        elif kind is StopChunk:
+            self._stop_reason = chunk.reason
+        elif kind is ErrorChunk:
+            raise ModelError(chunk.message, code=chunk.code, retryable=chunk.retryable)
+        else:
+            raise TypeError(f"model {self._model_name!r} streamed a non-chunk: {chunk!r}")
+
+    def _tool_call(self, chunk: ToolCallChunk) -> None:
+        self._close_block()
+        blocks = self._blocks
+        index = self._started.pop(chunk.tool_use_id, None)
+        if index is None:
+            index = len(blocks)
+            blocks.append(None)
+            self._emit(
+                ToolCallStart, tool_use_id=chunk.tool_use_id, name=chunk.name, block_index=index
+            )
+        blocks[index] = ToolUseBlock(chunk.tool_use_id, chunk.name, chunk.input)
+        self._emit(ToolCall, tool_use_id=chunk.tool_use_id, name=chunk.name, input=chunk.input)
+
+    def fail(self, error: ModelError) -> None:
+        """The provider reported ``error``: publish it (``error`` event)."""
+        self._emit(ErrorEvent, message=error.message, code=error.code, retryable=error.retryable)
+
+    def finish(self) -> Assembled:
+        """The stream ended: close the open block, publish the message's end and itself."""
+        self._close_block()
+        content = tuple(b for b in self._blocks if b is not None)
+        calls = tuple(b for b in content if isinstance(b, ToolUseBlock))
+        stop_reason = self._stop_reason
+        if stop_reason is None:
+            stop_reason = "tool_use" if calls else "end_turn"
+        input_tokens, output_tokens = self._input_tokens, self._output_tokens
+        usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
+        self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
+        message = Message("assistant", content)
+        self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
+        return Assembled(message, calls, usage, stop_reason)

@@ -1,0 +1,345 @@
+"""The tick loop of one execution.
+
+An `Execution` is one ``send``/``render``/``spawn``: a task in its session's
+nursery (or, for a child spawned by a tool, in the parent execution's nursery)
+with its own nursery and cancel scope (the handle's). Each tick compiles the
+model input, streams the model's reply into events, runs the requested tools
+concurrently, commits the tick atomically, and decides whether to go on.
+
+The engine knows its session only through `ExecutionHost`; it never imports
+the session module.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, Protocol
+
+import trio
+
+from .._agent import Agent
+from .._buffer import EventBuffer, SeqCounter, publisher_of
+from .._errors import ModelError
+from .._events import (
+    CustomEvent,
+    ExecutionEnd,
+    ExecutionStart,
+    ResultEvent,
+)
+from .._handle import Status, new_session_handle
+from .._messages import Message
+from .._result import SendResult
+from .._tools import Confirmations, Decision
+from .._usage import Usage
+from ._hooks import await_, call_hook
+from ._spawn import adopt
+from ._ticks import run_ticks
+from ._tool_calls import unfinished
+from ._transcript import Transcript
+from ._unwrap import bounded, logger, reraise, unwrap
+
+__all__ = ["Execution", "ExecutionHost"]
+
+
+class ExecutionHost(Protocol):
+    """What an execution needs from the session it runs in."""
+
+    id: str
+    seq: SeqCounter
+    timeline: list[Message]
+    state: dict[str, Any]
+    usage: Usage
+    max_buffered_events: int | None
+
+    @property
+    def owner(self) -> Any:
+        """The session object, as hooks and tools see it."""
+        ...
+
+    def take_queued(self) -> list[Message]:
+        """Remove and return the messages waiting on the session."""
+        ...
+
+    def enqueue(self, messages: Sequence[Message]) -> None:
+        """Keep messages on the session for its next execution (hooks already ran)."""
+        ...
+
+    def notify_message(self, message: Message, execution: Execution | None) -> None:
+        """Run the agent's ``on_message`` hook for a message entering the session."""
+        ...
+
+    def remembered(self, tool_name: str) -> Decision | None:
+        """An ``always`` answer given earlier for this tool."""
+        ...
+
+    def remember(self, tool_name: str, decision: Decision) -> None:
+        """Keep an ``always`` answer for the rest of the session."""
+        ...
+
+    @property
+    def persistent(self) -> bool:
+        """Whether ``save`` does anything (a store is configured)."""
+        ...
+
+    async def save(self) -> None:
+        """Persist the session (after a tick's commit, at the end of an execution)."""
+        ...
+
+    def execution_finished(self, execution: Execution) -> None:
+        """Called once, after ``execution_end`` was published."""
+        ...
+
+
+class Execution:
+    """One execution of a session: the handle's engine side, and its lifecycle.
+
+    Implements `ExecutionControl` for its `SessionExecutionHandle`, settles
+    the handle through its `Outcome`, and runs the tick loop. The model
+    stream is assembled by `Assembler`, a tick's tools run in `_tool_calls`
+    (with `_confirm`), and spawned children are forwarded by `_spawn`.
+    """
+
+    def __init__(
+        self,
+        host: ExecutionHost,
+        agent: Agent,
+        *,
+        messages: Sequence[Message] = (),
+        props: Mapping[str, Any] | None = None,
+        max_ticks: int | None = None,
+        parent: Execution | None = None,
+    ) -> None:
+        self.host = host
+        self.agent = agent
+        self.id = uuid.uuid4().hex
+        self.parent = parent
+        self.props: Mapping[str, Any] = dict(props or {})
+        self.max_ticks = max_ticks if max_ticks is not None else agent.max_ticks
+        self.buffer = EventBuffer(
+            session_id=host.id,
+            execution_id=self.id,
+            max_buffered_events=host.max_buffered_events,
+            seq=host.seq,
+            reserved=True,
+        )
+        self.publisher = publisher_of(self.buffer)
+        self.handle, self.outcome = new_session_handle(
+            self.buffer, session_id=host.id, execution_id=self.id, control=self
+        )
+        # A child shares its root's confirmations, so the root's handle answers them.
+        self.confirmations: Confirmations = (
+            parent.confirmations if parent is not None else Confirmations()
+        )
+        self.transcript = Transcript(host, self.publisher, messages)
+        self.current_tick = 0
+        """The tick now running; 0 before the first."""
+        self._nursery: trio.Nursery | None = None
+        self._early_hooks: list[Awaitable[Any]] = []
+        self.children: set[Execution] = set()
+        self._started = False
+
+    def __repr__(self) -> str:
+        return f"<Execution {self.id[:8]} {self.handle.status} tick={self.current_tick}>"
+
+    # -- ExecutionControl ---------------------------------------------------
+
+    @property
+    def finished(self) -> bool:
+        """Whether ``execution_end`` was published."""
+        return self.outcome.finished.is_set()
+
+    @property
+    def running(self) -> bool:
+        """Whether the execution's nursery is open to children."""
+        return self._nursery is not None and not self.buffer.closed
+
+    @property
+    def nursery(self) -> trio.Nursery:
+        """The execution's own nursery (tools' children run here)."""
+        if self._nursery is None:
+            raise RuntimeError("the execution has not started")
+        return self._nursery
+
+    @property
+    def usage(self) -> Usage:
+        """Tokens and ticks of this execution so far."""
+        return self.transcript.usage
+
+    @property
+    def accepting(self) -> bool:
+        """Whether a queued message will still be answered by this execution."""
+        return self.transcript.accepting and not self.handle.done
+
+    def queue_message(self, message: Message) -> None:
+        """Queue into this execution, or onto the session once it is past its last tick."""
+        self.host.notify_message(message, self if self.accepting else None)
+        self.accept(message)
+
+    def accept(self, message: Message) -> None:
+        """Take a message whose ``on_message`` hook already ran."""
+        if self.accepting:
+            self.transcript.queue(message)
+        else:
+            self.host.enqueue([message])
+
+    def submit_tool_result(
+        self,
+        tool_use_id: str,
+        *,
+        approved: bool,
+        modified_arguments: Mapping[str, Any] | None,
+        reason: str | None,
+        always: bool,
+    ) -> None:
+        """Answer a pending confirmation of this execution or of its children."""
+        self.confirmations.submit(
+            tool_use_id,
+            approved=approved,
+            modified_arguments=modified_arguments,
+            reason=reason,
+            always=always,
+        )
+
+    def update_props(self, props: Mapping[str, Any]) -> None:
+        """New props, seen from the next tick on (``render()`` while running)."""
+        self.props = dict(props)
+
+    def run_hook_soon(self, awaitable: Awaitable[Any]) -> None:
+        """Await an async hook inside this execution; its failure fails the execution."""
+        if self._nursery is None:
+            self._early_hooks.append(awaitable)
+        else:
+            self._nursery.start_soon(await_, awaitable)
+
+    # -- spawn --------------------------------------------------------------
+
+    def adopt(self, child: Execution, origin_tool_use_id: str | None) -> None:
+        """Run ``child`` in this execution's nursery, forwarding its events here."""
+        adopt(self, child, origin_tool_use_id)
+
+    def emit_custom(self, name: str, data: Any) -> None:
+        """Publish a ``custom`` event (what ``ToolContext.emit`` does)."""
+        self.publisher.emit(CustomEvent, name=name, data=data)
+
+    # -- the run ------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run the execution to its end.
+
+        Every outcome is recorded on the handle; only `trio.Cancelled` from an
+        enclosing scope (and KeyboardInterrupt / SystemExit) propagate, after
+        ``execution_end`` was published.
+        """
+        if not self._started:
+            self.start()
+        self.outcome.set_running()
+        try:
+            status, value, error, reason = await self._run_guarded()
+        except trio.Cancelled:
+            await self._finish("cancelled", None, None, self._outside_reason())
+            raise
+        except BaseException as exc:
+            await self._finish("failed", None, exc, None)
+            raise
+        await self._finish(status, value, error, reason)
+
+    def start(self) -> None:
+        """Publish ``execution_start``; called when the execution is scheduled.
+
+        Publishing it before the task runs means that anything queued in
+        between (``message_queued``) follows it in the stream.
+        """
+        self._started = True
+        self.publisher.emit(
+            ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
+        )
+
+    def _outside_reason(self) -> str:
+        return "parent execution ended" if self.parent is not None else "cancelled from outside"
+
+    async def _run_guarded(
+        self,
+    ) -> tuple[Status, SendResult | None, BaseException | None, str | None]:
+        try:
+            with self.outcome.scope:
+                try:
+                    async with trio.open_nursery() as nursery:
+                        self._nursery = nursery
+                        for awaitable in self._early_hooks:
+                            nursery.start_soon(await_, awaitable)
+                        self._early_hooks.clear()
+                        value = await run_ticks(self)
+                        # Children and pending hook tasks end with their execution.
+                        self._end_children("parent execution ended")
+                        nursery.cancel_scope.cancel()
+                except BaseExceptionGroup as group:
+                    reraise(unwrap(group))
+                await call_hook(self.agent.on_complete, value)
+                return "completed", value, None, None
+            # Only reached when the handle's scope absorbed a cancellation:
+            # abort() or _cancel() already set the status; otherwise a timeout.
+            return "aborted", None, None, "timeout" if self.outcome.timed_out() else None
+        except ModelError as exc:
+            return "error", None, exc, None
+        except Exception as exc:
+            return "failed", None, exc, None
+
+    async def _finish(
+        self,
+        status: Status,
+        value: SendResult | None,
+        error: BaseException | None,
+        reason: str | None,
+    ) -> None:
+        """Settle the handle and publish the last events, on every path."""
+        self.transcript.accepting = False
+        outcome = self.outcome
+        final = outcome.settle(status, value, error, reason)
+        self._salvage_tick(final)
+        self.transcript.return_pending()
+        if final in ("failed", "error") and self.agent.on_error is not None:
+            with trio.CancelScope(shield=True), bounded("Agent.on_error"):
+                try:
+                    await call_hook(self.agent.on_error, outcome.error)
+                except Exception:
+                    logger.exception("Agent.on_error raised while handling an error")
+        if final == "completed":
+            self.publisher.emit(ResultEvent, result=outcome.value)
+        failure = outcome.error if final in ("failed", "error") else None
+        self.publisher.emit(
+            ExecutionEnd,
+            status=final,
+            reason=outcome.reason,
+            error=f"{type(failure).__name__}: {failure}" if failure is not None else None,
+            usage=self.transcript.usage,
+            new_messages=tuple(self.transcript.new_messages),
+        )
+        # Saved after the last event, so a restored session numbers on from it;
+        # the session stays "running" until the save is done.
+        if self.host.persistent:
+            with trio.CancelScope(shield=True), bounded("the end-of-execution save"):
+                try:
+                    await self.host.save()
+                except Exception:
+                    logger.exception(
+                        "saving session %r at the end of an execution failed", self.host.id
+                    )
+        outcome.finish()
+        self.host.execution_finished(self)
+
+    def _salvage_tick(self, status: Status) -> None:
+        """Commit a tick cut short after its model message was complete.
+
+        The model's message and the tools that finished are kept; calls that
+        did not finish get an error result, so no tool_use is left unanswered.
+        """
+        state = self.transcript.current
+        if state is None or state.committed or state.message is None:
+            return
+        unfinished(self, state, status)
+        self.transcript.commit_tick(state)
+
+    def _end_children(self, reason: str) -> None:
+        for child in list(self.children):
+            child.outcome.cancel(reason)

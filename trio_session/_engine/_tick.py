@@ -1,0 +1,24 @@
+"""What one tick produced so far."""
+
+from __future__ import annotations
+
+import attrs
+
+from .._messages import Message, ToolResultBlock, ToolUseBlock
+from .._usage import Usage
+
+__all__ = ["Tick"]
+
+
+@attrs.define
+class Tick:
+    """What one tick produced so far; committed all at once."""
+
+    number: int
+    message: Message | None = None
+    calls: tuple[ToolUseBlock, ...] = ()
+    results: list[ToolResultBlock | None] = attrs.Factory(list)
+    usage: Usage = attrs.field(factory=Usage)
+    stop_reason: str = "end_turn"
+    started: set[int] = attrs.Factory(set)
+    committed: bool = False
