@@ -10,6 +10,7 @@ the model events (``message_start`` < content / tool-call events <
 from __future__ import annotations
 
 from collections.abc import Callable
+import uuid
 from typing import Any
 
 import attrs
@@ -79,6 +80,7 @@ class Assembler:
         "_blocks",
         "_emit",
         "_input_tokens",
+        "_message_id",
         "_model_name",
         "_open_index",
         "_open_kind",
@@ -99,7 +101,9 @@ class Assembler:
         self._input_tokens = 0
         self._output_tokens = 0
         self._stop_reason: str | None = None
-        emit(MessageStart, model=model_name)
+        # Fixed now, so a client streaming the message knows the id it will be committed as.
+        self._message_id = uuid.uuid4().hex
+        emit(MessageStart, model=model_name, message_id=self._message_id)
 
     def _close_block(self) -> None:
         kind = self._open_kind
@@ -190,6 +194,6 @@ class Assembler:
         input_tokens, output_tokens = self._input_tokens, self._output_tokens
         usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
-        message = Message("assistant", content)
+        message = Message("assistant", content, id=self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
         return Assembled(message, calls, usage, stop_reason)
