@@ -9,8 +9,8 @@ the model events (``message_start`` < content / tool-call events <
 
 from __future__ import annotations
 
-from collections.abc import Callable
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import attrs
