@@ -35,6 +35,7 @@ from ._errors import (
     ExecutionAborted as ExecutionAborted,
     ExecutionCancelled as ExecutionCancelled,
     ExecutionTimeout as ExecutionTimeout,
+    InvalidOutput as InvalidOutput,
     InvalidToolArguments as InvalidToolArguments,
     MaxSpawnDepth as MaxSpawnDepth,
     ModelError as ModelError,
@@ -67,6 +68,7 @@ from ._events import (
     SpawnStart as SpawnStart,
     StreamEvent as StreamEvent,
     TickEnd as TickEnd,
+    TickRetry as TickRetry,
     TickStart as TickStart,
     ToolCall as ToolCall,
     ToolCallDelta as ToolCallDelta,
@@ -106,6 +108,7 @@ from ._procedure import (
 from ._result import (
     SendResult as SendResult,
 )
+from ._retry import RetryPolicy as RetryPolicy
 from ._serde import (
     converter as converter,
     from_json as from_json,
@@ -185,6 +188,7 @@ __all__ = [
     "ExecutionStart",
     "ExecutionTimeout",
     "ImageBlock",
+    "InvalidOutput",
     "InvalidToolArguments",
     "Invocation",
     "JsonBlock",
@@ -211,6 +215,7 @@ __all__ = [
     "ReasoningDelta",
     "Reply",
     "ResultEvent",
+    "RetryPolicy",
     "Role",
     "SQLiteStore",
     "ScriptedModel",
@@ -231,6 +236,7 @@ __all__ = [
     "TickContext",
     "TickEnd",
     "TickResult",
+    "TickRetry",
     "TickStart",
     "Tool",
     "ToolCall",

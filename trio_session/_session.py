@@ -29,6 +29,7 @@ from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
+from ._output import OutputSpec
 from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
@@ -212,8 +213,10 @@ class Session:
     Attributes:
         id: The session's id.
         agent: The agent it runs.
-        send: ``(message, *, props=None, max_ticks=None, metadata=None)`` -> handle.
-            While an execution runs, the message joins it and its handle is returned.
+        send: ``(message, *, props=None, max_ticks=None, metadata=None, output_type=None)``
+            -> handle. While an execution runs, the message joins it and its handle is
+            returned (``output_type``, which replaces the agent's, applies to a new
+            execution only).
         render: ``(props=None, *, max_ticks=None)`` -> handle: run with whatever is
             queued and no new message; while running, new props apply from the next tick.
         spawn: ``(agent, message=None, *, max_ticks=None)`` -> the child's handle.
@@ -333,9 +336,12 @@ class Session:
         props: Mapping[str, Any] | None = None,
         max_ticks: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
         self._check_open()
         messages = _as_messages(message, "send")
+        if output_type is not None:
+            OutputSpec.of(output_type)
         _check_props(props, "send")
         _check_max_ticks(max_ticks, "send")
         if metadata is not None:
@@ -346,7 +352,7 @@ class Session:
             messages = [attrs.evolve(m, metadata={**m.metadata, **metadata}) for m in messages]
         for item in messages:
             await call_hook(self.agent.on_message, item, self)
-        return await self._join_or_start(messages, props, max_ticks)
+        return await self._join_or_start(messages, props, max_ticks, output_type)
 
     async def _render(
         self, props: Mapping[str, Any] | None = None, *, max_ticks: int | None = None
@@ -361,13 +367,14 @@ class Session:
         messages: Sequence[Message],
         props: Mapping[str, Any] | None,
         max_ticks: int | None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
         """One execution at a time: join the running one, or start the next."""
         while True:
             self._check_open()
             current = self._core.current
             if current is None or current.finished:
-                return self._start(messages, props, max_ticks)
+                return self._start(messages, props, max_ticks, output_type=output_type)
             if current.accepting:
                 for item in messages:
                     current.accept(item)
@@ -429,10 +436,14 @@ class Session:
         *,
         parent: Execution | None = None,
         origin_tool_use_id: str | None = None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
+        agent = self.agent
+        if output_type is not None:
+            agent = attrs.evolve(agent, output_type=output_type)
         execution = Execution(
             self._core,
-            self.agent,
+            agent,
             messages=messages,
             props=props,
             max_ticks=max_ticks,

@@ -78,6 +78,8 @@ class Assembler:
 
     __slots__ = (
         "_blocks",
+        "_cache_read",
+        "_cache_write",
         "_emit",
         "_input_tokens",
         "_message_id",
@@ -88,6 +90,7 @@ class Assembler:
         "_parts",
         "_started",
         "_stop_reason",
+        "_usage_reported",
     )
 
     def __init__(self, emit: Emit, model_name: str | None) -> None:
@@ -98,19 +101,21 @@ class Assembler:
         self._open_index = -1
         self._parts: list[str] = []
         self._started: dict[str, int] = {}
-        self._input_tokens = 0
-        self._output_tokens = 0
+        self._input_tokens = self._output_tokens = self._cache_read = self._cache_write = 0
+        self._usage_reported = False
         self._stop_reason: str | None = None
         # Fixed now, so a client streaming the message knows the id it will be committed as.
         self._message_id = uuid.uuid4().hex
         emit(MessageStart, model=model_name, message_id=self._message_id)
 
-    def _close_block(self) -> None:
+    def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
         kind = self._open_kind
         if kind is not None:
             text = "".join(self._parts)
             index = self._open_index
-            self._blocks[index] = TextBlock(text) if kind == "text" else ReasoningBlock(text)
+            self._blocks[index] = (
+                TextBlock(text) if kind == "text" else ReasoningBlock(text, signature, redacted)
+            )
             self._emit(ContentEnd, block_index=index)
             self._open_kind = None
 
@@ -137,10 +142,14 @@ class Assembler:
             self._parts.append(chunk.text)
             emit(ContentDelta, block_index=self._open_index, delta=chunk.text)
         elif kind is ReasoningChunk:
-            if self._open_kind != "reasoning":
+            if self._open_kind != "reasoning" or chunk.redacted:
                 self._open_block("reasoning")
-            self._parts.append(chunk.text)
-            emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+            if chunk.text:
+                self._parts.append(chunk.text)
+                emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+            if chunk.signature is not None:
+                # A signature ends its block: the reasoning that follows is a new block.
+                self._close_block(chunk.signature, chunk.redacted)
         elif kind is ToolCallStartChunk:
             self._close_block()
             blocks = self._blocks
@@ -157,8 +166,11 @@ class Assembler:
         elif kind is ToolCallChunk:
             self._tool_call(chunk)
         elif kind is UsageChunk:
+            self._usage_reported = True
             self._input_tokens += chunk.input_tokens
             self._output_tokens += chunk.output_tokens
+            self._cache_read += chunk.cache_read_tokens
+            self._cache_write += chunk.cache_write_tokens
         elif kind is StopChunk:
             self._stop_reason = chunk.reason
         elif kind is ErrorChunk:
@@ -192,7 +204,16 @@ class Assembler:
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
         input_tokens, output_tokens = self._input_tokens, self._output_tokens
-        usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
+        usage = Usage(
+            input_tokens,
+            output_tokens,
+            input_tokens + output_tokens,
+            ticks=1,
+            cache_read_tokens=self._cache_read,
+            cache_write_tokens=self._cache_write,
+            # No usage chunk at all: the provider did not say, which is not zero tokens.
+            unreported_ticks=0 if self._usage_reported else 1,
+        )
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         message = Message("assistant", content, id=self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)

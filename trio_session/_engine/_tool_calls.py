@@ -92,8 +92,9 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
     if INVALID_JSON_KEY in arguments:
         return error_result(
             call,
-            f"The arguments for {call.name!r} were not valid JSON: "
-            f"{arguments[INVALID_JSON_KEY]!s:.500}. Call the tool again with a JSON object.",
+            f"The arguments for {call.name!r} were not valid JSON (a reply cut off by the "
+            f"output token limit ends like this): {arguments[INVALID_JSON_KEY]!s:.500}. "
+            "Call the tool again with a complete JSON object.",
         )
     if tool.needs_confirmation(arguments):
         try:
