@@ -155,18 +155,20 @@ async def _stream(
 ) -> None:
     model = execution.agent.model
     assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
-    stream = model.stream(request)
-    try:
-        async for chunk in stream:
-            assembler.feed(chunk)
-    except ModelError as exc:
-        # A retried error is reported by its tick_retry event instead.
-        if not retried(exc):
-            assembler.fail(exc)
-        raise
-    finally:
-        await _close_stream(stream)
-    assembled = assembler.finish()
+    with execution.trace.chat(model) as span:
+        stream = model.stream(request)
+        try:
+            async for chunk in stream:
+                assembler.feed(chunk)
+        except ModelError as exc:
+            # A retried error is reported by its tick_retry event instead.
+            if not retried(exc):
+                assembler.fail(exc)
+            raise
+        finally:
+            await _close_stream(stream)
+        assembled = assembler.finish()
+        span.finish(assembled.usage, assembled.stop_reason)
     state.message = assembled.message
     state.calls = assembled.calls
     state.results = [None] * len(assembled.calls)

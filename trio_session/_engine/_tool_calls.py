@@ -48,7 +48,10 @@ async def _run_tool(
     async with limiter:
         state.started.add(index)
         execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-        answer(execution, state, index, await _tool_result(execution, call, state.number))
+        with execution.trace.tool(call.name, call.tool_use_id) as span:
+            result = await _tool_result(execution, call, state.number)
+            span.finish(result.is_error, _text(result))
+        answer(execution, state, index, result)
 
 
 def answer(execution: Execution, state: Tick, index: int, result: ToolResultBlock) -> None:
@@ -129,3 +132,7 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
     finally:
         current_tool_call.reset(token)
     return ToolResultBlock(call.tool_use_id, call.name, content)
+
+
+def _text(result: ToolResultBlock) -> str:
+    return "".join(b.text for b in result.content if isinstance(b, TextBlock))
