@@ -72,7 +72,8 @@ def test_events_follow_the_spec_order_and_rebuild_the_message(chunks: list[Any])
     assembled = assembler.finish()
 
     types = emit.types()
-    assert types[0] == "message_start" and emit.events[0][1] == {"model": "model-x"}
+    assert types[0] == "message_start"
+    assert emit.events[0][1] == {"model": "model-x", "message_id": assembled.message.id}
     assert types[-2:] == ["message_end", "message"]
     assert "message_start" not in types[1:] and types.count("message") == 1
 

@@ -68,7 +68,7 @@ def provider() -> ScriptedModel:
 
 
 # Ids and clocks that differ between two runs of the same conversation.
-VOLATILE = {"id", "timestamp", "session_id", "execution_id", "child_session_id"}
+VOLATILE = {"id", "message_id", "timestamp", "session_id", "execution_id", "child_session_id"}
 VOLATILE |= {"child_execution_id", "spawn_id", "spawn_path", "parent_execution_id"}
 
 

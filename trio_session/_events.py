@@ -102,10 +102,14 @@ class ModelRequestEvent(StreamEvent):
 
 @attrs.frozen(kw_only=True)
 class MessageStart(StreamEvent):
-    """The model began streaming its reply."""
+    """The model began streaming its reply.
+
+    ``message_id`` is the id the tick's assistant message will be committed with.
+    """
 
     type: ClassVar[str] = "message_start"
     model: str | None = None
+    message_id: str | None = None
 
 
 @attrs.frozen(kw_only=True)

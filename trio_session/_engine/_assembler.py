@@ -9,6 +9,7 @@ the model events (``message_start`` < content / tool-call events <
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -81,6 +82,7 @@ class Assembler:
         "_cache_write",
         "_emit",
         "_input_tokens",
+        "_message_id",
         "_model_name",
         "_open_index",
         "_open_kind",
@@ -102,7 +104,9 @@ class Assembler:
         self._input_tokens = self._output_tokens = self._cache_read = self._cache_write = 0
         self._usage_reported = False
         self._stop_reason: str | None = None
-        emit(MessageStart, model=model_name)
+        # Fixed now, so a client streaming the message knows the id it will be committed as.
+        self._message_id = uuid.uuid4().hex
+        emit(MessageStart, model=model_name, message_id=self._message_id)
 
     def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
         kind = self._open_kind
@@ -211,6 +215,6 @@ class Assembler:
             unreported_ticks=0 if self._usage_reported else 1,
         )
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
-        message = Message("assistant", content)
+        message = Message("assistant", content, id=self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
         return Assembled(message, calls, usage, stop_reason)
