@@ -37,18 +37,23 @@ def _check_session_id(_inst: object, _attr: object, value: Any) -> None:
         raise ValueError("SessionSnapshot.session_id must not be empty")
 
 
-def _messages(name: str, value: object) -> tuple[Message, ...]:
+def _items(name: str, value: object, cls: type[T]) -> tuple[T, ...]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
         raise TypeError(
-            f"SessionSnapshot.{name} must be a sequence of Message, got {type(value).__name__}"
+            f"SessionSnapshot.{name} must be a sequence of {cls.__name__}, "
+            f"got {type(value).__name__}"
         )
-    messages = tuple(value)
-    for i, message in enumerate(messages):
-        if not isinstance(message, Message):
+    items = tuple(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, cls):
             raise TypeError(
-                f"SessionSnapshot.{name}[{i}] must be a Message, got {type(message).__name__}"
+                f"SessionSnapshot.{name}[{i}] must be a {cls.__name__}, got {type(item).__name__}"
             )
-    return messages
+    return items
+
+
+def _messages(name: str, value: object) -> tuple[Message, ...]:
+    return _items(name, value, Message)
 
 
 def _to_timeline(value: object) -> tuple[Message, ...]:
@@ -149,19 +154,7 @@ def _to_pending_message(value: object) -> Message | None:
 
 
 def _to_pending_confirmations(value: object) -> tuple[PendingConfirmation, ...]:
-    if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
-        raise TypeError(
-            "SessionSnapshot.pending_confirmations must be a sequence of PendingConfirmation, "
-            f"got {type(value).__name__}"
-        )
-    result = tuple(value)
-    for i, item in enumerate(result):
-        if not isinstance(item, PendingConfirmation):
-            raise TypeError(
-                f"SessionSnapshot.pending_confirmations[{i}] must be a PendingConfirmation, "
-                f"got {type(item).__name__}"
-            )
-    return result
+    return _items("pending_confirmations", value, PendingConfirmation)
 
 
 def _to_remembered(value: object) -> dict[str, Decision]:
