@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trio
 
-from trio_session import demo_agent
+from trio_session._cli import demo_agent
 from trio_session.server import open_gateway
 
 CHROMIUM = "/usr/bin/chromium"

@@ -173,3 +173,34 @@ async def test_crash_in_tick_three_keeps_ticks_one_and_two(tmp_path: Path) -> No
         open_session(_agent("resumed"), session_id="crash", store=store) as session,
     ):
         assert (await session.send("go on").result).response == "resumed"
+
+
+async def test_always_answer_survives_a_restart(store: object) -> None:
+    ran: list[str] = []
+
+    @tool(requires_confirmation=True)
+    def wipe(path: str) -> str:
+        """Wipe a path."""
+        ran.append(path)
+        return "wiped"
+
+    first = Agent(ScriptedModel([Reply(tool_calls=[("wipe", {"path": "/1"})]), "ok"]), tools=[wipe])
+    async with open_session(first, session_id="w", store=store) as session:  # type: ignore[arg-type]
+        handle = await session.send("wipe one")
+        async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
+            event = await sub.receive()
+        handle.submit_tool_result(event.tool_use_id, approved=True, always=True)
+        await handle.result
+    second = Agent(
+        ScriptedModel([Reply(tool_calls=[("wipe", {"path": "/2"})]), "ok again"]), tools=[wipe]
+    )
+    async with open_session(second, session_id="w", store=store) as restored:  # type: ignore[arg-type]
+        assert restored.snapshot().remembered["wipe"].approved
+        handle = await restored.send("wipe two")
+        await handle.result
+        types = [e.type for e in handle.events.history]
+        assert_transcript_integrity(restored.timeline)
+    assert ran == ["/1", "/2"]
+    assert "tool_confirmation_required" not in types
+    result = next(e for e in handle.events.history if e.type == "tool_confirmation_result")
+    assert result.approved and result.always

@@ -117,7 +117,7 @@ async def test_file_is_in_wal_mode_with_a_schema_version(tmp_path: Path) -> None
         await store.save(snap())
         with raw(path) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-            assert conn.execute("PRAGMA user_version").fetchone() == (1,)
+            assert conn.execute("PRAGMA user_version").fetchone() == (2,)
             tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master")}
         assert {"sessions", "messages"} <= tables
 

@@ -39,7 +39,7 @@ from trio_session.testing import check_store
 
 def test_snapshot_defaults() -> None:
     s = SessionSnapshot(session_id="x", timeline=[user("hi")], created_at=1, updated_at=2)
-    assert s.version == SNAPSHOT_VERSION == 1
+    assert s.version == SNAPSHOT_VERSION == 2
     assert s.queued_messages == ()
     assert s.state == {}
     assert s.usage == Usage()
@@ -76,7 +76,7 @@ def test_snapshot_json_round_trip() -> None:
         last_seq=17,
     )
     text = to_json(s)
-    assert '"version": 1' in text
+    assert '"version": 2' in text
     assert from_json(SessionSnapshot, text) == s
 
 
@@ -118,7 +118,7 @@ def test_snapshot_from_json_refuses_bad_documents() -> None:
     with pytest.raises(SerializationError, match="last_seq"):
         from_json(SessionSnapshot, good.replace('"last_seq": 0', '"last_seq": "0"'))
     with pytest.raises(SerializationError, match="unknown"):
-        from_json(SessionSnapshot, good.replace('"version": 1', '"version": 1, "extra": 1'))
+        from_json(SessionSnapshot, good.replace('"version": 2', '"version": 2, "extra": 1'))
 
 
 json_values = st.recursive(

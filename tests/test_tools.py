@@ -30,7 +30,7 @@ from trio_session import (
     UnknownToolUse,
     tool,
 )
-from trio_session._tools import Confirmations, PendingConfirmation, to_blocks
+from trio_session._tools import Confirmations, ConfirmationWait, to_blocks
 from trio_session._validator import validate
 
 # -- module-level types, so string annotations resolve -------------------------
@@ -776,7 +776,7 @@ def answer(confirmations: Confirmations, tool_use_id: str, approved: bool = True
 async def test_register_and_submit() -> None:
     confirmations = Confirmations()
     pending = confirmations.register("call_1", delete_file, {"path": "/x"})
-    assert isinstance(pending, PendingConfirmation)
+    assert isinstance(pending, ConfirmationWait)
     assert (pending.tool_use_id, pending.tool, pending.arguments) == (
         "call_1", delete_file, {"path": "/x"}
     )

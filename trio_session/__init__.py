@@ -145,6 +145,7 @@ from .models._base import (
 from .models._scripted import Reply as Reply, ScriptedModel as ScriptedModel
 from .stores import (
     MemoryStore as MemoryStore,
+    PendingConfirmation as PendingConfirmation,
     SessionSnapshot as SessionSnapshot,
     SessionStore as SessionStore,
     SQLiteStore as SQLiteStore,
@@ -208,6 +209,7 @@ __all__ = [
     "ModelRequestEvent",
     "Next",
     "OpenAIModel",
+    "PendingConfirmation",
     "Procedure",
     "ProcedureCall",
     "ReasoningBlock",

@@ -33,7 +33,7 @@ from ._output import OutputSpec
 from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
-from .stores import SessionSnapshot, SessionStore
+from .stores import PendingConfirmation, SessionSnapshot, SessionStore
 
 __all__ = ["MAX_SPAWN_DEPTH", "Session", "open_session"]
 
@@ -101,6 +101,13 @@ class _Conversation:
             self.usage = snapshot.usage
             self.seq = SeqCounter(snapshot.last_seq)
             self.created_at = snapshot.created_at
+            self.always: dict[str, Decision] = dict(snapshot.remembered)
+            # A tick that waited for confirmation when the session last closed:
+            # kept as stored, so that saving again does not lose it.
+            self.pending_message: Message | None = snapshot.pending_message
+            self.pending_confirmations: tuple[PendingConfirmation, ...] = (
+                snapshot.pending_confirmations
+            )
         else:
             self.timeline = []
             self.queue = []
@@ -108,8 +115,10 @@ class _Conversation:
             self.usage = Usage()
             self.seq = SeqCounter(0)
             self.created_at = now
+            self.always = {}
+            self.pending_message = None
+            self.pending_confirmations = ()
         self.current: Execution | None = None
-        self.always: dict[str, Decision] = {}
 
     @property
     def owner(self) -> Session:
@@ -153,6 +162,9 @@ class _Conversation:
             last_seq=self.seq.last,
             created_at=self.created_at,
             updated_at=time.time(),
+            pending_message=self.pending_message,
+            pending_confirmations=self.pending_confirmations,
+            remembered=dict(self.always),
         )
 
     async def save(self) -> None:

@@ -43,7 +43,7 @@ __all__ = [
     "Audience",
     "Confirmations",
     "Decision",
-    "PendingConfirmation",
+    "ConfirmationWait",
     "Tool",
     "ToolContext",
     "to_blocks",
@@ -743,7 +743,7 @@ def _make_tool(
 # ---------------------------------------------------------------------------
 
 
-class PendingConfirmation:
+class ConfirmationWait:
     """One tool call waiting for approval; made by `Confirmations.register`.
 
     Attributes:
@@ -771,7 +771,7 @@ class PendingConfirmation:
 
     def __repr__(self) -> str:
         state = "decided" if self._decision else "closed" if self._closed else "pending"
-        return f"<PendingConfirmation {self.tool_use_id!r} tool={self.tool.name!r} {state}>"
+        return f"<ConfirmationWait {self.tool_use_id!r} tool={self.tool.name!r} {state}>"
 
     @property
     def decision(self) -> Decision | None:
@@ -849,14 +849,14 @@ class Confirmations:
     __slots__ = ("_pending",)
 
     def __init__(self) -> None:
-        self._pending: dict[str, PendingConfirmation] = {}
+        self._pending: dict[str, ConfirmationWait] = {}
 
     def __repr__(self) -> str:
         return f"<Confirmations pending={list(self._pending)!r}>"
 
     def register(
         self, tool_use_id: str, tool: Tool, arguments: Mapping[str, Any]
-    ) -> PendingConfirmation:
+    ) -> ConfirmationWait:
         """Make a call pending; do it before announcing it, so no answer is lost.
 
         Raises:
@@ -868,7 +868,7 @@ class Confirmations:
             raise TypeError(f"tool must be a Tool, got {type(tool).__name__}")
         if tool_use_id in self._pending:
             raise ValueError(f"a confirmation for tool use {tool_use_id!r} is already pending")
-        pending = PendingConfirmation(tool_use_id, tool, arguments, self)
+        pending = ConfirmationWait(tool_use_id, tool, arguments, self)
         self._pending[tool_use_id] = pending
         return pending
 
@@ -900,7 +900,7 @@ class Confirmations:
             Decision(approved, modified_arguments=modified_arguments, reason=reason, always=always)
         )
 
-    def get(self, tool_use_id: str) -> PendingConfirmation | None:
+    def get(self, tool_use_id: str) -> ConfirmationWait | None:
         """The pending confirmation with that id, if any."""
         return self._pending.get(tool_use_id)
 
@@ -914,6 +914,6 @@ class Confirmations:
     def __len__(self) -> int:
         return len(self._pending)
 
-    def _forget(self, pending: PendingConfirmation) -> None:
+    def _forget(self, pending: ConfirmationWait) -> None:
         if self._pending.get(pending.tool_use_id) is pending:
             del self._pending[pending.tool_use_id]

@@ -35,9 +35,10 @@ from ._messages import (
     ToolUseBlock,
 )
 from ._serde import converter, from_json, to_json
+from ._tools import Decision
 from ._usage import Usage
 from .models._base import Model, ModelChunk, ModelRequest
-from .stores._base import SNAPSHOT_VERSION, SessionSnapshot, SessionStore
+from .stores._base import SNAPSHOT_VERSION, PendingConfirmation, SessionSnapshot, SessionStore
 
 __all__ = ["RecordingModel", "ReplayMismatch", "ReplayModel", "StoreFactory", "check_store"]
 
@@ -215,6 +216,21 @@ def _rich_snapshot(session_id: str) -> SessionSnapshot:
         last_seq=42,
         created_at=1_700_000_000.25,
         updated_at=1_700_000_123.5,
+        pending_message=Message("assistant", "deleting it", id=f"{session_id}-pending"),
+        pending_confirmations=(
+            PendingConfirmation(
+                tool_use_id=f"{session_id}-call",
+                name="rm",
+                input={"path": "/tmp/ä", "force": True},
+                message="Delete /tmp/ä?",
+                execution_id=f"{session_id}-exec",
+                created_at=1_700_000_100.5,
+            ),
+        ),
+        remembered={
+            "ls": Decision(True, always=True),
+            "mv": Decision(False, reason="never", always=True),
+        },
     )
 
 
@@ -348,6 +364,10 @@ async def _check_incremental(store: SessionStore, ids: _Ids) -> None:
     snapshot = _next(snapshot, queued_messages=(Message("user", "queued", id=f"{sid}-q"),))
     await store.save(snapshot)
     await _assert_stored(store, snapshot, "saving with a message queued")
+
+    snapshot = _next(snapshot, pending_message=None, pending_confirmations=(), remembered={})
+    await store.save(snapshot)
+    await _assert_stored(store, snapshot, "saving with the pending confirmations answered")
 
     snapshot = _next(snapshot, timeline=snapshot.timeline + snapshot.queued_messages)
     snapshot = attrs.evolve(snapshot, queued_messages=())

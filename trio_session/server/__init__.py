@@ -6,7 +6,7 @@ trio worker, inside the caller's trio run.
 
 Example:
     >>> import trio
-    >>> from trio_session import demo_agent
+    >>> from trio_session._cli import demo_agent
     >>> async def main():  # doctest: +SKIP
     ...     async with open_gateway(demo_agent(), port=8000) as gateway:
     ...         print(gateway.url)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from ._base import (
     SNAPSHOT_VERSION as SNAPSHOT_VERSION,
+    PendingConfirmation as PendingConfirmation,
     SessionSnapshot as SessionSnapshot,
     SessionStore as SessionStore,
 )
 from ._memory import MemoryStore as MemoryStore
 from ._sqlite import SQLiteStore as SQLiteStore
 
-__all__ = ["SNAPSHOT_VERSION", "MemoryStore", "SQLiteStore", "SessionSnapshot", "SessionStore"]
+__all__ = ["SNAPSHOT_VERSION", "MemoryStore",
+    "PendingConfirmation",
+    "SQLiteStore", "SessionSnapshot", "SessionStore"]

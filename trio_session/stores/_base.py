@@ -12,13 +12,14 @@ import attrs
 from .._errors import SerializationError, SnapshotError
 from .._messages import Message, _copy_mapping
 from .._serde import from_json
+from .._tools import Decision
 from .._usage import Usage
 
-__all__ = ["SNAPSHOT_VERSION", "SessionSnapshot", "SessionStore"]
+__all__ = ["SNAPSHOT_VERSION", "PendingConfirmation", "SessionSnapshot", "SessionStore"]
 
 T = TypeVar("T")
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 """The snapshot format this trio-session writes; stores refuse to load newer ones."""
 
 
@@ -36,18 +37,23 @@ def _check_session_id(_inst: object, _attr: object, value: Any) -> None:
         raise ValueError("SessionSnapshot.session_id must not be empty")
 
 
-def _messages(name: str, value: object) -> tuple[Message, ...]:
+def _items(name: str, value: object, cls: type[T]) -> tuple[T, ...]:
     if isinstance(value, str | bytes | Mapping) or not isinstance(value, Sequence):
         raise TypeError(
-            f"SessionSnapshot.{name} must be a sequence of Message, got {type(value).__name__}"
+            f"SessionSnapshot.{name} must be a sequence of {cls.__name__}, "
+            f"got {type(value).__name__}"
         )
-    messages = tuple(value)
-    for i, message in enumerate(messages):
-        if not isinstance(message, Message):
+    items = tuple(value)
+    for i, item in enumerate(items):
+        if not isinstance(item, cls):
             raise TypeError(
-                f"SessionSnapshot.{name}[{i}] must be a Message, got {type(message).__name__}"
+                f"SessionSnapshot.{name}[{i}] must be a {cls.__name__}, got {type(item).__name__}"
             )
-    return messages
+    return items
+
+
+def _messages(name: str, value: object) -> tuple[Message, ...]:
+    return _items(name, value, Message)
 
 
 def _to_timeline(value: object) -> tuple[Message, ...]:
@@ -91,6 +97,81 @@ def _to_updated_at(value: object) -> float:
     return _timestamp("updated_at", value)
 
 
+def _check_str(name: str) -> Any:
+    def check(_inst: object, _attr: object, value: object) -> None:
+        if not isinstance(value, str):
+            raise TypeError(f"{name} must be a str, got {type(value).__name__}")
+
+    return check
+
+
+def _to_input(value: object) -> dict[str, Any]:
+    return _copy_mapping("PendingConfirmation.input", value)
+
+
+def _to_pending_created_at(value: object) -> float:
+    return _timestamp("pending_confirmations[].created_at", value)
+
+
+@attrs.frozen(kw_only=True)
+class PendingConfirmation:
+    """A tool call waiting for approval, as a session lists and a store keeps it.
+
+    ``session.pending_confirmations`` lists them, the ones of a running
+    execution and, after a restart, the ones restored from the store; answer
+    one with ``session.submit_tool_result(tool_use_id, approved=...)``.
+
+    Attributes:
+        tool_use_id: The id of the tool call.
+        name: The tool's name.
+        input: The arguments the model gave.
+        message: The tool's confirmation message for this call.
+        execution_id: The execution whose tick made the call.
+        created_at: ``time.time()`` when confirmation was first asked for.
+
+    Example:
+        >>> from trio_session import to_json, from_json
+        >>> p = PendingConfirmation(tool_use_id="t1", name="rm", input={"path": "/x"},
+        ...                         message="Delete /x?", execution_id="e1", created_at=0.0)
+        >>> from_json(PendingConfirmation, to_json(p)) == p
+        True
+    """
+
+    tool_use_id: str = attrs.field(validator=_check_str("PendingConfirmation.tool_use_id"))
+    name: str = attrs.field(validator=_check_str("PendingConfirmation.name"))
+    input: Mapping[str, Any] = attrs.field(converter=_to_input)
+    message: str = attrs.field(validator=_check_str("PendingConfirmation.message"))
+    execution_id: str = attrs.field(validator=_check_str("PendingConfirmation.execution_id"))
+    created_at: float = attrs.field(converter=_to_pending_created_at)
+
+
+def _to_pending_message(value: object) -> Message | None:
+    if value is not None and not isinstance(value, Message):
+        raise TypeError(
+            f"SessionSnapshot.pending_message must be a Message or None, got {type(value).__name__}"
+        )
+    return value
+
+
+def _to_pending_confirmations(value: object) -> tuple[PendingConfirmation, ...]:
+    return _items("pending_confirmations", value, PendingConfirmation)
+
+
+def _to_remembered(value: object) -> dict[str, Decision]:
+    if not isinstance(value, Mapping):
+        raise TypeError(
+            f"SessionSnapshot.remembered must be a mapping, got {type(value).__name__}"
+        )
+    result = dict(value)
+    for name, decision in result.items():
+        if not isinstance(name, str) or not isinstance(decision, Decision):
+            raise TypeError(
+                "SessionSnapshot.remembered must map tool names to Decision, "
+                f"got {name!r}: {type(decision).__name__}"
+            )
+    return result
+
+
 @attrs.frozen(kw_only=True)
 class SessionSnapshot:
     """Everything needed to restore a session: what a `SessionStore` keeps.
@@ -111,6 +192,10 @@ class SessionSnapshot:
             numbers its events from ``last_seq + 1``.
         created_at: ``time.time()`` when the session was first created.
         updated_at: ``time.time()`` when this snapshot was taken.
+        pending_message: The assistant message of a tick whose tool calls wait
+            for confirmation; it joins the timeline with their results.
+        pending_confirmations: Those tool calls' confirmations (§7).
+        remembered: The ``always=True`` answers, by tool name.
 
     Raises:
         TypeError: A field of the wrong type; the message names it.
@@ -134,6 +219,11 @@ class SessionSnapshot:
     last_seq: int = attrs.field(default=0, validator=_check_last_seq)
     created_at: float = attrs.field(converter=_to_created_at)
     updated_at: float = attrs.field(converter=_to_updated_at)
+    pending_message: Message | None = attrs.field(default=None, converter=_to_pending_message)
+    pending_confirmations: tuple[PendingConfirmation, ...] = attrs.field(
+        default=(), converter=_to_pending_confirmations
+    )
+    remembered: Mapping[str, Decision] = attrs.field(factory=dict, converter=_to_remembered)
 
 
 @runtime_checkable

@@ -15,8 +15,10 @@ import trio
 from .._errors import SnapshotError, TrioSessionError
 from .._messages import Message
 from .._serde import to_json
+from .._tools import Decision
 from .._usage import Usage
 from ._base import (
+    PendingConfirmation,
     SessionSnapshot,
     check_session_id,
     check_snapshot,
@@ -29,8 +31,16 @@ __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """The layout of the tables, kept in ``PRAGMA user_version``."""
+
+# Layout 2 adds the durable-confirmation columns; a layout-1 file gets them
+# (with their empty defaults) when it is first opened.
+_MIGRATE_1_TO_2 = """
+ALTER TABLE sessions ADD COLUMN pending_message TEXT NOT NULL DEFAULT 'null';
+ALTER TABLE sessions ADD COLUMN pending_confirmations TEXT NOT NULL DEFAULT '[]';
+ALTER TABLE sessions ADD COLUMN remembered TEXT NOT NULL DEFAULT '{}'
+"""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (
@@ -42,7 +52,10 @@ CREATE TABLE IF NOT EXISTS sessions (
     usage TEXT NOT NULL,
     last_seq INTEGER NOT NULL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    pending_message TEXT NOT NULL DEFAULT 'null',
+    pending_confirmations TEXT NOT NULL DEFAULT '[]',
+    remembered TEXT NOT NULL DEFAULT '{}'
 );
 CREATE TABLE IF NOT EXISTS messages (
     session_id TEXT NOT NULL,
@@ -62,14 +75,16 @@ WHERE s.session_id = ?
 """
 
 _SELECT_SESSION = """
-SELECT version, message_count, queued, state, usage, last_seq, created_at, updated_at
+SELECT version, message_count, queued, state, usage, last_seq, created_at, updated_at,
+       pending_message, pending_confirmations, remembered
 FROM sessions WHERE session_id = ?
 """
 
 _UPSERT_SESSION = """
 INSERT INTO sessions (session_id, version, message_count, queued, state, usage, last_seq,
-                      created_at, updated_at)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                      created_at, updated_at, pending_message, pending_confirmations,
+                      remembered)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (session_id) DO UPDATE SET
     version = excluded.version,
     message_count = excluded.message_count,
@@ -78,7 +93,10 @@ ON CONFLICT (session_id) DO UPDATE SET
     usage = excluded.usage,
     last_seq = excluded.last_seq,
     created_at = excluded.created_at,
-    updated_at = excluded.updated_at
+    updated_at = excluded.updated_at,
+    pending_message = excluded.pending_message,
+    pending_confirmations = excluded.pending_confirmations,
+    remembered = excluded.remembered
 """
 
 
@@ -208,6 +226,9 @@ class SQLiteStore:
             snapshot.last_seq,
             snapshot.created_at,
             snapshot.updated_at,
+            to_json(snapshot.pending_message),
+            to_json(snapshot.pending_confirmations),
+            to_json(snapshot.remembered),
         )
         await self._run(_save, snapshot.timeline, fields)
 
@@ -263,9 +284,10 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
                 # Again under the write lock: another process may have won the race.
                 (schema,) = conn.execute("PRAGMA user_version").fetchone()
                 _check_layout(path, schema)
-                if schema == 0:
+                if schema in (0, 1):
                     # Not executescript(): it would commit the transaction first.
-                    for statement in _SCHEMA.split(";"):
+                    script = _SCHEMA if schema == 0 else _MIGRATE_1_TO_2
+                    for statement in script.split(";"):
                         if statement.strip():
                             conn.execute(statement)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
@@ -367,7 +389,8 @@ def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
         row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
         if row is None:
             return None
-        version, count, queued, state, usage, last_seq, created_at, updated_at = row
+        (version, count, queued, state, usage, last_seq, created_at, updated_at) = row[:8]
+        pending_message, pending_confirmations, remembered = row[8:]
         # First, so that a newer format is reported as such, not as corruption.
         check_version(session_id, version)
         messages = conn.execute(
@@ -403,6 +426,14 @@ def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
             last_seq=last_seq,
             created_at=created_at,
             updated_at=updated_at,
+            pending_message=decode(session_id, "pending message", Message | None, pending_message),
+            pending_confirmations=decode(
+                session_id,
+                "pending confirmations",
+                tuple[PendingConfirmation, ...],
+                pending_confirmations,
+            ),
+            remembered=decode(session_id, "remembered answers", dict[str, Decision], remembered),
         )
     except (TypeError, ValueError) as exc:
         raise SnapshotError(session_id, f"corrupt snapshot: {exc}") from None
