@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
@@ -20,7 +20,10 @@ from ._unwrap import bounded
 if TYPE_CHECKING:
     from ._execution import Execution
 
-__all__ = ["run_ticks"]
+__all__ = ["CHECKPOINT_EVERY", "run_ticks"]
+
+CHECKPOINT_EVERY: Final = 64
+"""The engine yields to the scheduler at least once per this many model chunks."""
 
 
 async def run_ticks(execution: Execution) -> SendResult:
@@ -114,8 +117,14 @@ async def _stream(execution: Execution, request: ModelRequest, state: Tick) -> N
     assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
     stream = model.stream(request)
     try:
+        count = 0
         async for chunk in stream:
             assembler.feed(chunk)
+            count += 1
+            if count % CHECKPOINT_EVERY == 0:
+                # A stream that never awaits would otherwise never see abort()
+                # (nor let the task that calls it run).
+                await trio.lowlevel.checkpoint()
     except ModelError as exc:
         assembler.fail(exc)
         raise
@@ -127,6 +136,7 @@ async def _stream(execution: Execution, request: ModelRequest, state: Tick) -> N
     state.results = [None] * len(assembled.calls)
     state.usage = assembled.usage
     state.stop_reason = assembled.stop_reason
+    state.rejected = dict(assembled.rejected)
 
 
 async def _close_stream(stream: Any) -> None:

@@ -48,7 +48,13 @@ async def _run_tool(
     async with limiter:
         state.started.add(index)
         execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-        answer(execution, state, index, await _tool_result(execution, call, state.number))
+        rejected = state.rejected.get(call.tool_use_id)
+        if rejected is not None:
+            await trio.lowlevel.checkpoint()
+            result = error_result(call, rejected)
+        else:
+            result = await _tool_result(execution, call, state.number)
+        answer(execution, state, index, result)
 
 
 def answer(execution: Execution, state: Tick, index: int, result: ToolResultBlock) -> None:
@@ -92,7 +98,7 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
     if INVALID_JSON_KEY in arguments:
         return error_result(
             call,
-            f"The arguments for {call.name!r} were not valid JSON: "
+            f"The arguments for {call.name!r} were not a JSON object: "
             f"{arguments[INVALID_JSON_KEY]!s:.500}. Call the tool again with a JSON object.",
         )
     if tool.needs_confirmation(arguments):
