@@ -24,8 +24,8 @@ import trio
 
 from ._agent import Agent
 from ._buffer import EventSubscription, SeqCounter, SessionChain
-from ._engine import Execution, bounded, call_hook, current_tool_call, reraise, unwrap
-from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
+from ._engine import Execution, call_hook, current_tool_call, reraise, unwrap
+from ._errors import MaxSpawnDepth, SerializationError, SessionClosed, StoreError, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
@@ -40,6 +40,18 @@ logger = logging.getLogger("trio_session")
 
 MAX_SPAWN_DEPTH: Final = 10
 """How deeply child sessions may nest."""
+
+SAVE_ATTEMPTS: Final = 3
+"""How many times a save is tried before it fails with `StoreError`."""
+
+SAVE_TIMEOUT: Final = 30.0
+"""Seconds one save attempt may take; a slower one counts as failed (and is logged)."""
+
+SAVE_BACKOFF: Final = 0.5
+"""Seconds before the first retry of a failed save; doubled for each further retry."""
+
+SEQ_BLOCK: Final = 1024
+"""How many ``seq`` numbers a save reserves ahead, so a crash never lets one be reused."""
 
 SessionStatus = Literal["idle", "running", "closed"]
 
@@ -107,6 +119,9 @@ class _Conversation:
             self.usage = Usage()
             self.seq = SeqCounter(0)
             self.created_at = now
+        # The high-water mark of seq the store holds: every number handed out
+        # stays at or below it (a crash may leave a gap, never a reuse).
+        self.reserved = self.seq.last
         self.current: Execution | None = None
         self.always: dict[str, Decision] = {}
 
@@ -142,21 +157,72 @@ class _Conversation:
     def remember(self, tool_name: str, decision: Decision) -> None:
         self.always[tool_name] = decision
 
-    def snapshot(self) -> SessionSnapshot:
+    def snapshot(self, last_seq: int | None = None) -> SessionSnapshot:
         return SessionSnapshot(
             session_id=self.id,
             timeline=tuple(self.timeline),
             queued_messages=tuple(self.queue),
             state=copy.deepcopy(self.state),
             usage=self.usage,
-            last_seq=self.seq.last,
+            last_seq=self.seq.last if last_seq is None else last_seq,
             created_at=self.created_at,
             updated_at=time.time(),
         )
 
-    async def save(self) -> None:
-        if self.store is not None:
-            await self.store.save(self.snapshot())
+    async def reserve_seq(self) -> None:
+        """Save a new ``seq`` reservation when the numbers handed out near the stored one."""
+        if self.store is not None and self.seq.last > self.reserved - SEQ_BLOCK // 2:
+            await self.save()
+
+    async def save(self, *, exact: bool = False) -> None:
+        """Save the session, retried with backoff; `StoreError` when every attempt failed.
+
+        ``last_seq`` is saved as a reservation ``SEQ_BLOCK`` ahead, except with
+        ``exact`` (the session's close: no number will be handed out anymore).
+        """
+        store = self.store
+        if store is None:
+            return
+        if exact:
+            last_seq = self.seq.last
+        else:
+            self.reserved = last_seq = max(self.reserved, self.seq.last + SEQ_BLOCK)
+        error: Exception | None = None
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            if attempt > 1:
+                await trio.sleep(SAVE_BACKOFF * 2 ** (attempt - 2))
+            with trio.move_on_after(SAVE_TIMEOUT) as bound:
+                try:
+                    # A fresh snapshot each time: the next attempt writes all there is.
+                    await store.save(self.snapshot(last_seq))
+                except SerializationError as exc:
+                    # The state cannot be written at all: trying again cannot help.
+                    error = exc
+                    break
+                except Exception as exc:
+                    error = exc
+                    logger.warning(
+                        "saving session %r failed (attempt %d of %d)",
+                        self.id,
+                        attempt,
+                        SAVE_ATTEMPTS,
+                        exc_info=True,
+                    )
+                    continue
+                return
+            if bound.cancelled_caught:
+                error = TimeoutError(f"{type(store).__name__}.save took over {SAVE_TIMEOUT:g} s")
+                logger.warning(
+                    "saving session %r was cut off after %g s (attempt %d of %d)",
+                    self.id,
+                    SAVE_TIMEOUT,
+                    attempt,
+                    SAVE_ATTEMPTS,
+                )
+        logger.error("saving session %r failed: %s", self.id, error)
+        raise StoreError(
+            self.id, f"saving to {type(store).__name__} failed: {type(error).__name__}: {error}"
+        ) from error
 
     def execution_finished(self, execution: Execution) -> None:
         self.finished(execution)
@@ -684,11 +750,11 @@ async def open_session(
         if session is not None:
             core = session._end()
             if store is not None:
-                # Messages queued while idle are kept too.
-                with trio.CancelScope(shield=True), bounded("saving the session on close"):
+                # Messages queued while idle are kept too. Bounded inside save()
+                # (attempts, each cut off and logged after SAVE_TIMEOUT).
+                with trio.CancelScope(shield=True):
                     try:
-                        await core.save()
-                    except Exception:
+                        await core.save(exact=True)
+                    except StoreError:
                         if not failed:
                             raise
-                        logger.exception("saving session %r on close failed", sid)

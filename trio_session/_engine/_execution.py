@@ -20,7 +20,7 @@ import trio
 
 from .._agent import Agent
 from .._buffer import EventBuffer, SeqCounter, publisher_of
-from .._errors import ModelError
+from .._errors import ModelError, StoreError
 from .._events import (
     CustomEvent,
     ExecutionEnd,
@@ -83,7 +83,15 @@ class ExecutionHost(Protocol):
         ...
 
     async def save(self) -> None:
-        """Persist the session (after a tick's commit, at the end of an execution)."""
+        """Persist the session (after a tick's commit, at the end of an execution).
+
+        Raises:
+            StoreError: The store failed, after bounded retries.
+        """
+        ...
+
+    async def reserve_seq(self) -> None:
+        """Save a new ``seq`` high-water mark if the numbers handed out near the stored one."""
         ...
 
     def execution_finished(self, execution: Execution) -> None:
@@ -292,12 +300,23 @@ class Execution:
         error: BaseException | None,
         reason: str | None,
     ) -> None:
-        """Settle the handle and publish the last events, on every path."""
+        """Save, settle the handle and publish the last events, on every path."""
         self.transcript.accepting = False
         outcome = self.outcome
-        final = outcome.settle(status, value, error, reason)
-        self._salvage_tick(final)
+        # abort() and cancel() settle the status at once; the salvaged tick names it.
+        self._salvage_tick(outcome.status if outcome.done else status)
         self.transcript.return_pending()
+        if self.host.persistent:
+            # Before execution_end and the final status, so that a caller who saw
+            # the end can rely on the session being stored.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.host.save()
+                except StoreError as exc:
+                    # save() logged it; a completed execution is not completed anymore.
+                    if status == "completed":
+                        status, value, error, reason = "failed", None, exc, None
+        final = outcome.settle(status, value, error, reason)
         if final in ("failed", "error") and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
@@ -315,16 +334,6 @@ class Execution:
             usage=self.transcript.usage,
             new_messages=tuple(self.transcript.new_messages),
         )
-        # Saved after the last event, so a restored session numbers on from it;
-        # the session stays "running" until the save is done.
-        if self.host.persistent:
-            with trio.CancelScope(shield=True), bounded("the end-of-execution save"):
-                try:
-                    await self.host.save()
-                except Exception:
-                    logger.exception(
-                        "saving session %r at the end of an execution failed", self.host.id
-                    )
         outcome.finish()
         self.host.execution_finished(self)
 

@@ -61,6 +61,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             agent=agent,
         )
         await call_hook(agent.on_tick_start, ctx)
+        await host.reserve_seq()
         request = await _build(execution, ctx)
         publisher.emit(ModelRequestEvent, request=request)
         await _stream(execution, request, state)
@@ -125,6 +126,7 @@ async def _stream(execution: Execution, request: ModelRequest, state: Tick) -> N
                 # A stream that never awaits would otherwise never see abort()
                 # (nor let the task that calls it run).
                 await trio.lowlevel.checkpoint()
+                await execution.host.reserve_seq()
     except ModelError as exc:
         assembler.fail(exc)
         raise
