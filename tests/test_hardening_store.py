@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -11,12 +14,18 @@ import trio
 from trio_session import (
     Agent,
     MemoryStore,
+    Message,
     ScriptedModel,
     SessionExecutionHandle,
     SessionSnapshot,
+    SnapshotError,
+    SQLiteStore,
     StoreError,
+    ToolResultBlock,
+    ToolUseBlock,
     TrioSessionError,
     open_session,
+    user,
 )
 
 
@@ -161,3 +170,85 @@ async def test_a_clean_close_stores_the_exact_last_seq(tmp_path: Path) -> None:
     snapshot = await store.load("s")
     assert snapshot is not None
     assert snapshot.last_seq == handle.events.history[-1].seq
+
+
+def _broken(kind: str) -> tuple[Message, ...]:
+    call = Message("assistant", [ToolUseBlock("c1", "calc", {})])
+    answer = Message("tool", [ToolResultBlock("c1", "calc", "2")])
+    if kind == "tool_use without tool_result":
+        return (user("q"), call, Message("assistant", "no answer"))
+    if kind == "tool_use at the end":
+        return (user("q"), call)
+    return (user("q"), answer)
+
+
+BROKEN = ["tool_use without tool_result", "tool_use at the end", "tool_result without tool_use"]
+
+
+@pytest.fixture(params=["memory", "sqlite"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Any:
+    if request.param == "memory":
+        return MemoryStore()
+    return SQLiteStore(tmp_path / "s.db")
+
+
+async def test_a_broken_timeline_raises_snapshot_error_and_is_kept(store: Any) -> None:
+    async with contextlib.AsyncExitStack() as stack:
+        if isinstance(store, SQLiteStore):
+            await stack.enter_async_context(store)
+        for kind in BROKEN:
+            sid = kind.replace(" ", "-")
+            await store.save(
+                SessionSnapshot(
+                    session_id=sid, timeline=_broken(kind), created_at=0.0, updated_at=0.0
+                )
+            )
+            with pytest.raises(SnapshotError, match="tool_") as raised:
+                await store.load(sid)
+            assert raised.value.session_id == sid
+            with pytest.raises(SnapshotError):
+                async with open_session(Agent(ScriptedModel([])), session_id=sid, store=store):
+                    pass  # pragma: no cover
+            assert sid in await store.list()
+
+
+async def test_open_session_checks_the_timeline_of_any_store() -> None:
+    class Lenient(MemoryStore):
+        async def load(self, session_id: str) -> SessionSnapshot | None:
+            return SessionSnapshot(
+                session_id=session_id,
+                timeline=_broken("tool_use at the end"),
+                created_at=0.0,
+                updated_at=0.0,
+            )
+
+    with pytest.raises(SnapshotError) as raised:
+        async with open_session(Agent(ScriptedModel([])), session_id="mine", store=Lenient()):
+            pass  # pragma: no cover
+    assert raised.value.session_id == "mine"
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+async def test_a_damaged_database_file_raises_snapshot_error(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "chat.db"
+    async with SQLiteStore(path) as good:
+        for i in range(30):
+            await good.save(
+                SessionSnapshot(
+                    session_id="s",
+                    timeline=[user(f"message {i} " * 50)] * (i + 1),
+                    created_at=0.0,
+                    updated_at=0.0,
+                )
+            )
+    data = path.read_bytes()
+    path.write_bytes(b"not a database at all " * 100 if damage == "garbage" else data[:-4096])
+    for extra in ("-wal", "-shm"):
+        (tmp_path / f"chat.db{extra}").unlink(missing_ok=True)
+    before = path.read_bytes()
+    with pytest.raises(SnapshotError) as raised:
+        async with open_session(Agent(ScriptedModel([])), session_id="s", store=SQLiteStore(path)):
+            pass  # pragma: no cover
+    assert raised.value.session_id == "s"
+    assert not isinstance(raised.value, sqlite3.Error)
+    assert path.read_bytes() == before

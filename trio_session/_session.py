@@ -33,6 +33,7 @@ from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
 from .stores import SessionSnapshot, SessionStore
+from .stores._base import check_timeline
 
 __all__ = ["MAX_SPAWN_DEPTH", "Session", "open_session"]
 
@@ -725,6 +726,9 @@ async def open_session(
         )
     sid = session_id or uuid.uuid4().hex
     snapshot = await store.load(sid) if store is not None and session_id is not None else None
+    if snapshot is not None:
+        # Whatever the store: a broken timeline would be sent to the model, which rejects it.
+        check_timeline(sid, snapshot.timeline)
     session: Session | None = None
     failed = False
     try:

@@ -13,6 +13,7 @@ from ._base import (
     SessionSnapshot,
     check_session_id,
     check_snapshot,
+    check_timeline,
     check_version,
     decode,
     extends,
@@ -106,6 +107,7 @@ class MemoryStore:
             decode(session_id, f"message {i}", Message, text)
             for i, text in enumerate(stored.messages)
         )
+        check_timeline(session_id, timeline)
         return attrs.evolve(header, timeline=timeline)
 
     async def delete(self, session_id: str) -> None:
