@@ -252,3 +252,26 @@ async def test_a_damaged_database_file_raises_snapshot_error(tmp_path: Path, dam
     assert raised.value.session_id == "s"
     assert not isinstance(raised.value, sqlite3.Error)
     assert path.read_bytes() == before
+
+
+async def test_open_session_opens_and_closes_a_store_from_a_path(tmp_path: Path) -> None:
+    path = tmp_path / "chat.db"
+    async with open_session(Agent(ScriptedModel(["hi"])), session_id="me", store=path) as s:
+        await (await s.send("hello")).result
+    async with open_session(
+        Agent(ScriptedModel(["again"])), session_id="me", store=str(path)
+    ) as restored:
+        assert [m.text for m in restored.timeline] == ["hello", "hi"]
+    # Closed: nothing holds the file (a second store opens it with no warning).
+    async with SQLiteStore(path) as store:
+        assert await store.list() == ["me"]
+
+
+async def test_stores_are_async_context_managers(tmp_path: Path) -> None:
+    async with MemoryStore() as memory, SQLiteStore(tmp_path / "x.db") as sqlite:
+        for store in (memory, sqlite):
+            async with open_session(Agent(ScriptedModel(["ok"])), store=store) as s:
+                await (await s.send("q")).result
+            assert len(await store.list()) == 1
+    with pytest.raises(trio.ClosedResourceError):
+        await sqlite.list()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 import time
 import uuid
 from collections.abc import (
@@ -32,7 +33,7 @@ from ._messages import ContentBlock, Message
 from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
-from .stores import SessionSnapshot, SessionStore
+from .stores import SessionSnapshot, SessionStore, SQLiteStore
 from .stores._base import check_timeline
 
 __all__ = ["MAX_SPAWN_DEPTH", "Session", "open_session"]
@@ -678,7 +679,7 @@ async def open_session(
     agent: Agent,
     *,
     session_id: str | None = None,
-    store: SessionStore | None = None,
+    store: SessionStore | str | os.PathLike[str] | None = None,
     max_buffered_events: int | None = None,
 ) -> AsyncIterator[Session]:
     """Open a session that owns a nursery for its executions.
@@ -692,7 +693,8 @@ async def open_session(
         agent: What the session runs.
         session_id: Its id; a new one is generated when None. With a ``store``
             that holds this id, the session is restored from it.
-        store: Where to persist the session after every tick and execution.
+        store: Where to persist the session after every tick and execution. A path
+            opens a `SQLiteStore` on that file, closed when the block is left.
         max_buffered_events: Retention bound of each execution's event buffer;
             lagging subscribers get `EventsLagged`. None: no bound.
 
@@ -710,11 +712,16 @@ async def open_session(
         raise TypeError(f"open_session() takes an Agent, got {type(agent).__name__}")
     if session_id is not None and (not isinstance(session_id, str) or not session_id):
         raise ValueError(f"session_id must be a non-empty str or None, got {session_id!r}")
-    if store is not None and not all(
-        callable(getattr(store, name, None)) for name in ("save", "load", "delete", "list")
+    if (
+        store is not None
+        and not isinstance(store, str | os.PathLike)
+        and not all(
+            callable(getattr(store, name, None)) for name in ("save", "load", "delete", "list")
+        )
     ):
         raise TypeError(
-            f"store must be a SessionStore (save/load/delete/list), got {type(store).__name__}"
+            "store must be a SessionStore (save/load/delete/list) or a path, "
+            f"got {type(store).__name__}"
         )
     if max_buffered_events is not None and (
         not isinstance(max_buffered_events, int)
@@ -724,6 +731,18 @@ async def open_session(
         raise ValueError(
             f"max_buffered_events must be a positive int or None, got {max_buffered_events!r}"
         )
+    if isinstance(store, str | os.PathLike):
+        async with (
+            SQLiteStore(store) as opened,
+            open_session(
+                agent,
+                session_id=session_id,
+                store=opened,
+                max_buffered_events=max_buffered_events,
+            ) as session,
+        ):
+            yield session
+        return
     sid = session_id or uuid.uuid4().hex
     snapshot = await store.load(sid) if store is not None and session_id is not None else None
     if snapshot is not None:

@@ -61,6 +61,18 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._sessions)} session(s)>"
 
+    async def __aenter__(self) -> MemoryStore:
+        # An async context manager like every built-in store, so code can swap them.
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release; the sessions stay in memory."""
+        await trio.lowlevel.checkpoint()
+
     async def save(self, snapshot: SessionSnapshot) -> None:
         """Store ``snapshot``, replacing what was stored under its id.
 
