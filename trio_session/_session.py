@@ -739,9 +739,9 @@ async def open_session(
                 session_id=session_id,
                 store=opened,
                 max_buffered_events=max_buffered_events,
-            ) as session,
+            ) as inner,
         ):
-            yield session
+            yield inner
         return
     sid = session_id or uuid.uuid4().hex
     snapshot = await store.load(sid) if store is not None and session_id is not None else None

@@ -256,9 +256,11 @@ class Execution:
         """Publish ``execution_start``; called when the execution is scheduled.
 
         Publishing it before the task runs means that anything queued in
-        between (``message_queued``) follows it in the stream.
+        between (``message_queued``) follows it in the stream. The handle is
+        ``running`` from here on: the caller who gets it never sees ``pending``.
         """
         self._started = True
+        self.outcome.set_running()
         self.publisher.emit(
             ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
         )

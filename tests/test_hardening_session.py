@@ -1,0 +1,66 @@
+"""Hardening of the session: running handles, one on_message rule, safe confirmation text."""
+
+from __future__ import annotations
+
+import pytest
+import trio
+
+from trio_session import Agent, ScriptedModel, open_session, tool
+from trio_session.models import Reply
+
+
+async def test_handles_come_back_running_or_terminal(autojump_clock: trio.abc.Clock) -> None:
+    model = ScriptedModel(["one", "two", "three"], delay=1)
+    async with open_session(Agent(model)) as session:
+        handle = await session.send("hi")
+        assert handle.status == "running"
+        await handle.wait()
+        rendered = await session.render()
+        assert rendered.status == "running"
+        await rendered.wait()
+
+        spawned = await session.spawn(Agent(ScriptedModel(["child"])), "go")
+        assert spawned.status in ("running", "completed")
+        await spawned.wait()
+
+
+def test_confirmation_templates_refuse_lookups() -> None:
+    async def delete(path: str) -> str:
+        """Delete a file.
+
+        Args:
+            path: The file.
+        """
+        return "ok"
+
+    for template in ("{path.__class__}", "{path[0]}", "{}", "{0}", "{path:{path}}"):
+        with pytest.raises(ValueError, match="confirmation_message"):
+            tool(delete, requires_confirmation=True, confirmation_message=template)
+    ok = tool(delete, requires_confirmation=True, confirmation_message="Delete {path!r:>5}?")
+    assert ok.confirmation_text({"path": "{x.__class__}"}) == "Delete '{x.__class__}'?"
+    plain = tool(delete, requires_confirmation=True, confirmation_message="Delete {path}?")
+    assert plain.confirmation_text({"path": "{a[0]} }{"}) == "Delete {a[0]} }{?"
+
+
+async def test_confirmation_text_shows_braces_in_arguments_as_they_are() -> None:
+    @tool(requires_confirmation=True, confirmation_message="Delete {path}?")
+    async def delete(path: str) -> str:
+        """Delete a file.
+
+        Args:
+            path: The file.
+        """
+        return "deleted"
+
+    model = ScriptedModel([Reply(tool_calls=[("delete", {"path": "{path.__class__}"})]), "ok"])
+    async with open_session(Agent(model, tools=[delete])) as session:
+        handle = await session.send("go")
+        seen: list[str] = []
+
+        def answer(event: object) -> None:
+            seen.append(event.message)  # type: ignore[attr-defined]
+            handle.submit_tool_result(event.tool_use_id, approved=True)  # type: ignore[attr-defined]
+
+        handle.events.on("tool_confirmation_required", answer)
+        await handle.result
+    assert seen == ["Delete {path.__class__}?"]
