@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_session import Agent, ScriptedModel, open_session, tool
+from trio_session import Agent, Message, ScriptedModel, open_session, tool
 from trio_session.models import Reply
 
 
@@ -64,3 +64,73 @@ async def test_confirmation_text_shows_braces_in_arguments_as_they_are() -> None
         handle.events.on("tool_confirmation_required", answer)
         await handle.result
     assert seen == ["Delete {path.__class__}?"]
+
+
+class HookFailed(Exception):
+    pass
+
+
+def failing_sync(message: Message, session: object) -> None:
+    if message.text.startswith("bad"):
+        raise HookFailed(message.text)
+
+
+async def failing_async(message: Message, session: object) -> None:
+    await trio.lowlevel.checkpoint()
+    if message.text.startswith("bad"):
+        raise HookFailed(message.text)
+
+
+async def test_a_sync_on_message_error_reaches_the_caller_on_every_path(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    agent = Agent(ScriptedModel(["a", "b"], delay=1), on_message=failing_sync)
+    async with open_session(agent) as session:
+        with pytest.raises(HookFailed):
+            await session.send("bad send")
+        with pytest.raises(HookFailed):
+            session.queue("bad queue")
+        assert session.queued_messages == () and len(session.timeline) == 0
+        handle = await session.send("good")
+        with pytest.raises(HookFailed):
+            handle.queue_message("bad while running")
+        with pytest.raises(HookFailed):
+            session.queue("bad queue while running")
+        await handle.result
+        assert [m.text for m in session.timeline] == ["good", "a"]
+        assert "bad" not in str(
+            [e.type for e in handle.events.history if e.type == "message_queued"]
+        )
+
+
+async def test_an_async_on_message_error_fails_the_delivering_execution_on_every_path(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    agent = Agent(ScriptedModel(["a", "b", "c"], delay=1), on_message=failing_async)
+    async with open_session(agent) as session:
+        # send: the execution fails, the message stays queued.
+        handle = await session.send("bad send")
+        with pytest.raises(HookFailed):
+            await handle.result
+        assert handle.status == "failed"
+        assert [m.text for m in session.queued_messages] == ["bad send"]
+        assert len(session.timeline) == 0
+
+    async with open_session(agent) as session:
+        # queue while idle: nothing is only logged; the next execution fails.
+        session.queue("bad idle")
+        handle = await session.render()
+        with pytest.raises(HookFailed):
+            await handle.result
+        assert [m.text for m in session.queued_messages] == ["bad idle"]
+
+    async with open_session(
+        Agent(ScriptedModel(["a", "b"], delay=1), on_message=failing_async)
+    ) as s:
+        # queue_message while running: the execution fails at the next boundary.
+        handle = await s.send("good")
+        handle.queue_message("bad running")
+        with pytest.raises(HookFailed):
+            await handle.result
+        assert [m.text for m in s.queued_messages] == ["bad running"]
+        assert [m.text for m in s.timeline][0] == "good"

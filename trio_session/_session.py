@@ -25,7 +25,7 @@ import trio
 
 from ._agent import Agent
 from ._buffer import EventSubscription, SeqCounter, SessionChain
-from ._engine import Execution, call_hook, current_tool_call, reraise, unwrap
+from ._engine import Execution, current_tool_call, reraise, unwrap
 from ._errors import MaxSpawnDepth, SerializationError, SessionClosed, StoreError, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
@@ -126,6 +126,8 @@ class _Conversation:
         self.reserved = self.seq.last
         self.current: Execution | None = None
         self.always: dict[str, Decision] = {}
+        # Async on_message hooks not yet awaited, by message id.
+        self.hooks: dict[str, Awaitable[Any]] = {}
 
     @property
     def owner(self) -> Session:
@@ -142,16 +144,25 @@ class _Conversation:
     def enqueue(self, messages: Sequence[Message]) -> None:
         self.queue.extend(messages)
 
-    def notify_message(self, message: Message, execution: Execution | None) -> None:
+    def notify_message(self, message: Message) -> None:
+        # One rule on every path: a sync hook runs here, in the caller, and its
+        # error reaches the caller before anything is queued; an async hook is
+        # awaited by the execution that delivers the message (message_hook).
         hook = self.session.agent.on_message
         if hook is None:
             return
         result = hook(message, self.session)
         if inspect.isawaitable(result):
-            if execution is not None:
-                execution.run_hook_soon(result)
-            else:
-                self.nursery.start_soon(_logged_hook, result, "on_message")
+            self.hooks[message.id] = result
+
+    def drop_message_hooks(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            _discard(self.hooks.pop(message.id, None))
+
+    async def message_hook(self, message: Message) -> None:
+        awaitable = self.hooks.pop(message.id, None)
+        if awaitable is not None:
+            await awaitable
 
     def remembered(self, tool_name: str) -> Decision | None:
         return self.always.get(tool_name)
@@ -230,11 +241,11 @@ class _Conversation:
         self.finished(execution)
 
 
-async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        logger.exception("Agent.%s raised while the session was idle", name)
+def _discard(awaitable: Awaitable[Any] | None) -> None:
+    """Close a hook's coroutine that will never be awaited (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
 
 
 def _as_messages(message: object, where: str) -> list[Message]:
@@ -412,9 +423,15 @@ class Session:
                     f"send() metadata must be a mapping or None, got {type(metadata).__name__}"
                 )
             messages = [attrs.evolve(m, metadata={**m.metadata, **metadata}) for m in messages]
-        for item in messages:
-            await call_hook(self.agent.on_message, item, self)
-        return await self._join_or_start(messages, props, max_ticks)
+        notified: list[Message] = []
+        try:
+            for item in messages:
+                self._core.notify_message(item)
+                notified.append(item)
+            return await self._join_or_start(messages, props, max_ticks)
+        except BaseException:
+            self._core.drop_message_hooks(notified)
+            raise
 
     async def _render(
         self, props: Mapping[str, Any] | None = None, *, max_ticks: int | None = None
@@ -543,7 +560,7 @@ class Session:
         if current is not None and current.accepting:
             current.queue_message(item)
         else:
-            self._core.notify_message(item, None)
+            self._core.notify_message(item)
             self._core.queue.append(item)
 
     async def dispatch(self, tool_name: str, input: Mapping[str, Any]) -> tuple[ContentBlock, ...]:
@@ -666,6 +683,8 @@ class Session:
         """The session's block was left: closed for good, its event chain ended."""
         self._closed = True
         self._chain.end()
+        # The messages stay queued (and saved); their hooks will not run in this process.
+        self._core.drop_message_hooks(self._core.queue)
         return self._core
 
     async def _wait_idle(self) -> None:

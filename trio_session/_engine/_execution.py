@@ -13,7 +13,7 @@ the session module.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
@@ -32,7 +32,7 @@ from .._messages import Message
 from .._result import SendResult
 from .._tools import Confirmations, Decision
 from .._usage import Usage
-from ._hooks import await_, call_hook
+from ._hooks import call_hook
 from ._spawn import adopt
 from ._ticks import run_ticks
 from ._tool_calls import unfinished
@@ -65,8 +65,16 @@ class ExecutionHost(Protocol):
         """Keep messages on the session for its next execution (hooks already ran)."""
         ...
 
-    def notify_message(self, message: Message, execution: Execution | None) -> None:
-        """Run the agent's ``on_message`` hook for a message entering the session."""
+    def notify_message(self, message: Message) -> None:
+        """Run the agent's ``on_message`` hook for a message entering the session.
+
+        A sync hook runs now (its error reaches the caller, nothing queued);
+        an async hook's awaitable waits for `message_hook`.
+        """
+        ...
+
+    async def message_hook(self, message: Message) -> None:
+        """Await the async ``on_message`` hook of ``message``, if one is pending."""
         ...
 
     def remembered(self, tool_name: str) -> Decision | None:
@@ -143,7 +151,6 @@ class Execution:
         self.current_tick = 0
         """The tick now running; 0 before the first."""
         self._nursery: trio.Nursery | None = None
-        self._early_hooks: list[Awaitable[Any]] = []
         self.children: set[Execution] = set()
         self._started = False
 
@@ -181,7 +188,7 @@ class Execution:
 
     def queue_message(self, message: Message) -> None:
         """Queue into this execution, or onto the session once it is past its last tick."""
-        self.host.notify_message(message, self if self.accepting else None)
+        self.host.notify_message(message)
         self.accept(message)
 
     def accept(self, message: Message) -> None:
@@ -212,13 +219,6 @@ class Execution:
     def update_props(self, props: Mapping[str, Any]) -> None:
         """New props, seen from the next tick on (``render()`` while running)."""
         self.props = dict(props)
-
-    def run_hook_soon(self, awaitable: Awaitable[Any]) -> None:
-        """Await an async hook inside this execution; its failure fails the execution."""
-        if self._nursery is None:
-            self._early_hooks.append(awaitable)
-        else:
-            self._nursery.start_soon(await_, awaitable)
 
     # -- spawn --------------------------------------------------------------
 
@@ -276,9 +276,6 @@ class Execution:
                 try:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        for awaitable in self._early_hooks:
-                            nursery.start_soon(await_, awaitable)
-                        self._early_hooks.clear()
                         value = await run_ticks(self)
                         # Children and pending hook tasks end with their execution.
                         self._end_children("parent execution ended")

@@ -9,6 +9,7 @@ import trio
 from .._agent import TickContext, TickResult
 from .._errors import ModelError
 from .._events import ModelRequestEvent, TickEnd, TickStart
+from .._messages import Message
 from .._result import SendResult
 from ..models._base import ModelRequest
 from ._assembler import Assembler
@@ -32,11 +33,13 @@ async def run_ticks(execution: Execution) -> SendResult:
     agent = execution.agent
     publisher = execution.publisher
     transcript = execution.transcript
-    transcript.deliver(host.take_queued())
+    queued = host.take_queued()
+    await _message_hooks(execution, [*queued, *transcript.input])
+    transcript.deliver(queued)
     for message in transcript.input:
         transcript.commit(message)
     transcript.input.clear()
-    transcript.deliver(transcript.take_pending())
+    await _deliver_pending(execution)
     if host.persistent and transcript.new_messages:
         await host.save()
 
@@ -86,7 +89,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         if go_on and tick >= execution.max_ticks:
             go_on, stop_reason = False, "max_ticks"
         if go_on:
-            transcript.deliver(transcript.take_pending())
+            await _deliver_pending(execution)
             if host.persistent:
                 await host.save()
         else:
@@ -101,6 +104,29 @@ async def run_ticks(execution: Execution) -> SendResult:
         if not go_on:
             break
     return transcript.result(stop_reason, execution.id)
+
+
+async def _message_hooks(execution: Execution, messages: list[Message]) -> None:
+    """Await the messages' async ``on_message`` hooks before they are delivered.
+
+    If one fails, none of them is delivered: they go back to the session's
+    queue (never lost) and the error fails the execution.
+    """
+    host = execution.host
+    for message in messages:
+        try:
+            await host.message_hook(message)
+        except BaseException:
+            execution.transcript.input.clear()
+            host.enqueue(messages)
+            raise
+
+
+async def _deliver_pending(execution: Execution) -> None:
+    transcript = execution.transcript
+    pending = transcript.take_pending()
+    await _message_hooks(execution, pending)
+    transcript.deliver(pending)
 
 
 async def _build(execution: Execution, ctx: TickContext) -> ModelRequest:
