@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_session import Agent, Message, ScriptedModel, open_session, tool
+from trio_session import Agent, EventsLagged, Message, ScriptedModel, open_session, tool
 from trio_session.models import Reply
 
 
@@ -132,3 +132,24 @@ async def test_an_async_on_message_error_fails_the_delivering_execution_on_every
             await handle.result
         assert [m.text for m in s.queued_messages] == ["bad running"]
         assert s.timeline[0].text == "good"
+
+
+async def test_late_joiners_learn_what_the_retention_bound_dropped() -> None:
+    agent = Agent(ScriptedModel(["a long answer " * 20]))
+    async with open_session(agent, max_buffered_events=5) as session:
+        handle = await session.send("hi")
+        await handle.wait()
+        held = handle.events.history
+        assert len(held) == 5
+        # A fresh session's first execution starts at seq 1.
+        late = handle.events.subscribe()
+        with pytest.raises(EventsLagged) as info:
+            late.receive_nowait()
+        assert info.value.missed == held[0].seq - 1
+        assert [late.receive_nowait().seq for _ in held] == [e.seq for e in held]
+
+        resuming = handle.events.subscribe(after_seq=held[0].seq - 3)
+        with pytest.raises(EventsLagged) as info:
+            resuming.receive_nowait()
+        assert info.value.missed == 2  # the dropped events between where it asked and held[0]
+        assert [resuming.receive_nowait().seq for _ in held] == [e.seq for e in held]
