@@ -179,7 +179,8 @@ def anthropic_message_events(
     """The events of one streamed message.
 
     Each block is ``{"type": "text", "text": "..."}``, ``{"type": "thinking", "thinking": "...",
-    "signature": "..."}`` or ``{"type": "tool_use", "id": ..., "name": ..., "json": [parts]}``;
+    "signature": "..."}``, ``{"type": "redacted_thinking", "data": "..."}`` or
+    ``{"type": "tool_use", "id": ..., "name": ..., "json": [parts]}``;
     text and thinking are streamed in two deltas each, tool input in the given JSON parts.
     With ``finish=False`` the events stop after the blocks (no message_delta / message_stop).
     """
@@ -229,6 +230,11 @@ def anthropic_message_events(
             events.append(
                 {"type": "content_block_delta", "index": index,
                  "delta": {"type": "signature_delta", "signature": block.get("signature", "sig")}}
+            )
+        elif kind == "redacted_thinking":
+            events.append(
+                {"type": "content_block_start", "index": index,
+                 "content_block": {"type": "redacted_thinking", "data": block["data"]}}
             )
         elif kind == "tool_use":
             events.append(

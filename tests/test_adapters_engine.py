@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -42,12 +43,16 @@ from trio_session import (
     Model,
     ModelError,
     OpenAIModel,
+    ReasoningBlock,
     Reply,
+    RetryPolicy,
     ScriptedModel,
     StreamEvent,
+    Usage,
     open_session,
     tool,
 )
+from trio_session.models._base import INVALID_JSON_KEY
 
 
 async def _get_weather(city: str) -> str:
@@ -199,8 +204,11 @@ async def first_delta(handle: ExecutionHandle[Any]) -> None:
 async def run_to_model_error(
     model: Model, message: str
 ) -> tuple[pytest.ExceptionInfo[ModelError], ExecutionHandle[Any], list[StreamEvent], list[Any]]:
-    """Send ``message`` and expect a `ModelError`: its info, the handle, events and timeline."""
-    async with open_session(Agent(model)) as session:
+    """Send ``message`` and expect a `ModelError`: its info, the handle, events and timeline.
+
+    Retries are off: these tests look at one failure (the retry tests are below).
+    """
+    async with open_session(Agent(model, retry=None)) as session:
         handle = await session.send(message)
         with pytest.raises(ModelError) as info:
             await handle.result
@@ -399,3 +407,294 @@ async def test_example_against_a_compatible_server(
     assert first["model"] == "llama-test"
     assert {t["function"]["name"] for t in first["tools"]} == {"get_weather", "add"}
     assert _openai_tool_results(second)[0]["tool_call_id"] == "call_1"
+
+
+# -- provider quirks under the engine ------------------------------------------------------------
+
+
+WIRE = Path(__file__).parent / "fixtures" / "wire"
+
+
+def recorded(name: str) -> list[ServerReply]:
+    """The recorded responses of a wire fixture, to be sent byte for byte."""
+    interactions = json.loads((WIRE / f"{name}.json").read_text())["interactions"]
+    return [
+        ServerReply(i["status"], [(k, v) for k, v in i["headers"]], (i["body"].encode(),))
+        for i in interactions
+    ]
+
+
+async def test_extended_thinking_goes_back_signed_across_tool_ticks(server: FakeServer) -> None:
+    blocks: list[dict[str, Any]] = [
+        {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-1"},
+        {"type": "redacted_thinking", "data": "opaque=="},
+        {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "json": ['{"city": "Paris"}']},
+    ]
+    server.push(
+        sse_reply(anthropic_sse(anthropic_message_events(blocks, stop_reason="tool_use"))),
+        PROVIDERS["anthropic"].text("Sunny in Paris."),
+    )
+    async with PROVIDERS["anthropic"].client(server) as client:
+        model = AnthropicModel(
+            "claude-test", client=client, thinking={"type": "enabled", "budget_tokens": 1024}
+        )
+        result, events, timeline = await run_weather_loop(model)
+    assert result.response == "Sunny in Paris."
+    assert timeline[1].content[:2] == (
+        ReasoningBlock("Need the weather tool.", signature="sig-1"),
+        ReasoningBlock("", signature="opaque==", redacted=True),
+    )
+    # The API checks that the last assistant turn starts with its thinking, unchanged.
+    second = server.bodies[1]
+    assert second["messages"][1] == {
+        "role": "assistant",
+        "content": [
+            {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-1"},
+            {"type": "redacted_thinking", "data": "opaque=="},
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+             "input": {"city": "Paris"}},
+        ],
+    }
+    assert "reasoning_delta" in types_of(events)
+    assert_well_formed(events)
+
+
+async def test_cache_tokens_reach_the_result_usage(server: FakeServer) -> None:
+    events = anthropic_message_events([{"type": "text", "text": "ok"}], output_tokens=4)
+    events[0]["message"]["usage"].update(
+        {"input_tokens": 3, "cache_creation_input_tokens": 100, "cache_read_input_tokens": 50}
+    )
+    server.push(sse_reply(anthropic_sse(events)))
+    async with (
+        PROVIDERS["anthropic"].client(server) as client,
+        open_session(Agent(AnthropicModel("m", client=client))) as session,
+    ):
+        result = await (await session.send("hi")).result
+    assert result.usage == Usage(153, 4, 157, ticks=1, cache_read_tokens=50,
+                                 cache_write_tokens=100)
+
+
+async def test_a_server_without_usage_is_reported_as_unreported(server: FakeServer) -> None:
+    # llama-cpp-python's server sends no usage: zero tokens would look like a measurement.
+    chunks = [
+        openai_chunk({"role": "assistant", "content": "Hi"}),
+        openai_chunk(finish_reason="stop"),
+    ]
+    server.push(sse_reply(openai_sse(chunks)), PROVIDERS["openai"].text("Again."))
+    async with (
+        PROVIDERS["openai"].client(server) as client,
+        open_session(Agent(OpenAIModel("llama", client=client))) as session,
+    ):
+        first = await (await session.send("hi")).result
+        second = await (await session.send("again")).result
+        total = session.usage
+    assert first.usage == Usage(ticks=1, unreported_ticks=1)
+    assert second.usage == Usage(12, 7, 19, ticks=1)
+    assert (total.input_tokens, total.ticks, total.unreported_ticks) == (12, 2, 1)
+
+
+async def _make_file(filename: str, lines_of_text: list[str]) -> str:
+    """Write a file.
+
+    Args:
+        filename: Its name.
+        lines_of_text: Its lines.
+    """
+    raise AssertionError("a truncated call must not run")
+
+
+async def test_a_tool_call_cut_off_by_max_tokens(server: FakeServer) -> None:
+    # The recorded stream: text, then a make_file call whose input stops mid-JSON.
+    server.push(*recorded("ant_incomplete_partial_json"), PROVIDERS["anthropic"].text("Sorry."))
+    agent = Agent(
+        AnthropicModel("claude-test", base_url=server.base_url, api_key="k"),
+        tools=[tool(_make_file, name="make_file")],
+    )
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        result = await (await session.send("Write my tax guide")).result
+        timeline = list(session.timeline)
+    assert result.response == "Sorry."
+    assert [m.role for m in timeline] == ["user", "assistant", "tool", "assistant"]
+    [call] = timeline[1].tool_uses
+    raw = call.input[INVALID_JSON_KEY]
+    assert raw.startswith('{"filename": "taxes.txt", "lines_of_text": [')
+    [answer] = timeline[2].tool_results
+    assert answer.is_error
+    assert raw[:60] in answer.content[0].text
+    assert_transcript_integrity(timeline)
+    # On the wire the call goes back as an object the API accepts, never the internal key.
+    second = server.bodies[1]
+    assert INVALID_JSON_KEY not in json.dumps(second)
+    assert second["messages"][1]["content"][-1]["input"] == {}
+
+
+async def _get_capital(country: str) -> str:
+    """Get a country's capital.
+
+    Args:
+        country: The country.
+    """
+    return "London"
+
+
+async def test_recorded_openai_tool_round_trip_sends_what_openai_accepted(
+    server: FakeServer,
+) -> None:
+    recording = json.loads((WIRE / "pai_openai_tool_roundtrip.json").read_text())
+    accepted = recording["interactions"][1]["request"]
+    server.push(*recorded("pai_openai_tool_roundtrip"))
+    agent = Agent(
+        OpenAIModel("gpt-4o-mini", base_url=server.base_url + "/v1", api_key="k"),
+        tools=[tool(_get_capital, name="get_capital")],
+    )
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        handle = await session.send(accepted["messages"][0]["content"])
+        result = await handle.result
+    assert result.response == "The capital of the UK is London."
+    assert result.usage == Usage(53 + 78, 15 + 9, 53 + 78 + 15 + 9, ticks=2)
+    sent = server.bodies[1]["messages"]
+    # What OpenAI accepted on the second request, but for the assistant content: "" (which
+    # every compatible server accepts) where the recording has null.
+    expected = [dict(m) for m in accepted["messages"]]
+    expected[1]["content"] = ""
+    # Arguments are re-serialised from the parsed call.
+    expected[1]["tool_calls"][0]["function"]["arguments"] = '{"country": "UK"}'
+    assert sent == expected
+
+
+# -- retries through the adapters -----------------------------------------------------------------
+
+
+def _anthropic_overloaded_mid_stream() -> ServerReply:
+    # The stream starts, text arrives, then the API reports an overload inside the stream.
+    events = anthropic_message_events([{"type": "text", "text": "Once upon"}], finish=False)
+    events.append({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    return sse_reply(anthropic_sse(events))
+
+
+def _openai_error_mid_stream() -> ServerReply:
+    chunks = [
+        openai_chunk({"role": "assistant", "content": "Once upon"}),
+        {"error": {"message": "The server had an error", "type": "server_error"}},
+    ]
+    return sse_reply(openai_sse(chunks, done=False))
+
+
+MID_STREAM_FAILURES = {
+    "anthropic": _anthropic_overloaded_mid_stream,
+    "openai": _openai_error_mid_stream,
+}
+
+
+async def test_a_mid_stream_failure_is_retried_and_nothing_partial_is_committed(
+    provider: Provider, server: FakeServer
+) -> None:
+    server.push(MID_STREAM_FAILURES[provider.name](), provider.text("A good answer."))
+    async with provider.client(server) as client:
+        # No backoff: these tests use real sockets, so no mock clock (test_retry_output.py
+        # checks the delays).
+        agent = Agent(provider.model(client), retry=RetryPolicy(initial_delay=0.0, jitter=False))
+        async with open_session(agent) as session:
+            handle = await session.send("tell me a story")
+            result = await handle.result
+            events = await collect(handle)
+            timeline = list(session.timeline)
+    assert result.response == "A good answer."
+    [retry] = [e for e in events if e.type == "tick_retry"]
+    assert retry.attempt == 1
+    assert retry.code == ("overloaded" if provider.name == "anthropic" else "server_error")
+    assert [(m.role, m.text) for m in timeline] == [
+        ("user", "tell me a story"), ("assistant", "A good answer.")
+    ]
+    assert "error" not in types_of(events)
+    assert len(server.requests) == 2
+    assert server.bodies[0] == server.bodies[1]
+    assert_well_formed(events)
+
+
+async def test_a_recorded_529_is_retried_after_its_retry_after(server: FakeServer) -> None:
+    [overloaded] = recorded("err_anthropic_529")
+    overloaded = attrs.evolve(overloaded, headers=[*overloaded.headers, ("retry-after", "0")])
+    server.push(overloaded, PROVIDERS["anthropic"].text("Back."))
+    agent = Agent(
+        AnthropicModel("claude-test", base_url=server.base_url, api_key="k"),
+        retry=RetryPolicy(initial_delay=0.0, jitter=False),
+    )
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        handle = await session.send("hi")
+        result = await handle.result
+        events = await collect(handle)
+    assert result.response == "Back."
+    [retry] = [e for e in events if e.type == "tick_retry"]
+    assert (retry.code, retry.delay) == ("overloaded", 0.0)
+    # One request per attempt: the SDK did not retry underneath.
+    assert len(server.requests) == 2
+
+
+async def test_a_recorded_quota_429_is_not_retried(server: FakeServer) -> None:
+    server.push(*recorded("err_openai_429_quota"))
+    agent = Agent(OpenAIModel("gpt-test", base_url=server.base_url + "/v1", api_key="k"))
+    async with agent.model, open_session(agent) as session:  # type: ignore[attr-defined]
+        handle = await session.send("hi")
+        with pytest.raises(ModelError) as info:
+            await handle.result
+        events = await collect(handle)
+    assert (info.value.code, info.value.retryable) == ("insufficient_quota", False)
+    assert "tick_retry" not in types_of(events)
+    assert len(server.requests) == 1
+
+
+# -- typed output through the adapters -------------------------------------------------------------
+
+
+@attrs.frozen
+class Capital:
+    country: str
+    city: str
+
+
+async def test_typed_output_asked_natively(provider: Provider, server: FakeServer) -> None:
+    server.push(provider.text('{"country": "UK", "city": "London"}'))
+    async with provider.client(server) as client:
+        agent = Agent(provider.model(client), system="Be brief.", output_type=Capital)
+        async with open_session(agent) as session:
+            result = await (await session.send("Capital of the UK?")).result
+    assert result.output == Capital("UK", "London")
+    [body] = server.bodies
+    schema = {
+        "type": "object",
+        "properties": {"country": {"type": "string"}, "city": {"type": "string"}},
+        "required": ["country", "city"],
+        "additionalProperties": False,
+    }
+    if provider.name == "openai":
+        assert body["response_format"] == {
+            "type": "json_schema",
+            "json_schema": {"name": "Capital", "schema": schema, "strict": False},
+        }
+        assert body["messages"][0] == {"role": "system", "content": "Be brief."}
+    else:
+        assert body["output_config"] == {"format": {"type": "json_schema", "schema": schema}}
+        assert body["system"][0]["text"] == "Be brief."
+
+
+async def test_typed_output_by_instruction_when_native_is_off(
+    provider: Provider, server: FakeServer
+) -> None:
+    server.push(provider.text('{"country": "UK", "city": "London"}'))
+    async with provider.client(server) as client:
+        model = provider.model(client)
+        model.native_output = False  # type: ignore[attr-defined]
+        agent = Agent(model, system="Be brief.", output_type=Capital)
+        async with open_session(agent) as session:
+            result = await (await session.send("Capital of the UK?")).result
+    assert result.output == Capital("UK", "London")
+    [body] = server.bodies
+    assert "response_format" not in body
+    assert "output_config" not in body
+    if provider.name == "openai":
+        system = body["messages"][0]["content"]
+    else:
+        system = body["system"][0]["text"]
+    assert system.startswith("Be brief.\n\nAnswer with only a JSON value")
+    assert '"required": ["country", "city"]' in system

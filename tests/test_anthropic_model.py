@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import aclosing
@@ -48,6 +49,7 @@ from trio_session import (
     assistant,
     user,
 )
+from trio_session.models import _anthropic, _sdk
 from trio_session.models._anthropic import to_anthropic_messages
 from trio_session.models._base import INVALID_JSON_KEY
 
@@ -60,7 +62,8 @@ def make_client(server: FakeServer, **options: Any) -> anthropic.AsyncAnthropic:
 @pytest.fixture
 async def model(server: FakeServer) -> AsyncIterator[AnthropicModel]:
     async with make_client(server) as client:
-        yield AnthropicModel("claude-test", client=client, max_tokens=1024)
+        # Exact request bodies are easier to read without cache breakpoints (tested apart).
+        yield AnthropicModel("claude-test", client=client, max_tokens=1024, cache="off")
 
 
 def reply(blocks: Sequence[Mapping[str, Any]], **options: Any) -> Reply:
@@ -84,6 +87,7 @@ async def test_text_and_thinking_stream_and_exact_request(
     assert chunks == [
         ReasoningChunk("Easy"),
         ReasoningChunk(" one."),
+        ReasoningChunk("", signature="sig"),
         TextChunk("Hel"),
         TextChunk("lo!"),
         UsageChunk(21, 9),
@@ -198,7 +202,7 @@ async def test_two_tick_tool_loop_request_bodies(
 
 
 @pytest.mark.parametrize(
-    "reason", ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal", "pause_turn"]
+    "reason", ["end_turn", "max_tokens", "stop_sequence", "tool_use", "refusal"]
 )
 async def test_stop_reasons(server: FakeServer, model: AnthropicModel, reason: str) -> None:
     server.push(reply([{"type": "text", "text": "ok"}], stop_reason=reason))
@@ -215,7 +219,7 @@ async def test_usage_counts_cache_tokens(server: FakeServer, model: AnthropicMod
     events[-2]["usage"].update({"input_tokens": 3, "cache_read_input_tokens": None})
     server.push(sse_reply(anthropic_sse(events)))
     chunks = await collect(model, ModelRequest(None, (user("?"),)))
-    assert UsageChunk(153, 4) in chunks
+    assert UsageChunk(153, 4, cache_read_tokens=50, cache_write_tokens=100) in chunks
 
 
 # -- request mapping ------------------------------------------------------------------------
@@ -565,3 +569,162 @@ async def test_owned_client_closed_given_client_left_open(server: FakeServer) ->
     async with make_client(server) as client:
         await AnthropicModel("claude-test", client=client).aclose()
         assert not client.is_closed()
+
+
+# -- extended thinking, caching, pause_turn, retries ----------------------------------------
+
+
+async def test_thinking_signature_and_redacted_thinking_stream(
+    server: FakeServer, model: AnthropicModel
+) -> None:
+    server.push(
+        reply(
+            [
+                {"type": "redacted_thinking", "data": "opaque=="},
+                {"type": "thinking", "thinking": "Hmm.", "signature": "sig-1"},
+                {"type": "text", "text": "Hi"},
+            ]
+        )
+    )
+    chunks = await collect(model, ModelRequest(None, (user("?"),)))
+    assert chunks[:4] == [
+        ReasoningChunk("", signature="opaque==", redacted=True),
+        ReasoningChunk("Hm"),
+        ReasoningChunk("m."),
+        ReasoningChunk("", signature="sig-1"),
+    ]
+
+
+def test_signed_reasoning_sent_back_unchanged_unsigned_left_out() -> None:
+    answer = assistant(
+        ReasoningBlock("", signature="opaque==", redacted=True),
+        ReasoningBlock("Hmm.", signature="sig-1"),
+        ReasoningBlock("another model's thoughts"),
+        "Calling.",
+        ToolUseBlock("t1", "shot", {"n": 1}),
+    )
+    _, [converted] = to_anthropic_messages(None, (answer,))
+    assert converted["content"] == [
+        {"type": "redacted_thinking", "data": "opaque=="},
+        {"type": "thinking", "thinking": "Hmm.", "signature": "sig-1"},
+        {"type": "text", "text": "Calling."},
+        {"type": "tool_use", "id": "t1", "name": "shot", "input": {"n": 1}},
+    ]
+
+
+def test_truncated_tool_input_goes_back_as_an_empty_object() -> None:
+    call = ToolUseBlock("t1", "make_file", {INVALID_JSON_KEY: '{"filename": "ta'})
+    _, [converted] = to_anthropic_messages(None, (assistant(call),))
+    assert converted["content"] == [
+        {"type": "tool_use", "id": "t1", "name": "make_file", "input": {}}
+    ]
+
+
+async def test_cache_breakpoints_on_system_tools_and_last_message(server: FakeServer) -> None:
+    server.push(reply([{"type": "text", "text": "ok"}]))
+    answer = assistant(ReasoningBlock("Hmm.", signature="s"), ToolUseBlock("t1", "get_weather", {}))
+    result = Message("tool", (ToolResultBlock("t1", "get_weather", "sunny"),))
+    async with make_client(server) as client:
+        model = AnthropicModel("claude-test", client=client)
+        await collect(model, ModelRequest("Be brief.", (user("?"), answer, result), (WEATHER,)))
+    [body] = server.bodies
+    ephemeral = {"type": "ephemeral"}
+    assert body["system"] == [{"type": "text", "text": "Be brief.", "cache_control": ephemeral}]
+    assert body["tools"][-1]["cache_control"] == ephemeral
+    assert body["messages"][-1]["content"][-1]["cache_control"] == ephemeral
+    # Three breakpoints in all (the API allows four).
+    assert json.dumps(body).count('"cache_control"') == 3
+
+
+async def test_cache_breakpoint_skips_thinking_blocks(server: FakeServer) -> None:
+    messages: list[dict[str, Any]] = [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "a"}, {"type": "thinking", "thinking": "b", "signature": "s"}
+        ]}
+    ]
+    _anthropic._mark_cache_breakpoints(messages, [])
+    assert "cache_control" in messages[0]["content"][0]
+    assert "cache_control" not in messages[0]["content"][1]
+
+
+def test_cache_setting_checked() -> None:
+    with pytest.raises(ValueError, match="cache must be 'auto' or 'off'"):
+        AnthropicModel("m", api_key="k", cache="on")  # type: ignore[arg-type]
+
+
+async def test_pause_turn_is_continued_transparently(
+    server: FakeServer, model: AnthropicModel
+) -> None:
+    events = anthropic_message_events(
+        [{"type": "text", "text": "Searching."}], stop_reason="pause_turn", output_tokens=3
+    )
+    # A server tool's call and result, which must go back with the paused content.
+    search = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
+    extra = [
+        {"type": "content_block_start", "index": 1, "content_block": search},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": '{"query": "trio"}'}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2, "content_block": found},
+        {"type": "content_block_stop", "index": 2},
+    ]
+    events[-2:-2] = extra
+    server.push(sse_reply(anthropic_sse(events)), reply([{"type": "text", "text": "Found it."}]))
+    chunks = await collect(model, ModelRequest(None, (user("Search trio"),)))
+    assert [c for c in chunks if isinstance(c, TextChunk | StopChunk | UsageChunk)] == [
+        TextChunk("Searc"),
+        TextChunk("hing."),
+        UsageChunk(10, 3),
+        TextChunk("Foun"),
+        TextChunk("d it."),
+        UsageChunk(10, 5),
+        StopChunk("end_turn"),
+    ]
+    # The server tool is the API's to run: no tool call for the session.
+    assert not [c for c in chunks if isinstance(c, ToolCallStartChunk | ToolCallChunk)]
+    first, second = server.bodies
+    assert second["messages"] == [
+        *first["messages"],
+        {
+            "role": "assistant",
+            "content": [
+                {"type": "text", "text": "Searching."},
+                {**search, "input": {"query": "trio"}},
+                found,
+            ],
+        },
+    ]
+
+
+async def test_pause_turn_continuations_are_bounded(
+    server: FakeServer, model: AnthropicModel
+) -> None:
+    paused = reply([{"type": "text", "text": "more"}], stop_reason="pause_turn")
+    server.push(*[paused] * (_sdk.MAX_FOLLOW_UPS + 1))
+    chunks = await collect(model, ModelRequest(None, (user("?"),)))
+    assert chunks[-1] == StopChunk("pause_turn")
+    assert len(server.requests) == _sdk.MAX_FOLLOW_UPS + 1
+    # Each continuation extends the one assistant message of the paused turn.
+    assert [m["role"] for m in server.bodies[-1]["messages"]] == ["user", "assistant"]
+    assert len(server.bodies[-1]["messages"][1]["content"]) == _sdk.MAX_FOLLOW_UPS
+
+
+async def test_own_client_leaves_retries_to_the_retry_policy(server: FakeServer) -> None:
+    server.push(
+        json_reply(529, anthropic_error("overloaded_error", "busy"), [("retry-after", "3")])
+    )
+    async with AnthropicModel("m", base_url=server.base_url, api_key="k") as model:
+        assert model.client.max_retries == 0
+        with pytest.raises(ModelError) as info:
+            await collect(model, ModelRequest(None, (user("?"),)))
+    assert (info.value.code, info.value.retryable, info.value.retry_after) == (
+        "overloaded", True, 3.0
+    )
+    # The SDK did not retry behind the session's back.
+    assert len(server.requests) == 1
+
+
+async def test_a_given_client_keeps_its_retry_settings(server: FakeServer) -> None:
+    async with make_client(server, max_retries=5) as client:
+        assert AnthropicModel("m", client=client).client.max_retries == 5

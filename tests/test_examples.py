@@ -74,3 +74,12 @@ def test_quickstart_runs_as_a_script() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert "response:" in done.stdout
+
+
+async def test_record_replay(capsys: pytest.CaptureFixture[str]) -> None:
+    recorded, replayed = await load("record_replay").main()
+    out = capsys.readouterr().out
+    assert "recorded: 'It is sunny and 21 °C in Paris.' (2 model calls)" in out
+    assert "replayed: 'It is sunny and 21 °C in Paris.' (offline, 0 recordings left)" in out
+    assert [e.type for e in recorded] == [e.type for e in replayed]
+    assert "tool_result" in [e.type for e in replayed]

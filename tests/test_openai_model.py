@@ -233,10 +233,13 @@ async def test_empty_and_invalid_arguments(
     assert ToolCallChunk("call_9", "get_weather", expected) in chunks
 
 
-async def test_invalid_arguments_sent_back_verbatim() -> None:
+async def test_invalid_arguments_go_back_as_an_empty_object() -> None:
+    # vLLM parses the arguments of every assistant tool call: text that is not JSON would be
+    # refused. The raw text is quoted in the call's error result instead.
     call = ToolUseBlock("c1", "get_weather", {INVALID_JSON_KEY: '{"city": '})
     [message] = to_openai_messages(None, (assistant(call),))
-    assert message["tool_calls"][0]["function"]["arguments"] == '{"city": '
+    assert message["tool_calls"][0]["function"]["arguments"] == "{}"
+    assert message["content"] == ""
 
 
 @pytest.mark.parametrize(
@@ -341,11 +344,13 @@ def test_message_mapping() -> None:
     ]
 
 
-def test_assistant_with_only_tool_calls_has_null_content() -> None:
+def test_assistant_with_only_tool_calls_has_empty_content() -> None:
+    # Not null: llama-cpp-python answers null with HTTP 500, and a missing key crashes its
+    # template; "" is what OpenAI, vLLM, Ollama and llama.cpp all accept.
     [message] = to_openai_messages(None, (assistant(ToolUseBlock("c", "t", {"a": 1})),))
     assert message == {
         "role": "assistant",
-        "content": None,
+        "content": "",
         "tool_calls": [
             {"id": "c", "type": "function", "function": {"name": "t", "arguments": '{"a": 1}'}}
         ],
@@ -424,7 +429,7 @@ async def test_insufficient_quota_is_not_retryable(
     )
     with pytest.raises(ModelError) as info:
         await collect(model, ModelRequest(None, (user("?"),)))
-    assert (info.value.code, info.value.retryable) == ("rate_limit", False)
+    assert (info.value.code, info.value.retryable) == ("insufficient_quota", False)
 
 
 async def test_dropped_connection_mid_stream(server: FakeServer, model: OpenAIModel) -> None:
@@ -668,3 +673,85 @@ def test_sse_decoder_splits_anywhere(payloads: list[str], cuts: list[int], crlf:
     events += decoder.feed(wire[start:])
     events += decoder.flush()
     assert [json.loads(e) for e in events] == payloads
+
+
+# -- roles, cache usage, retries --------------------------------------------------------------
+
+
+async def test_system_prompt_as_developer(server: FakeServer) -> None:
+    server.push(text_reply("ok"))
+    async with make_client(server) as client:
+        model = OpenAIModel("o1-test", client=client, system_role="developer")
+        await collect(model, ModelRequest("Be brief.", (user("Hi"), Message("system", "More."))))
+    assert server.bodies[0]["messages"][0] == {"role": "developer", "content": "Be brief.\n\nMore."}
+    with pytest.raises(ValueError, match="system_role must be 'system' or 'developer'"):
+        OpenAIModel("m", api_key="k", system_role="admin")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "usage",
+    [
+        # OpenAI (and vLLM, OpenRouter): cached tokens are part of prompt_tokens.
+        {"prompt_tokens": 120, "completion_tokens": 7,
+         "prompt_tokens_details": {"cached_tokens": 100}},
+        # DeepSeek: hit + miss = prompt_tokens.
+        {"prompt_tokens": 120, "completion_tokens": 7, "prompt_cache_hit_tokens": 100,
+         "prompt_cache_miss_tokens": 20},
+    ],
+)
+async def test_cached_prompt_tokens(
+    server: FakeServer, model: OpenAIModel, usage: dict[str, Any]
+) -> None:
+    chunks = [
+        openai_chunk({"content": "ok"}, finish_reason="stop"),
+        {**openai_chunk(), "usage": usage},
+    ]
+    server.push(sse_reply(openai_sse(chunks)))
+    got = await collect(model, ModelRequest(None, (user("?"),)))
+    assert UsageChunk(120, 7, cache_read_tokens=100) in got
+
+
+async def test_no_usage_from_the_server_streams_no_usage_chunk(
+    server: FakeServer, model: OpenAIModel
+) -> None:
+    chunks = [openai_chunk({"content": "ok"}), openai_chunk(finish_reason="stop")]
+    server.push(sse_reply(openai_sse(chunks)))
+    got = await collect(model, ModelRequest(None, (user("?"),)))
+    assert got == [TextChunk("ok"), StopChunk("end_turn")]
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [([("retry-after-ms", "1500")], 1.5), ([("retry-after", "4")], 4.0), ([], None)],
+)
+async def test_own_client_leaves_retries_to_the_retry_policy(
+    server: FakeServer, headers: list[tuple[str, str]], expected: float | None
+) -> None:
+    server.push(json_reply(429, {"error": {"message": "slow down", "type": "requests",
+                                           "code": "rate_limit_exceeded"}}, headers))
+    async with OpenAIModel("m", base_url=server.base_url + "/v1", api_key="k") as model:
+        assert model.client.max_retries == 0
+        with pytest.raises(ModelError) as info:
+            await collect(model, ModelRequest(None, (user("?"),)))
+    assert (info.value.code, info.value.retryable, info.value.retry_after) == (
+        "rate_limit", True, expected
+    )
+    assert len(server.requests) == 1
+
+
+async def test_exhausted_quota_is_asked_once(server: FakeServer) -> None:
+    # A 429 that waiting does not cure: neither the SDK nor the RetryPolicy try again.
+    server.push(json_reply(429, {"error": {"message": "quota", "type": "insufficient_quota",
+                                           "code": "insufficient_quota"}}, [("retry-after", "1")]))
+    async with OpenAIModel("m", base_url=server.base_url + "/v1", api_key="k") as model:
+        with pytest.raises(ModelError) as info:
+            await collect(model, ModelRequest(None, (user("?"),)))
+    assert (info.value.code, info.value.retryable, info.value.retry_after) == (
+        "insufficient_quota", False, None
+    )
+    assert len(server.requests) == 1
+
+
+async def test_a_given_client_keeps_its_retry_settings(server: FakeServer) -> None:
+    async with make_client(server, max_retries=5) as client:
+        assert OpenAIModel("m", client=client).client.max_retries == 5

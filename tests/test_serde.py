@@ -51,6 +51,7 @@ from trio_session import (
     TextBlock,
     TextChunk,
     TickEnd,
+    TickRetry,
     TickStart,
     ToolCall,
     ToolCallChunk,
@@ -190,6 +191,7 @@ EVENT_SAMPLES: dict[str, StreamEvent] = {
             usage=USAGE,
         ),
         CustomEvent(**COMMON, name="progress", data={"done": 0.5, "steps": [1, 2]}),
+        TickRetry(**COMMON, attempt=1, delay=2.5, error="Overloaded", code="overloaded"),
         ResultEvent(**COMMON, result=SEND_RESULT),
         ExecutionEnd(
             **COMMON,

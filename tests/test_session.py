@@ -258,7 +258,9 @@ async def test_with_timeout_aborts_with_reason_timeout(autojump_clock: trio.abc.
 
 async def test_model_error_sets_status_error_and_reaches_iterators_unwrapped() -> None:
     failure = ModelError("overloaded", code="overloaded", retryable=True)
-    async with open_session(Agent(ScriptedModel([Reply("part", error=failure)]))) as session:
+    # Retries off: this is the error path itself (tick retries: tests/test_retry_output.py).
+    agent = Agent(ScriptedModel([Reply("part", error=failure)]), retry=None)
+    async with open_session(agent) as session:
         handle = await session.send("hi")
         seen = []
         with pytest.raises(ModelError) as info:

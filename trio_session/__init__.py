@@ -35,6 +35,7 @@ from ._errors import (
     ExecutionAborted as ExecutionAborted,
     ExecutionCancelled as ExecutionCancelled,
     ExecutionTimeout as ExecutionTimeout,
+    InvalidOutput as InvalidOutput,
     InvalidToolArguments as InvalidToolArguments,
     MaxSpawnDepth as MaxSpawnDepth,
     ModelError as ModelError,
@@ -68,6 +69,7 @@ from ._events import (
     SpawnStart as SpawnStart,
     StreamEvent as StreamEvent,
     TickEnd as TickEnd,
+    TickRetry as TickRetry,
     TickStart as TickStart,
     ToolCall as ToolCall,
     ToolCallDelta as ToolCallDelta,
@@ -107,6 +109,7 @@ from ._procedure import (
 from ._result import (
     SendResult as SendResult,
 )
+from ._retry import RetryPolicy as RetryPolicy
 from ._serde import (
     converter as converter,
     from_json as from_json,
@@ -186,6 +189,7 @@ __all__ = [
     "ExecutionStart",
     "ExecutionTimeout",
     "ImageBlock",
+    "InvalidOutput",
     "InvalidToolArguments",
     "Invocation",
     "JsonBlock",
@@ -212,6 +216,7 @@ __all__ = [
     "ReasoningDelta",
     "Reply",
     "ResultEvent",
+    "RetryPolicy",
     "Role",
     "SQLiteStore",
     "ScriptedModel",
@@ -233,6 +238,7 @@ __all__ = [
     "TickContext",
     "TickEnd",
     "TickResult",
+    "TickRetry",
     "TickStart",
     "Tool",
     "ToolCall",

@@ -8,6 +8,8 @@ from typing import Any
 import attrs
 
 from ._messages import Message, ToolResultBlock, ToolUseBlock
+from ._output import OutputSpec
+from ._retry import RetryPolicy
 from ._tools import Decision, Tool
 from ._usage import Usage
 from .models._base import Model, ModelRequest
@@ -84,6 +86,12 @@ class Agent:
             a policy that may answer confirmations; None leaves them to a person.
         max_tool_concurrency: How many of one tick's tool calls run at once.
         settings: Provider settings passed in every `ModelRequest` (temperature, ...).
+        retry: How a tick whose model call failed with a retryable `ModelError` is run
+            again (SPEC §8); None (or ``RetryPolicy(max_attempts=1)``) never retries.
+        output_type: The type of the typed output (`SendResult.output`): the model is
+            asked for JSON matching its schema, natively where the model supports it
+            (``output_settings``), by instruction otherwise; an answer that does not
+            validate is answered once with the problems, then fails with `InvalidOutput`.
 
     Every hook may be sync or async; an exception in a hook fails the execution.
 
@@ -117,6 +125,25 @@ class Agent:
     )
     max_tool_concurrency: int = attrs.field(default=8, kw_only=True, validator=_positive_int)
     settings: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, converter=dict)
+    retry: RetryPolicy | None = attrs.field(factory=RetryPolicy, kw_only=True)
+    output_type: Any = attrs.field(default=None, kw_only=True)
+
+    @retry.validator
+    def _check_retry(self, _attr: object, value: object) -> None:
+        if value is not None and not isinstance(value, RetryPolicy):
+            raise TypeError(
+                f"Agent.retry must be a RetryPolicy or None, got {type(value).__name__}"
+            )
+
+    @output_type.validator
+    def _check_output_type(self, _attr: object, value: object) -> None:
+        if value is not None:
+            OutputSpec.of(value)
+
+    @property
+    def output(self) -> OutputSpec | None:
+        """The spec of ``output_type``, or None."""
+        return None if self.output_type is None else OutputSpec.of(self.output_type)
 
     @name.validator
     def _check_name(self, _attr: object, value: object) -> None:

@@ -13,6 +13,7 @@ __all__ = [
     "ExecutionAborted",
     "ExecutionCancelled",
     "ExecutionTimeout",
+    "InvalidOutput",
     "InvalidToolArguments",
     "MaxSpawnDepth",
     "ModelError",
@@ -107,27 +108,64 @@ class ModelError(TrioSessionError):
         message: What the provider said.
         code: A stable machine-readable code, such as ``"rate_limit"``.
         retryable: Whether the same request may succeed later.
+        retry_after: How many seconds the provider asked to wait before trying again (its
+            ``retry-after`` header), when it said.
 
     Example:
-        >>> err = ModelError("slow down", code="rate_limit", retryable=True)
-        >>> (err.code, err.retryable)
-        ('rate_limit', True)
+        >>> err = ModelError("slow down", code="rate_limit", retryable=True, retry_after=2.0)
+        >>> (err.code, err.retryable, err.retry_after)
+        ('rate_limit', True, 2.0)
     """
 
-    def __init__(self, message: str, *, code: str = "model_error", retryable: bool = False) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str = "model_error",
+        retryable: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
         self.retryable = retryable
+        self.retry_after = retry_after
 
     def __reduce__(self) -> tuple[object, ...]:
-        return (_rebuild_model_error, (type(self), self.message, self.code, self.retryable))
+        return (
+            _rebuild_model_error,
+            (type(self), self.message, self.code, self.retryable, self.retry_after),
+        )
 
 
 def _rebuild_model_error(
-    cls: type[ModelError], message: str, code: str, retryable: bool
+    cls: type[ModelError],
+    message: str,
+    code: str,
+    retryable: bool,
+    retry_after: float | None = None,
 ) -> ModelError:
-    return cls(message, code=code, retryable=retryable)
+    return cls(message, code=code, retryable=retryable, retry_after=retry_after)
+
+
+class InvalidOutput(TrioSessionError):
+    """The model's final answer did not match the execution's ``output_type``.
+
+    Raised by ``await handle.result`` (status ``"failed"``) after the model was asked once
+    more, with the problems listed, and its second answer did not match either.
+
+    Attributes:
+        errors: The problems with the last answer, each naming its path.
+    """
+
+    def __init__(self, errors: list[str] | tuple[str, ...], message: str | None = None) -> None:
+        self.errors = tuple(errors)
+        if message is None:
+            message = "the model's answer is not a valid output: " + "; ".join(self.errors)
+        super().__init__(message)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.errors, str(self)))
 
 
 class UnknownTool(TrioSessionError, LookupError):

@@ -41,6 +41,7 @@ __all__ = [
     "SpawnStart",
     "StreamEvent",
     "TickEnd",
+    "TickRetry",
     "TickStart",
     "ToolCall",
     "ToolCallDelta",
@@ -316,6 +317,28 @@ class ResultEvent(StreamEvent):
 
     type: ClassVar[str] = "result"
     result: SendResult
+
+
+@attrs.frozen(kw_only=True)
+class TickRetry(StreamEvent):
+    """The tick's model call failed with a retryable error and the tick will run again.
+
+    The tick's partial output (the model events since its ``model_request``) is discarded:
+    none of it is committed. After ``delay`` seconds the same request is sent again, and a new
+    ``model_request`` and its model events follow, within the same tick.
+
+    Attributes:
+        attempt: The attempt that failed, from 1.
+        delay: Seconds until the next attempt.
+        error: The error's message.
+        code: The error's code (``"overloaded"``, ``"rate_limit"``, ...).
+    """
+
+    type: ClassVar[str] = "tick_retry"
+    attempt: int
+    delay: float
+    error: str
+    code: str = "model_error"
 
 
 @attrs.frozen(kw_only=True)

@@ -105,10 +105,46 @@ class JsonBlock:
 
 @attrs.frozen
 class ReasoningBlock:
-    """The model's visible reasoning ("thinking") text."""
+    """The model's reasoning ("thinking").
+
+    Providers that verify reasoning sent back to them (Anthropic's extended thinking) sign
+    it: the block keeps that signature so the reasoning can be sent back unchanged on later
+    ticks. Reasoning the provider withholds arrives encrypted, as a redacted block whose
+    ``signature`` holds the opaque data and whose ``text`` is empty.
+
+    Args:
+        text: The reasoning text (empty for a redacted block).
+        signature: The provider's signature of the reasoning, or of a redacted block its
+            opaque data; None when the provider gave none.
+        redacted: Whether the provider withheld the reasoning (``signature`` holds it).
+
+    Example:
+        >>> ReasoningBlock("Paris is in France.", signature="EqQBCg...").signature
+        'EqQBCg...'
+        >>> ReasoningBlock("", signature="EmwKAhgB...", redacted=True).redacted
+        True
+    """
 
     type: ClassVar[str] = "reasoning"
     text: str = attrs.field(validator=_check_str("ReasoningBlock.text"))
+    signature: str | None = attrs.field(default=None)
+    redacted: bool = attrs.field(default=False)
+
+    @signature.validator
+    def _check_signature(self, _attr: object, value: object) -> None:
+        if value is not None and not isinstance(value, str):
+            raise TypeError(
+                f"ReasoningBlock.signature must be a str or None, got {type(value).__name__}"
+            )
+
+    @redacted.validator
+    def _check_redacted(self, _attr: object, value: object) -> None:
+        if not isinstance(value, bool):
+            raise TypeError(f"ReasoningBlock.redacted must be a bool, got {type(value).__name__}")
+        if value and self.signature is None:
+            raise ValueError(
+                "ReasoningBlock.signature must hold the opaque data of a redacted block"
+            )
 
 
 @attrs.frozen

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 import attrs
 
@@ -21,6 +22,8 @@ class SendResult:
     """What ``await handle.result`` gives for a completed execution.
 
     Attributes:
+        output: The typed output, structured from the final answer (SPEC §8); None
+            without an ``output_type``.
         response: The text of the final assistant message ("" if none).
         message: The final assistant message, if the model produced one.
         new_messages: Every message this execution committed, in order.
@@ -37,3 +40,4 @@ class SendResult:
     stop_reason: str
     session_id: str
     execution_id: str
+    output: Any = None

@@ -30,6 +30,7 @@ from ._errors import MaxSpawnDepth, SerializationError, SessionClosed, StoreErro
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
+from ._output import OutputSpec
 from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
@@ -291,8 +292,10 @@ class Session:
     Attributes:
         id: The session's id.
         agent: The agent it runs.
-        send: ``(message, *, props=None, max_ticks=None, metadata=None)`` -> handle.
-            While an execution runs, the message joins it and its handle is returned.
+        send: ``(message, *, props=None, max_ticks=None, metadata=None, output_type=None)``
+            -> handle. While an execution runs, the message joins it and its handle is
+            returned (``output_type``, which replaces the agent's, applies to a new
+            execution only).
         render: ``(props=None, *, max_ticks=None)`` -> handle: run with whatever is
             queued and no new message; while running, new props apply from the next tick.
         spawn: ``(agent, message=None, *, max_ticks=None)`` -> the child's handle.
@@ -412,9 +415,12 @@ class Session:
         props: Mapping[str, Any] | None = None,
         max_ticks: int | None = None,
         metadata: Mapping[str, Any] | None = None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
         self._check_open()
         messages = _as_messages(message, "send")
+        if output_type is not None:
+            OutputSpec.of(output_type)
         _check_props(props, "send")
         _check_max_ticks(max_ticks, "send")
         if metadata is not None:
@@ -428,7 +434,7 @@ class Session:
             for item in messages:
                 self._core.notify_message(item)
                 notified.append(item)
-            return await self._join_or_start(messages, props, max_ticks)
+            return await self._join_or_start(messages, props, max_ticks, output_type)
         except BaseException:
             self._core.drop_message_hooks(notified)
             raise
@@ -446,13 +452,14 @@ class Session:
         messages: Sequence[Message],
         props: Mapping[str, Any] | None,
         max_ticks: int | None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
         """One execution at a time: join the running one, or start the next."""
         while True:
             self._check_open()
             current = self._core.current
             if current is None or current.finished:
-                return self._start(messages, props, max_ticks)
+                return self._start(messages, props, max_ticks, output_type=output_type)
             if current.accepting:
                 for item in messages:
                     current.accept(item)
@@ -514,10 +521,14 @@ class Session:
         *,
         parent: Execution | None = None,
         origin_tool_use_id: str | None = None,
+        output_type: Any = None,
     ) -> SessionExecutionHandle:
+        agent = self.agent
+        if output_type is not None:
+            agent = attrs.evolve(agent, output_type=output_type)
         execution = Execution(
             self._core,
-            self.agent,
+            agent,
             messages=messages,
             props=props,
             max_ticks=max_ticks,

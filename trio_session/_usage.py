@@ -14,19 +14,50 @@ def _non_negative_int(_inst: object, attr: attrs.Attribute[int], value: object) 
         raise ValueError(f"Usage.{attr.name} must not be negative, got {value}")
 
 
-@attrs.frozen
+def _count() -> int:
+    return attrs.field(default=0, validator=_non_negative_int)
+
+
+# Shown by repr only when set, so the common case reads as it always did.
+_OPTIONAL = ("cache_read_tokens", "cache_write_tokens", "unreported_ticks")
+
+
+@attrs.frozen(repr=False)
 class Usage:
     """Tokens used and ticks run; add two with ``+``.
+
+    ``input_tokens`` counts every input token, cached or not; ``cache_read_tokens`` and
+    ``cache_write_tokens`` say how many of them were read from or written to the provider's
+    prompt cache.
+
+    A provider that reports no token counts (some OpenAI-compatible servers, such as
+    llama-cpp-python's) is not counted as zero tokens: such a tick adds nothing to the token
+    fields and one to ``unreported_ticks``, so ``unreported_ticks > 0`` says the token counts
+    are incomplete (a lower bound) rather than measured.
+
+    Attributes:
+        input_tokens: Input (prompt) tokens, cached or not.
+        output_tokens: Output (completion) tokens.
+        total_tokens: Their sum.
+        ticks: Ticks run.
+        cache_read_tokens: Input tokens read from the prompt cache.
+        cache_write_tokens: Input tokens written to the prompt cache.
+        unreported_ticks: Ticks whose provider reported no token counts.
 
     Example:
         >>> Usage(input_tokens=10, output_tokens=5, total_tokens=15, ticks=1) + Usage(ticks=1)
         Usage(input_tokens=10, output_tokens=5, total_tokens=15, ticks=2)
+        >>> Usage(input_tokens=90, cache_read_tokens=80)
+        Usage(input_tokens=90, output_tokens=0, total_tokens=0, ticks=0, cache_read_tokens=80)
     """
 
-    input_tokens: int = attrs.field(default=0, validator=_non_negative_int)
-    output_tokens: int = attrs.field(default=0, validator=_non_negative_int)
-    total_tokens: int = attrs.field(default=0, validator=_non_negative_int)
-    ticks: int = attrs.field(default=0, validator=_non_negative_int)
+    input_tokens: int = _count()
+    output_tokens: int = _count()
+    total_tokens: int = _count()
+    ticks: int = _count()
+    cache_read_tokens: int = _count()
+    cache_write_tokens: int = _count()
+    unreported_ticks: int = _count()
 
     def __add__(self, other: object) -> Usage:
         if not isinstance(other, Usage):
@@ -36,4 +67,15 @@ class Usage:
             self.output_tokens + other.output_tokens,
             self.total_tokens + other.total_tokens,
             self.ticks + other.ticks,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.unreported_ticks + other.unreported_ticks,
         )
+
+    def __repr__(self) -> str:
+        fields = [
+            f"{a.name}={getattr(self, a.name)!r}"
+            for a in attrs.fields(Usage)
+            if a.name not in _OPTIONAL or getattr(self, a.name)
+        ]
+        return f"Usage({', '.join(fields)})"

@@ -3,20 +3,28 @@
 `check_store` runs the whole `SessionStore` contract against a store, so a
 third-party store (Postgres, Redis, a web service) can prove that sessions
 survive in it exactly as they do in the built-in ones.
+
+`RecordingModel` and `ReplayModel` record a session's model calls once and
+replay them offline, so a test recorded against a real provider runs in CI
+without a key or a network.
 """
 
 from __future__ import annotations
 
+import difflib
 import inspect
+import json
+import os
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal, TypeAlias
 
 import attrs
 import trio
 
 from ._engine import CLEANUP_TIMEOUT
-from ._errors import SnapshotError, TrioSessionError
+from ._errors import ModelError, SerializationError, SnapshotError, TrioSessionError
 from ._messages import (
     ImageBlock,
     JsonBlock,
@@ -26,10 +34,12 @@ from ._messages import (
     ToolResultBlock,
     ToolUseBlock,
 )
+from ._serde import converter, from_json, to_json
 from ._usage import Usage
+from .models._base import Model, ModelChunk, ModelRequest
 from .stores._base import SNAPSHOT_VERSION, SessionSnapshot, SessionStore
 
-__all__ = ["StoreFactory", "check_store"]
+__all__ = ["RecordingModel", "ReplayMismatch", "ReplayModel", "StoreFactory", "check_store"]
 
 StoreFactory: TypeAlias = Callable[[], SessionStore | Awaitable[SessionStore]]
 """A zero-argument callable that returns a store, or an awaitable of one."""
@@ -515,3 +525,214 @@ _CHECKS: tuple[Callable[[SessionStore, _Ids], Awaitable[None]], ...] = (
     _check_unserializable,
     _check_cancelled,
 )
+
+
+# --- Record and replay ------------------------------------------------------
+
+
+class ReplayMismatch(AssertionError):
+    """A `ReplayModel` got a request that its recording does not hold.
+
+    Raised from the model's stream, so the execution ends ``failed`` and
+    ``await handle.result`` raises it. The message holds a unified diff of
+    the recorded and the actual request (as JSON, one key per line).
+    """
+
+
+@attrs.frozen
+class _RecordedError:
+    message: str
+    code: str
+    retryable: bool
+
+
+@attrs.frozen
+class _Exchange:
+    """One line of a recording: a request and what the model answered."""
+
+    model: str
+    request: ModelRequest
+    chunks: tuple[ModelChunk, ...]
+    error: _RecordedError | None = None
+    # False when the consumer closed the stream before the model finished
+    # (an abort): the replay then stops at the same place and waits.
+    complete: bool = True
+
+
+class RecordingModel:
+    """Passes every request to a model and records the exchange to a file.
+
+    Each call of ``stream`` appends one JSON line to ``path`` once the stream
+    is over: the request, every chunk the inner model produced, a
+    `ModelError` it raised, and whether the stream ran to its end (it does
+    not when the execution was aborted mid-stream). Lines are written through
+    the library's converter, so `ReplayModel` reads them back exactly.
+    Exceptions other than `ModelError` pass through unrecorded.
+
+    Args:
+        inner: The model to record (a real provider, usually).
+        path: The JSON-lines file to append to; created when missing.
+
+    Example:
+        Record once against the real provider, then replay in CI::
+
+            model = RecordingModel(OpenAIModel("gpt-4o-mini"), "tests/recordings/weather.jsonl")
+            # later, offline:
+            model = ReplayModel("tests/recordings/weather.jsonl")
+    """
+
+    def __init__(self, inner: Model, path: str | os.PathLike[str]) -> None:
+        if not isinstance(inner, Model):
+            raise TypeError(f"inner must be a Model, got {type(inner).__name__}")
+        self.inner = inner
+        self.path = Path(path)
+        self.name: str = inner.name
+
+    def __repr__(self) -> str:
+        return f"RecordingModel({self.inner!r}, {str(self.path)!r})"
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """Stream the inner model's reply to ``request``, recording it."""
+        chunks: list[ModelChunk] = []
+        error: _RecordedError | None = None
+        complete = False
+        try:
+            async for chunk in self.inner.stream(request):
+                chunks.append(chunk)
+                yield chunk
+            complete = True
+        except ModelError as exc:
+            error = _RecordedError(exc.message, exc.code, exc.retryable)
+            complete = True
+            raise
+        finally:
+            exchange = _Exchange(self.name, request, tuple(chunks), error, complete)
+            # A plain write: this `finally` also runs while the stream is being
+            # cancelled, where nothing may be awaited, and one appended line is
+            # a write no reader can see half of.
+            with self.path.open("a", encoding="utf-8") as file:
+                file.write(to_json(exchange) + "\n")
+
+
+class ReplayModel:
+    """Answers requests from a file written by `RecordingModel`, offline.
+
+    Matching, with ``match="exact"`` (the default): a request is answered by
+    the first unused recording whose request is equal to it — system prompt,
+    messages, tools with their schemas, tick and settings — except for the
+    messages' ``id`` fields, which are random on every run. Tool-use ids are
+    compared: they come from the recording, so a faithful replay reproduces
+    them. Several executions sharing the model may interleave their requests
+    in any order.
+
+    With ``match="tick"``: the n-th request is answered by the n-th recording,
+    and only its ``tick`` must be equal; everything else in the request may
+    have changed (a reworded prompt, a new tool).
+
+    A recording that ended with a `ModelError` raises it again; one that the
+    consumer cut off (an abort) yields its chunks, then waits until it is
+    cancelled, as the original did.
+
+    Args:
+        path: A JSON-lines file written by `RecordingModel`.
+        match: ``"exact"`` or ``"tick"``, as above.
+
+    Raises:
+        ReplayMismatch: From ``stream``, when no unused recording matches the
+            request; the message diffs the request against the next unused
+            recording. Also when the recordings are used up.
+        SerializationError: At construction, when a line is not a recording.
+
+    Example:
+        >>> import os, tempfile, trio
+        >>> from trio_session import Agent, ScriptedModel, open_session
+        >>> path = os.path.join(tempfile.mkdtemp(), "hello.jsonl")
+        >>> async def run(model):
+        ...     async with open_session(Agent(model)) as session:
+        ...         return (await (await session.send("hi")).result).response
+        >>> trio.run(run, RecordingModel(ScriptedModel(["Hello!"]), path))
+        'Hello!'
+        >>> trio.run(run, ReplayModel(path))
+        'Hello!'
+    """
+
+    def __init__(
+        self, path: str | os.PathLike[str], *, match: Literal["exact", "tick"] = "exact"
+    ) -> None:
+        if match not in ("exact", "tick"):
+            raise ValueError(f"match must be 'exact' or 'tick', got {match!r}")
+        self.path = Path(path)
+        self.match = match
+        self._exchanges: list[_Exchange] = []
+        for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    self._exchanges.append(from_json(_Exchange, line))
+                except SerializationError as exc:
+                    raise SerializationError(f"{self.path}:{number}: {exc}") from None
+        self._used = [False] * len(self._exchanges)
+        self.name: str = self._exchanges[0].model if self._exchanges else "replay"
+
+    def __repr__(self) -> str:
+        return f"ReplayModel({str(self.path)!r}, match={self.match!r})"
+
+    @property
+    def unused(self) -> int:
+        """How many recordings no request has used yet."""
+        return self._used.count(False)
+
+    async def stream(self, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        """Stream the recorded reply to ``request``."""
+        await trio.lowlevel.checkpoint()
+        exchange = self._take(request)
+        for chunk in exchange.chunks:
+            yield chunk
+            await trio.lowlevel.checkpoint()
+        if exchange.error is not None:
+            error = exchange.error
+            raise ModelError(error.message, code=error.code, retryable=error.retryable)
+        if not exchange.complete:
+            await trio.sleep_forever()
+
+    def _take(self, request: ModelRequest) -> _Exchange:
+        unused = [i for i, used in enumerate(self._used) if not used]
+        if not unused:
+            raise ReplayMismatch(
+                f"{self.path} holds {len(self._exchanges)} recordings, all used; "
+                f"no answer for the request of tick {request.tick}:\n{_rendering(request)}"
+            )
+        if self.match == "tick":
+            index = unused[0]
+            recorded = self._exchanges[index].request
+            if recorded.tick != request.tick:
+                raise ReplayMismatch(
+                    f"recording {index + 1} of {self.path} is for tick {recorded.tick}, "
+                    f"the request is for tick {request.tick}"
+                )
+        else:
+            actual = _rendering(request)
+            found = [i for i in unused if _rendering(self._exchanges[i].request) == actual]
+            if not found:
+                expected = _rendering(self._exchanges[unused[0]].request)
+                diff = difflib.unified_diff(
+                    expected.splitlines(),
+                    actual.splitlines(),
+                    f"recorded (recording {unused[0] + 1} of {self.path})",
+                    "requested",
+                    lineterm="",
+                )
+                raise ReplayMismatch(
+                    f"the request of tick {request.tick} matches no unused recording "
+                    f"in {self.path}:\n" + "\n".join(diff)
+                )
+            index = found[0]
+        self._used[index] = True
+        return self._exchanges[index]
+
+
+def _rendering(request: ModelRequest) -> str:
+    """The request as exact matching compares it: JSON without message ids."""
+    data = converter.unstructure(request)
+    for message in data["messages"]:
+        message.pop("id", None)
+    return json.dumps(data, indent=1, sort_keys=True, ensure_ascii=False)

@@ -94,6 +94,8 @@ class Assembler:
 
     __slots__ = (
         "_blocks",
+        "_cache_read",
+        "_cache_write",
         "_emit",
         "_input_tokens",
         "_model_name",
@@ -106,6 +108,7 @@ class Assembler:
         "_route",
         "_seen",
         "_stop_reason",
+        "_usage_reported",
     )
 
     def __init__(self, emit: Emit, model_name: str | None) -> None:
@@ -122,17 +125,19 @@ class Assembler:
         self._route: dict[str, str] = {}
         self._seen: set[str] = set()
         self._rejected: dict[str, str] = {}
-        self._input_tokens = 0
-        self._output_tokens = 0
+        self._input_tokens = self._output_tokens = self._cache_read = self._cache_write = 0
+        self._usage_reported = False
         self._stop_reason: str | None = None
         emit(MessageStart, model=model_name)
 
-    def _close_block(self) -> None:
+    def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
         kind = self._open_kind
         if kind is not None:
             text = "".join(self._parts)
             index = self._open_index
-            self._blocks[index] = TextBlock(text) if kind == "text" else ReasoningBlock(text)
+            self._blocks[index] = (
+                TextBlock(text) if kind == "text" else ReasoningBlock(text, signature, redacted)
+            )
             self._emit(ContentEnd, block_index=index)
             self._open_kind = None
 
@@ -159,10 +164,14 @@ class Assembler:
             self._parts.append(chunk.text)
             emit(ContentDelta, block_index=self._open_index, delta=chunk.text)
         elif kind is ReasoningChunk:
-            if self._open_kind != "reasoning":
+            if self._open_kind != "reasoning" or chunk.redacted:
                 self._open_block("reasoning")
-            self._parts.append(chunk.text)
-            emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+            if chunk.text:
+                self._parts.append(chunk.text)
+                emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+            if chunk.signature is not None:
+                # A signature ends its block: the reasoning that follows is a new block.
+                self._close_block(chunk.signature, chunk.redacted)
         elif kind is ToolCallStartChunk:
             self._start_call(chunk.tool_use_id, chunk.name)
         elif kind is ToolCallDeltaChunk:
@@ -177,8 +186,11 @@ class Assembler:
                 call_id = self._start_call(chunk.tool_use_id, chunk.name)
             self._complete(call_id, chunk.input)
         elif kind is UsageChunk:
+            self._usage_reported = True
             self._input_tokens += chunk.input_tokens
             self._output_tokens += chunk.output_tokens
+            self._cache_read += chunk.cache_read_tokens
+            self._cache_write += chunk.cache_write_tokens
         elif kind is StopChunk:
             self._stop_reason = chunk.reason
         elif kind is ErrorChunk:
@@ -240,7 +252,16 @@ class Assembler:
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
         input_tokens, output_tokens = self._input_tokens, self._output_tokens
-        usage = Usage(input_tokens, output_tokens, input_tokens + output_tokens, 1)
+        usage = Usage(
+            input_tokens,
+            output_tokens,
+            input_tokens + output_tokens,
+            ticks=1,
+            cache_read_tokens=self._cache_read,
+            cache_write_tokens=self._cache_write,
+            # No usage chunk at all: the provider did not say, which is not zero tokens.
+            unreported_ticks=0 if self._usage_reported else 1,
+        )
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         message = Message("assistant", content)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)

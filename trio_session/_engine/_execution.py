@@ -31,6 +31,7 @@ from .._handle import Status, new_session_handle
 from .._messages import Message
 from .._result import SendResult
 from .._tools import Confirmations, Decision
+from .._tracing import NO_TRACE, start_execution
 from .._usage import Usage
 from ._hooks import call_hook
 from ._spawn import adopt
@@ -153,6 +154,7 @@ class Execution:
         self._nursery: trio.Nursery | None = None
         self.children: set[Execution] = set()
         self._started = False
+        self.trace = NO_TRACE
 
     def __repr__(self) -> str:
         return f"<Execution {self.id[:8]} {self.handle.status} tick={self.current_tick}>"
@@ -242,15 +244,16 @@ class Execution:
         if not self._started:
             self.start()
         self.outcome.set_running()
-        try:
-            status, value, error, reason = await self._run_guarded()
-        except trio.Cancelled:
-            await self._finish("cancelled", None, None, self._outside_reason())
-            raise
-        except BaseException as exc:
-            await self._finish("failed", None, exc, None)
-            raise
-        await self._finish(status, value, error, reason)
+        with self.trace:
+            try:
+                status, value, error, reason = await self._run_guarded()
+            except trio.Cancelled:
+                await self._finish("cancelled", None, None, self._outside_reason())
+                raise
+            except BaseException as exc:
+                await self._finish("failed", None, exc, None)
+                raise
+            await self._finish(status, value, error, reason)
 
     def start(self) -> None:
         """Publish ``execution_start``; called when the execution is scheduled.
@@ -261,6 +264,16 @@ class Execution:
         """
         self._started = True
         self.outcome.set_running()
+        # Started here, in the caller's context: a child spawned by a tool is
+        # a child of that tool's span, and the handle has its trace id at once.
+        self.trace = start_execution(
+            agent=self.agent.name,
+            model=self.agent.model,
+            session_id=self.host.id,
+            execution_id=self.id,
+        )
+        if self.trace.trace_id is not None:
+            self.handle.trace_id = self.trace.trace_id
         self.publisher.emit(
             ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
         )
@@ -325,6 +338,13 @@ class Execution:
         if final == "completed":
             self.publisher.emit(ResultEvent, result=outcome.value)
         failure = outcome.error if final in ("failed", "error") else None
+        self.trace.finish(
+            final,
+            self.transcript.usage,
+            stop_reason=outcome.value.stop_reason if outcome.value is not None else None,
+            error=failure,
+            reason=outcome.reason,
+        )
         self.publisher.emit(
             ExecutionEnd,
             status=final,

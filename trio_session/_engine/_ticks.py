@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from .._agent import TickContext, TickResult
 from .._errors import ModelError
-from .._events import ModelRequestEvent, TickEnd, TickStart
+from .._events import ModelRequestEvent, TickEnd, TickRetry, TickStart
 from .._messages import Message
 from .._result import SendResult
 from ..models._base import ModelRequest
 from ._assembler import Assembler
 from ._hooks import call_hook
+from ._output import ask_for_output, check_output
 from ._tick import Tick
 from ._tool_calls import run_tools
 from ._unwrap import bounded
@@ -44,6 +46,9 @@ async def run_ticks(execution: Execution) -> SendResult:
         await host.save()
 
     stop_reason = "end_turn"
+    spec = agent.output
+    output: Any = None
+    corrected = False
     while True:
         # An execution aborted before its tick does not call the model.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -66,8 +71,9 @@ async def run_ticks(execution: Execution) -> SendResult:
         await call_hook(agent.on_tick_start, ctx)
         await host.reserve_seq()
         request = await _build(execution, ctx)
-        publisher.emit(ModelRequestEvent, request=request)
-        await _stream(execution, request, state)
+        if spec is not None:
+            request = ask_for_output(spec, agent.model, request)
+        await _call_model(execution, request, state)
         assert state.message is not None
         if state.calls:
             await run_tools(execution, state)
@@ -88,6 +94,10 @@ async def run_ticks(execution: Execution) -> SendResult:
         stop_reason = state.stop_reason
         if go_on and tick >= execution.max_ticks:
             go_on, stop_reason = False, "max_ticks"
+        if not go_on and spec is not None:
+            # One corrective tick for an invalid answer, even past max_ticks.
+            output, go_on = check_output(spec, state, transcript, corrected)
+            corrected = corrected or go_on
         if go_on:
             await _deliver_pending(execution)
             if host.persistent:
@@ -103,7 +113,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         )
         if not go_on:
             break
-    return transcript.result(stop_reason, execution.id)
+    return transcript.result(stop_reason, execution.id, output)
 
 
 async def _message_hooks(execution: Execution, messages: list[Message]) -> None:
@@ -139,26 +149,63 @@ async def _build(execution: Execution, ctx: TickContext) -> ModelRequest:
     return request
 
 
-async def _stream(execution: Execution, request: ModelRequest, state: Tick) -> None:
+async def _call_model(execution: Execution, request: ModelRequest, state: Tick) -> None:
+    """Stream the tick's model call, running it again as the agent's `RetryPolicy` says."""
+    policy = execution.agent.retry
+    publisher = execution.publisher
+    attempt = 1
+
+    def retried(error: ModelError) -> bool:
+        return policy is not None and policy.retries(error, attempt)
+
+    while True:
+        publisher.emit(ModelRequestEvent, request=request)
+        try:
+            await _stream(execution, request, state, retried)
+            return
+        except ModelError as exc:
+            if not retried(exc):
+                raise
+            assert policy is not None
+            # The partial output is dropped: _stream fills `state` only on success.
+            delay = policy.delay(attempt, exc.retry_after)
+            publisher.emit(
+                TickRetry, attempt=attempt, delay=delay, error=exc.message, code=exc.code
+            )
+        # Cancellable: abort() during the wait ends the execution at once.
+        await trio.sleep(delay)
+        attempt += 1
+
+
+async def _stream(
+    execution: Execution,
+    request: ModelRequest,
+    state: Tick,
+    retried: Callable[[ModelError], bool],
+) -> None:
     model = execution.agent.model
     assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
-    stream = model.stream(request)
-    try:
-        count = 0
-        async for chunk in stream:
-            assembler.feed(chunk)
-            count += 1
-            if count % CHECKPOINT_EVERY == 0:
-                # A stream that never awaits would otherwise never see abort()
-                # (nor let the task that calls it run).
-                await trio.lowlevel.checkpoint()
-                await execution.host.reserve_seq()
-    except ModelError as exc:
-        assembler.fail(exc)
-        raise
-    finally:
-        await _close_stream(stream)
-    assembled = assembler.finish()
+    with execution.trace.chat(model) as span:
+        stream = model.stream(request)
+        try:
+            count = 0
+            async for chunk in stream:
+                assembler.feed(chunk)
+                count += 1
+                if count % CHECKPOINT_EVERY == 0:
+                    # A stream that never awaits would otherwise never see abort()
+                    # (nor let the task that calls it run).
+                    await trio.lowlevel.checkpoint()
+                    await execution.host.reserve_seq()
+        except ModelError as exc:
+            # A retried error is reported by its tick_retry event instead.
+            if not retried(exc):
+                assembler.fail(exc)
+            raise
+        finally:
+            await _close_stream(stream)
+        assembled = assembler.finish()
+        span.finish(assembled.usage, assembled.stop_reason)
     state.message = assembled.message
     state.calls = assembled.calls
     state.results = [None] * len(assembled.calls)

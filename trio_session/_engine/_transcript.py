@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._buffer import Publisher
 from .._events import EntryCommitted, MessageDelivered, MessageQueued
@@ -87,8 +87,8 @@ class Transcript:
         self.usage = self.usage + state.usage
         self.host.usage = self.host.usage + state.usage
 
-    def result(self, stop_reason: str, execution_id: str) -> SendResult:
-        """The execution's `SendResult`."""
+    def result(self, stop_reason: str, execution_id: str, output: Any = None) -> SendResult:
+        """The execution's `SendResult` (``output``: its typed output, if any)."""
         last = self.last_message
         return SendResult(
             response=last.text if last is not None else "",
@@ -98,4 +98,5 @@ class Transcript:
             stop_reason=stop_reason,
             session_id=self.host.id,
             execution_id=execution_id,
+            output=output,
         )

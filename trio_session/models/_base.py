@@ -79,10 +79,22 @@ class TextChunk:
 
 @attrs.frozen
 class ReasoningChunk:
-    """A piece of the model's reasoning ("thinking") text."""
+    """A piece of the model's reasoning ("thinking") text, or its signature.
+
+    Pieces of text add up to one `ReasoningBlock`. A chunk with a ``signature`` signs the
+    reasoning streamed so far (its ``text``, often empty, is added first) and ends that block:
+    the next reasoning chunk starts a new one. A ``redacted`` chunk is a block of its own,
+    ``ReasoningChunk("", signature=<opaque data>, redacted=True)``.
+
+    Example:
+        >>> ReasoningChunk("", signature="EqQBCg...")
+        ReasoningChunk(text='', signature='EqQBCg...', redacted=False)
+    """
 
     type: ClassVar[str] = "reasoning"
     text: str
+    signature: str | None = None
+    redacted: bool = False
 
 
 @attrs.frozen
@@ -115,11 +127,19 @@ class ToolCallChunk:
 
 @attrs.frozen
 class UsageChunk:
-    """Token counts; several usage chunks add up."""
+    """Token counts; several usage chunks add up.
+
+    ``input_tokens`` counts every input token, cached or not; the cache fields say how many
+    of them were read from or written to the provider's prompt cache. A model whose provider
+    reported no counts streams no usage chunk at all (the tick's `Usage` then says so in
+    ``unreported_ticks``), rather than a chunk of zeros.
+    """
 
     type: ClassVar[str] = "usage"
     input_tokens: int = 0
     output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
 
 @attrs.frozen
@@ -205,7 +225,7 @@ def estimate_usage(
 
     Example:
         >>> estimate_usage(ModelRequest(None, ()), "Hello, world")
-        UsageChunk(input_tokens=1, output_tokens=3)
+        UsageChunk(input_tokens=1, output_tokens=3, cache_read_tokens=0, cache_write_tokens=0)
     """
     prompt = len(request.system or "") + sum(len(m.text) for m in request.messages)
     output = len(text) + sum(len(json.dumps(a)) for a in arguments)

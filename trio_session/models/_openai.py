@@ -4,8 +4,8 @@ Works with OpenAI and with every server that speaks the Chat Completions wire fo
 (vLLM, Ollama, llama.cpp, LiteLLM, ...). The SDK is an optional extra
 (``pip install 'trio-session[openai]'``) and is imported only when a model is built.
 
-As with every `SDKModel`, the SDK builds, authenticates, sends and retries the request and
-turns HTTP error statuses into exceptions, while the adapter reads the server-sent events of
+As with every `SDKModel`, the SDK builds, authenticates and sends the request and turns
+HTTP error statuses into exceptions, while the adapter reads the server-sent events of
 the response itself, so that closing the stream closes the HTTP response at once.
 """
 
@@ -15,7 +15,7 @@ import json
 import uuid
 from collections.abc import Mapping
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from .._errors import ModelError
 from .._messages import ContentBlock, ImageBlock, Message, ToolResultBlock, ToolUseBlock
@@ -52,9 +52,9 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
     """A model served through the OpenAI Chat Completions API, streamed.
 
     Each request is sent with ``stream=True`` and ``stream_options={"include_usage": True}``;
-    text, reasoning (``reasoning_content`` / ``reasoning`` deltas of OpenAI-compatible servers),
-    and tool calls stream as chunks, with each tool call's arguments assembled from their
-    fragments.
+    text, reasoning (the ``reasoning_content``, ``reasoning`` and ``reasoning_details`` deltas
+    of OpenAI-compatible servers: DeepSeek, llama.cpp, OpenRouter, Snowflake, ...), and tool
+    calls stream as chunks, with each tool call's arguments assembled from their fragments.
 
     Settings: keyword arguments given here, then ``ModelRequest.settings`` (which win), are
     passed to ``chat.completions.create``: ``temperature``, ``max_completion_tokens``,
@@ -62,22 +62,37 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
     (``top_k``, Ollama's ``options``) is sent in the request body (``extra_body``).
     ``max_retries`` applies the SDK's retry setting to this model's requests.
 
-    Retries: the SDK retries connection errors, timeouts, 408, 409, 429 and 5xx responses
-    before the stream starts (``max_retries``, 2 by default, with exponential backoff that
-    honours ``retry-after``). Once the stream has started, a failure is not retried: it is
-    raised as a `ModelError` whose ``retryable`` says whether trying again may help.
+    Retries: a client this model builds has the SDK's own retries off (``max_retries=0``), so
+    the agent's `RetryPolicy` is the one retry layer and every retry shows as ``tick_retry``;
+    a failure, before or during the stream, is raised as a `ModelError` whose ``retryable``
+    says whether trying again may help and whose ``retry_after`` carries the server's
+    ``retry-after`` header. A ``client`` given by the caller keeps its own retry settings, and
+    the ``max_retries`` setting turns the SDK's retries back on for this model's requests.
+
+    Usage: ``prompt_tokens`` (cached tokens included) is ``input_tokens``;
+    ``prompt_tokens_details.cached_tokens`` (DeepSeek: ``prompt_cache_hit_tokens``) is
+    ``cache_read_tokens``. A server that sends no usage streams no `UsageChunk`, and the tick's
+    `Usage` counts it in ``unreported_ticks`` instead of reporting zero tokens. OpenAI caches
+    prompts on its own; route requests that share a prefix to the same cache with the
+    ``prompt_cache_key`` setting (``OpenAIModel(..., prompt_cache_key="my-app")``).
 
     Messages: the system prompt (``request.system`` and the text of any ``system`` message)
-    becomes one leading system message; images are ``image_url`` parts; JSON blocks are sent
-    as JSON text; reasoning blocks are dropped (Chat Completions has no input for them);
+    becomes one leading message of role ``system_role``; images are ``image_url`` parts; JSON
+    blocks are sent as JSON text; reasoning blocks are dropped (Chat Completions has no input
+    for them); an assistant message with tool calls and no text has ``content: ""`` (the one
+    form that OpenAI, vLLM, Ollama, llama.cpp and llama-cpp-python all accept: some refuse
+    ``null``, some crash on a missing key), and a tool call whose arguments were not valid JSON
+    (cut off by the token limit) goes back as ``{}``, its raw text being quoted in its error
+    result (vLLM parses the arguments of every assistant tool call);
     each tool result is a ``role: "tool"`` message with its ``tool_call_id`` (an error result
     starts with ``"Error: "``, images returned by tools follow in a user message); ``event``
     messages are sent as user text prefixed with ``"[event] "``.
 
     Errors: HTTP and connection failures become `ModelError` with a stable ``code``:
     ``rate_limit`` (429), ``overloaded`` (503, 529), ``server_error`` (5xx), ``timeout``,
-    ``connection_error`` (retryable), ``authentication`` (401), ``permission_denied`` (403),
-    ``not_found`` (404), ``bad_request`` (other 4xx) (not retryable).
+    ``connection_error`` (retryable), ``insufficient_quota`` (a 429 for an exhausted quota),
+    ``authentication`` (401), ``permission_denied`` (403), ``not_found`` (404),
+    ``bad_request`` (other 4xx) (not retryable).
 
     Cancellation: closing the stream (the session does so when a tick is aborted or
     cancelled) closes the HTTP response at once, so the server sees the connection close and
@@ -94,11 +109,16 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
             need a placeholder.
         client: An ``openai.AsyncOpenAI`` to use instead of building one (then ``base_url``
             and ``api_key`` must be None). The caller keeps ownership: `aclose` leaves it open.
+        system_role: The role the system prompt is sent as: ``"developer"`` for reasoning
+            models that refuse ``system`` (o1 and its kin answer it with HTTP 400).
+        native_output: Ask for an agent's ``output_type`` with ``response_format``
+            (``json_schema``); False asks by instruction, for servers without it.
         **settings: Default request settings.
 
     Raises:
         ModuleNotFoundError: The ``openai`` SDK is not installed.
-        ValueError: No API key could be found, or a reserved setting was given.
+        ValueError: No API key could be found, a reserved setting was given, or
+            ``system_role`` is neither ``"system"`` nor ``"developer"``.
         TypeError: ``client`` is not an ``openai.AsyncOpenAI``.
 
     Example:
@@ -122,8 +142,16 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
         base_url: str | None = None,
         api_key: str | None = None,
         client: AsyncOpenAI | None = None,
+        system_role: Literal["system", "developer"] = "system",
+        native_output: bool = True,
         **settings: Any,
     ) -> None:
+        self.native_output = native_output
+        if system_role not in ("system", "developer"):
+            raise ValueError(
+                f"OpenAIModel.system_role must be 'system' or 'developer', got {system_role!r}"
+            )
+        self.system_role = system_role
         super().__init__(
             model,
             client=client,
@@ -133,7 +161,8 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
 
     def _build_client(self, sdk: ModuleType, connection: Mapping[str, str | None]) -> AsyncOpenAI:
         try:
-            client: AsyncOpenAI = sdk.AsyncOpenAI(**connection)
+            # RetryPolicy is the one retry layer: the SDK's own retries are invisible.
+            client: AsyncOpenAI = sdk.AsyncOpenAI(**connection, max_retries=0)
         except sdk.OpenAIError as exc:
             raise ValueError(
                 "OpenAIModel needs an API key: pass api_key=... or set OPENAI_API_KEY "
@@ -144,7 +173,7 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
     def _request_kwargs(self, request: ModelRequest) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
             "model": self.model,
-            "messages": to_openai_messages(request.system, request.messages),
+            "messages": to_openai_messages(request.system, request.messages, self.system_role),
             "stream": True,
             "stream_options": {"include_usage": True},
         }
@@ -152,24 +181,35 @@ class OpenAIModel(_sdk.SDKModel["AsyncOpenAI"]):
             kwargs["tools"] = [_function(spec) for spec in request.tools]
         return kwargs
 
+    def output_settings(self, name: str, schema: Mapping[str, Any]) -> dict[str, Any] | None:
+        """The request settings that ask for JSON matching ``schema`` natively, or None.
+
+        Used by the engine for an ``output_type``: ``response_format`` with a ``json_schema``
+        (not strict: optional fields stay optional). Servers without it: build the model with
+        ``native_output=False``, and the engine asks by instruction instead.
+        """
+        if not self.native_output:
+            return None
+        return {
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": name, "schema": dict(schema), "strict": False},
+            }
+        }
+
     def _resource(self, client: AsyncOpenAI) -> Any:
         return client.chat.completions
 
     def _new_state(self) -> _StreamState:
         return _StreamState()
 
-    def _to_model_error(self, exc: Exception) -> ModelError | None:
-        error = super()._to_model_error(exc)
-        if error is not None and getattr(exc, "code", None) == "insufficient_quota":
-            # A 429 that waiting does not cure.
-            error.retryable = False
-        return error
-
 
 # -- the request ----------------------------------------------------------------------------
 
 
-def to_openai_messages(system: str | None, messages: tuple[Message, ...]) -> list[dict[str, Any]]:
+def to_openai_messages(
+    system: str | None, messages: tuple[Message, ...], system_role: str = "system"
+) -> list[dict[str, Any]]:
     """Convert a conversation to Chat Completions ``messages``.
 
     Example:
@@ -212,7 +252,7 @@ def to_openai_messages(system: str | None, messages: tuple[Message, ...]) -> lis
     if pending_images:
         out.append({"role": "user", "content": pending_images})
     if system_parts:
-        out.insert(0, {"role": "system", "content": "\n\n".join(system_parts)})
+        out.insert(0, {"role": system_role, "content": "\n\n".join(system_parts)})
     return out
 
 
@@ -252,17 +292,17 @@ def _assistant_message(blocks: tuple[ContentBlock, ...]) -> dict[str, Any] | Non
     ]
     if not text and not calls:
         return None
-    entry: dict[str, Any] = {"role": "assistant", "content": text or None}
+    entry: dict[str, Any] = {"role": "assistant", "content": text}
     if calls:
         entry["tool_calls"] = calls
     return entry
 
 
 def _arguments_text(block: ToolUseBlock) -> str:
-    raw = block.input.get(INVALID_JSON_KEY)
-    if isinstance(raw, str) and len(block.input) == 1:
-        # Show the model the arguments it actually wrote, so it can correct them.
-        return raw
+    if INVALID_JSON_KEY in block.input:
+        # Servers parse these (vLLM refuses text that is not JSON); the raw text is quoted
+        # in the call's error result.
+        return "{}"
     return json.dumps(block.input, ensure_ascii=False)
 
 
@@ -330,8 +370,8 @@ class _StreamState:
             if choice.get("index", 0) != 0:
                 continue
             delta = choice.get("delta") or {}
-            reasoning = delta.get("reasoning_content") or delta.get("reasoning")
-            if reasoning and isinstance(reasoning, str):
+            reasoning = _reasoning(delta)
+            if reasoning:
                 out.append(ReasoningChunk(reasoning))
             content = delta.get("content")
             if content:
@@ -402,12 +442,7 @@ class _StreamState:
             arguments = _sdk.parse_arguments("".join(call.arguments))
             out.append(ToolCallChunk(call.id, call.name, arguments))
         if self.usage:
-            out.append(
-                UsageChunk(
-                    _int(self.usage.get("prompt_tokens")),
-                    _int(self.usage.get("completion_tokens")),
-                )
-            )
+            out.append(_usage(self.usage))
         reason = self.finish_reason
         if self.refused:
             stop = "refusal"
@@ -424,3 +459,40 @@ class _StreamState:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _reasoning(delta: Mapping[str, Any]) -> str:
+    """The reasoning text of a delta, in whichever field the server puts it.
+
+    ``reasoning_content`` (DeepSeek, llama.cpp, vLLM, Z.ai), ``reasoning`` (OpenRouter,
+    Ollama), or only the ``reasoning_details`` list (Snowflake; OpenRouter repeats its
+    ``reasoning`` there, so the list is read only when the plain fields are empty).
+
+    Example:
+        >>> _reasoning({"reasoning_details": [{"type": "reasoning.text", "text": "15"}]})
+        '15'
+    """
+    for key in ("reasoning_content", "reasoning"):
+        value = delta.get(key)
+        if isinstance(value, str) and value:
+            return value
+    parts: list[str] = []
+    for detail in delta.get("reasoning_details") or ():
+        if not isinstance(detail, dict):
+            continue
+        # reasoning.encrypted carries no text; Chat Completions has no way to send it back.
+        for key in ("text", "summary"):
+            value = detail.get(key)
+            if isinstance(value, str):
+                parts.append(value)
+    return "".join(parts)
+
+
+def _usage(usage: Mapping[str, Any]) -> UsageChunk:
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    return UsageChunk(
+        _int(usage.get("prompt_tokens")),
+        _int(usage.get("completion_tokens")),
+        cache_read_tokens=cached or _int(usage.get("prompt_cache_hit_tokens")),
+    )

@@ -176,7 +176,13 @@ class ScriptedModel:
         if reply.usage is None:
             yield estimate_usage(request, reply.text, (a for _, a, _ in reply.tool_calls))
         else:
-            yield UsageChunk(reply.usage.input_tokens, reply.usage.output_tokens)
+            usage = reply.usage
+            yield UsageChunk(
+                usage.input_tokens,
+                usage.output_tokens,
+                usage.cache_read_tokens,
+                usage.cache_write_tokens,
+            )
         yield StopChunk(reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn"))
 
     def _pieces(self, text: str) -> list[str]:

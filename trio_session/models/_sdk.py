@@ -2,7 +2,8 @@
 
 `SDKModel` owns the parts that do not depend on the provider: client ownership and closing,
 per-``max_retries`` client copies, settings merging and checking, and the streaming loop. The
-loop lets the SDK build, authenticate, send and retry the request and map HTTP error statuses
+loop lets the SDK build, authenticate and send the request (retrying only on a client the user
+configured so: the agent's RetryPolicy is the retry layer) and map HTTP error statuses
 to exceptions, but reads the server-sent events of the response body itself (`SSEDecoder`):
 the SDKs' own stream iterators leave async generators unfinished when a stream ends early,
 which trio reports as a ResourceWarning and closes only at garbage collection; reading the
@@ -17,12 +18,15 @@ without it.
 from __future__ import annotations
 
 import contextlib
+import email.utils
 import functools
 import importlib
 import inspect
 import json
+import math
 import ssl
 import sys
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
 from types import ModuleType
 from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar
@@ -31,11 +35,12 @@ import trio
 
 from .._errors import ModelError
 from .._messages import ContentBlock, ImageBlock, JsonBlock, TextBlock
-from ._base import INVALID_JSON_KEY, ModelChunk, ModelRequest
+from ._base import INVALID_JSON_KEY, ModelChunk, ModelRequest, StopChunk
 
 __all__ = [
     "CLOSE_TIMEOUT",
     "DRAIN_TIMEOUT",
+    "MAX_FOLLOW_UPS",
     "NO_OUTPUT",
     "SDKModel",
     "SSEDecoder",
@@ -49,6 +54,7 @@ __all__ = [
     "load_event",
     "parse_arguments",
     "plain_text",
+    "retry_after",
     "status_error",
     "stream_error",
     "transport_error",
@@ -59,6 +65,8 @@ CLOSE_TIMEOUT = 5.0
 # After the last event the server normally ends the body at once; reading that end lets the
 # connection be reused. A server that keeps the body open longer gets its connection closed.
 DRAIN_TIMEOUT = 0.5
+# How many times one reply may be continued (Anthropic's pause_turn) before it stops as is.
+MAX_FOLLOW_UPS = 8
 # What a tool result without content is sent as: the APIs refuse empty text.
 NO_OUTPUT = "(no output)"
 
@@ -201,7 +209,30 @@ class SDKModel(Generic[ClientT]):
         """
         kwargs, max_retries = self._prepare(request)
         client = self.client if max_retries is None else self._with_retries(max_retries)
-        state = self._new_state()
+        follow_ups = 0
+        while True:
+            state = self._new_state()
+            async with contextlib.aclosing(self._exchange(client, kwargs, state)) as chunks:
+                async for chunk in chunks:
+                    yield chunk
+            stop: ModelChunk | None = None
+            for chunk in state.finish():
+                if type(chunk) is StopChunk:
+                    stop = chunk
+                else:
+                    yield chunk
+            follow_up = self._follow_up(kwargs, state) if follow_ups < MAX_FOLLOW_UPS else None
+            if follow_up is None:
+                if stop is not None:
+                    yield stop
+                return
+            kwargs = follow_up
+            follow_ups += 1
+
+    async def _exchange(
+        self, client: ClientT, kwargs: dict[str, Any], state: StreamState
+    ) -> AsyncGenerator[ModelChunk, None]:
+        """One request and its response body, fed to ``state`` (`StreamState.finish` not run)."""
         try:
             create = self._resource(client).with_streaming_response.create
             async with create(**kwargs) as response:
@@ -228,8 +259,6 @@ class SDKModel(Generic[ClientT]):
             if error is None:
                 raise
             raise error from exc
-        for chunk in state.finish():
-            yield chunk
 
     # -- what a subclass provides -----------------------------------------------------------
 
@@ -252,6 +281,13 @@ class SDKModel(Generic[ClientT]):
     def _new_state(self) -> StreamState:
         """A fresh `StreamState` for one response."""
         raise NotImplementedError
+
+    def _follow_up(self, kwargs: dict[str, Any], state: StreamState) -> dict[str, Any] | None:
+        """The arguments of a request that continues the finished response, or None.
+
+        Only a response the provider paused mid-turn (Anthropic's ``pause_turn``) has one.
+        """
+        return None
 
     # -- shared machinery -------------------------------------------------------------------
 
@@ -298,7 +334,15 @@ class SDKModel(Generic[ClientT]):
         sdk = sys.modules.get(self._sdk_name)
         if sdk is not None:
             if isinstance(exc, sdk.APIStatusError):
-                return status_error(exc.status_code, error_detail(exc.body, exc.message))
+                error = status_error(exc.status_code, error_detail(exc.body, exc.message))
+                kind = _error_kind(exc.body)
+                if kind is not None and error.retryable and not kind[1]:
+                    # A status that is usually transient, with a body that says it is not
+                    # (a 429 for an exhausted quota).
+                    error.code, error.retryable = kind
+                if error.retryable:
+                    error.retry_after = retry_after(exc.response.headers)
+                return error
             if isinstance(exc, sdk.APITimeoutError):
                 # The SDK's own message adds nothing but length.
                 return ModelError("request timed out", code="timeout", retryable=True)
@@ -518,7 +562,7 @@ def error_detail(body: Any, fallback: str) -> str:
 _ERROR_TYPES = {
     "rate_limit_exceeded": ("rate_limit", True),
     "rate_limit_error": ("rate_limit", True),
-    "insufficient_quota": ("rate_limit", False),
+    "insufficient_quota": ("insufficient_quota", False),
     "server_error": ("server_error", True),
     "api_error": ("server_error", True),
     "overloaded_error": ("overloaded", True),
@@ -533,6 +577,16 @@ _ERROR_TYPES = {
 }
 
 
+def _error_kind(body: Any) -> tuple[str, bool] | None:
+    """The code and retryability that an error body's ``code`` or ``type`` names, if known."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    if isinstance(error, dict):
+        for key in (error.get("code"), error.get("type")):
+            if isinstance(key, str) and key in _ERROR_TYPES:
+                return _ERROR_TYPES[key]
+    return None
+
+
 def stream_error(error: Any) -> ModelError:
     """The `ModelError` for an ``{"error": ...}`` object sent inside the stream.
 
@@ -545,11 +599,37 @@ def stream_error(error: Any) -> ModelError:
         code = error.get("code")
         if isinstance(code, int) and not isinstance(code, bool) and 400 <= code < 600:
             return status_error(code, message)
-        for key in (code, error.get("type")):
-            if isinstance(key, str) and key in _ERROR_TYPES:
-                mapped, retryable = _ERROR_TYPES[key]
-                return ModelError(message, code=mapped, retryable=retryable)
+    kind = _error_kind({"error": error})
+    if kind is not None:
+        return ModelError(message, code=kind[0], retryable=kind[1])
     return ModelError(message, code="model_error", retryable=False)
+
+
+def retry_after(headers: Mapping[str, str]) -> float | None:
+    """The seconds a response's ``retry-after-ms`` or ``retry-after`` header asks to wait.
+
+    Example:
+        >>> retry_after({"retry-after": "7"}), retry_after({"retry-after-ms": "250"})
+        (7.0, 0.25)
+        >>> retry_after({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0  # in the past
+        True
+    """
+    with contextlib.suppress(KeyError, ValueError):
+        value = float(headers["retry-after-ms"]) / 1000
+        if math.isfinite(value):
+            return max(value, 0.0)
+    raw = headers.get("retry-after")
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        value = when.timestamp() - time.time()
+    return max(value, 0.0) if math.isfinite(value) else None
 
 
 def transport_error(exc: Exception) -> ModelError | None:
