@@ -206,15 +206,10 @@ class EventsLagged(TrioSessionError):
         return (type(self), (self.missed,))
 
 
-class SnapshotError(TrioSessionError):
-    """A stored session snapshot cannot be read.
+class _SessionError(TrioSessionError):
+    """An error about one session's stored data; the message starts with its id."""
 
-    Raised when the snapshot comes from a newer format version or is corrupt.
-    The stored data is left untouched.
-
-    Attributes:
-        session_id: The session whose snapshot failed to load.
-    """
+    session_id: str
 
     def __init__(self, session_id: str, message: str) -> None:
         self.session_id = session_id
@@ -225,7 +220,18 @@ class SnapshotError(TrioSessionError):
         return (type(self), (self.session_id, str(self).removeprefix(prefix)))
 
 
-class StoreError(TrioSessionError):
+class SnapshotError(_SessionError):
+    """A stored session snapshot cannot be read.
+
+    Raised when the snapshot comes from a newer format version or is corrupt.
+    The stored data is left untouched.
+
+    Attributes:
+        session_id: The session whose snapshot failed to load.
+    """
+
+
+class StoreError(_SessionError):
     """Saving the session to its store failed, after bounded retries.
 
     The execution that was saving ends ``failed`` with this error; its
@@ -236,14 +242,6 @@ class StoreError(TrioSessionError):
     Attributes:
         session_id: The session that could not be saved.
     """
-
-    def __init__(self, session_id: str, message: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"session {session_id!r}: {message}")
-
-    def __reduce__(self) -> tuple[object, ...]:
-        prefix = f"session {self.session_id!r}: "
-        return (type(self), (self.session_id, str(self).removeprefix(prefix)))
 
 
 class MaxSpawnDepth(TrioSessionError):
