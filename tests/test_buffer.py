@@ -1141,11 +1141,15 @@ async def test_lag_while_the_receiver_is_woken_but_not_yet_running() -> None:
     assert outcomes == [("lagged", 4), 5, 6]
 
 
-def test_new_subscriber_without_after_seq_starts_at_the_oldest_held() -> None:
+def test_late_subscriber_without_after_seq_learns_what_was_dropped() -> None:
     buf = EventBuffer(max_buffered_events=3)
     for i in range(10):
         custom(buf, i)
-    assert seqs(drain_nowait(buf.subscribe())) == [8, 9, 10]
+    sub = buf.subscribe()
+    with pytest.raises(EventsLagged) as info:
+        sub.receive_nowait()
+    assert info.value.missed == 7  # 1..7: its replay starts at the first event
+    assert seqs(drain_nowait(sub)) == [8, 9, 10]
 
 
 def test_new_subscriber_with_after_seq_learns_what_was_dropped() -> None:

@@ -138,8 +138,9 @@ async def test_not_a_database(tmp_path: Path) -> None:
     path = tmp_path / "text.db"
     path.write_bytes(b"this is not a database, " * 100)
     store = SQLiteStore(path)
-    with pytest.raises(sqlite3.DatabaseError):
+    with pytest.raises(SnapshotError, match="corrupt database file") as raised:
         await store.load("s1")
+    assert raised.value.session_id == "s1"
     await store.aclose()
     assert path.read_bytes() == b"this is not a database, " * 100
 

@@ -137,7 +137,6 @@ messages = st.builds(
         st.one_of(
             st.text().map(TextBlock),
             json_values.map(JsonBlock),
-            st.builds(ToolUseBlock, st.text(), st.text(), st.dictionaries(st.text(), json_values)),
         ),
         max_size=3,
     ),

@@ -672,13 +672,21 @@ def test_confirmation_text_template() -> None:
     assert delete_file.confirmation_text({"path": "/etc/passwd"}) == "Delete /etc/passwd?"
 
 
-@pytest.mark.parametrize("template", ["Delete {nothing}?", "Delete {0}?", "Delete {path!z}",
-                                      "Delete {path", "Delete {path.missing}?"])
-def test_bad_template_falls_back_to_the_default(template: str) -> None:
-    @tool(confirmation_message=template)
+def test_template_naming_no_argument_falls_back_to_the_default() -> None:
+    @tool(confirmation_message="Delete {nothing}?")
     def rm(path: str) -> None: ...
 
     assert rm.confirmation_text({"path": "/x"}) == 'Allow rm with {"path": "/x"}?'
+
+
+@pytest.mark.parametrize(
+    "template", ["Delete {0}?", "Delete {path!z}", "Delete {path", "Delete {path.missing}?"]
+)
+def test_template_with_lookups_or_bad_syntax_is_refused(template: str) -> None:
+    with pytest.raises(ValueError, match="confirmation_message"):
+
+        @tool(confirmation_message=template)
+        def rm(path: str) -> None: ...
 
 
 def test_confirmation_text_callable_and_default() -> None:

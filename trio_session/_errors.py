@@ -19,6 +19,7 @@ __all__ = [
     "ModelError",
     "SessionClosed",
     "SnapshotError",
+    "StoreError",
     "TrioSessionError",
     "UnknownTool",
     "UnknownToolUse",
@@ -205,7 +206,21 @@ class EventsLagged(TrioSessionError):
         return (type(self), (self.missed,))
 
 
-class SnapshotError(TrioSessionError):
+class _SessionError(TrioSessionError):
+    """An error about one session's stored data; the message starts with its id."""
+
+    session_id: str
+
+    def __init__(self, session_id: str, message: str) -> None:
+        self.session_id = session_id
+        super().__init__(f"session {session_id!r}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        prefix = f"session {self.session_id!r}: "
+        return (type(self), (self.session_id, str(self).removeprefix(prefix)))
+
+
+class SnapshotError(_SessionError):
     """A stored session snapshot cannot be read.
 
     Raised when the snapshot comes from a newer format version or is corrupt.
@@ -215,13 +230,18 @@ class SnapshotError(TrioSessionError):
         session_id: The session whose snapshot failed to load.
     """
 
-    def __init__(self, session_id: str, message: str) -> None:
-        self.session_id = session_id
-        super().__init__(f"session {session_id!r}: {message}")
 
-    def __reduce__(self) -> tuple[object, ...]:
-        prefix = f"session {self.session_id!r}: "
-        return (type(self), (self.session_id, str(self).removeprefix(prefix)))
+class StoreError(_SessionError):
+    """Saving the session to its store failed, after bounded retries.
+
+    The execution that was saving ends ``failed`` with this error; its
+    ``__cause__`` is the store's own exception (a `TimeoutError` when the
+    store took longer than the bound). The session's in-memory state is kept,
+    and its next save writes all of it.
+
+    Attributes:
+        session_id: The session that could not be saved.
+    """
 
 
 class MaxSpawnDepth(TrioSessionError):

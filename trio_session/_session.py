@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import logging
+import os
 import time
 import uuid
 from collections.abc import (
@@ -24,8 +25,8 @@ import trio
 
 from ._agent import Agent
 from ._buffer import EventSubscription, SeqCounter, SessionChain
-from ._engine import Execution, bounded, call_hook, current_tool_call, reraise, unwrap
-from ._errors import MaxSpawnDepth, SessionClosed, UnknownTool
+from ._engine import Execution, current_tool_call, reraise, unwrap
+from ._errors import MaxSpawnDepth, SerializationError, SessionClosed, StoreError, UnknownTool
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
@@ -33,7 +34,8 @@ from ._output import OutputSpec
 from ._procedure import Procedure
 from ._tools import Decision, ToolContext
 from ._usage import Usage
-from .stores import PendingConfirmation, SessionSnapshot, SessionStore
+from .stores import PendingConfirmation, SessionSnapshot, SessionStore, SQLiteStore
+from .stores._base import check_timeline
 
 __all__ = ["MAX_SPAWN_DEPTH", "Session", "open_session"]
 
@@ -41,6 +43,18 @@ logger = logging.getLogger("trio_session")
 
 MAX_SPAWN_DEPTH: Final = 10
 """How deeply child sessions may nest."""
+
+SAVE_ATTEMPTS: Final = 3
+"""How many times a save is tried before it fails with `StoreError`."""
+
+SAVE_TIMEOUT: Final = 30.0
+"""Seconds one save attempt may take; a slower one counts as failed (and is logged)."""
+
+SAVE_BACKOFF: Final = 0.5
+"""Seconds before the first retry of a failed save; doubled for each further retry."""
+
+SEQ_BLOCK: Final = 1024
+"""How many ``seq`` numbers a save reserves ahead, so a crash never lets one be reused."""
 
 SessionStatus = Literal["idle", "running", "closed"]
 
@@ -118,7 +132,12 @@ class _Conversation:
             self.always = {}
             self.pending_message = None
             self.pending_confirmations = ()
+        # The high-water mark of seq the store holds: every number handed out
+        # stays at or below it (a crash may leave a gap, never a reuse).
+        self.reserved = self.seq.last
         self.current: Execution | None = None
+        # Async on_message hooks not yet awaited, by message id.
+        self.hooks: dict[str, Awaitable[Any]] = {}
 
     @property
     def owner(self) -> Session:
@@ -135,16 +154,25 @@ class _Conversation:
     def enqueue(self, messages: Sequence[Message]) -> None:
         self.queue.extend(messages)
 
-    def notify_message(self, message: Message, execution: Execution | None) -> None:
+    def notify_message(self, message: Message) -> None:
+        # One rule on every path: a sync hook runs here, in the caller, and its
+        # error reaches the caller before anything is queued; an async hook is
+        # awaited by the execution that delivers the message (message_hook).
         hook = self.session.agent.on_message
         if hook is None:
             return
         result = hook(message, self.session)
         if inspect.isawaitable(result):
-            if execution is not None:
-                execution.run_hook_soon(result)
-            else:
-                self.nursery.start_soon(_logged_hook, result, "on_message")
+            self.hooks[message.id] = result
+
+    def drop_message_hooks(self, messages: Sequence[Message]) -> None:
+        for message in messages:
+            _discard(self.hooks.pop(message.id, None))
+
+    async def message_hook(self, message: Message) -> None:
+        awaitable = self.hooks.pop(message.id, None)
+        if awaitable is not None:
+            await awaitable
 
     def remembered(self, tool_name: str) -> Decision | None:
         return self.always.get(tool_name)
@@ -152,14 +180,14 @@ class _Conversation:
     def remember(self, tool_name: str, decision: Decision) -> None:
         self.always[tool_name] = decision
 
-    def snapshot(self) -> SessionSnapshot:
+    def snapshot(self, last_seq: int | None = None) -> SessionSnapshot:
         return SessionSnapshot(
             session_id=self.id,
             timeline=tuple(self.timeline),
             queued_messages=tuple(self.queue),
             state=copy.deepcopy(self.state),
             usage=self.usage,
-            last_seq=self.seq.last,
+            last_seq=self.seq.last if last_seq is None else last_seq,
             created_at=self.created_at,
             updated_at=time.time(),
             pending_message=self.pending_message,
@@ -167,19 +195,70 @@ class _Conversation:
             remembered=dict(self.always),
         )
 
-    async def save(self) -> None:
-        if self.store is not None:
-            await self.store.save(self.snapshot())
+    async def reserve_seq(self) -> None:
+        """Save a new ``seq`` reservation when the numbers handed out near the stored one."""
+        if self.store is not None and self.seq.last > self.reserved - SEQ_BLOCK // 2:
+            await self.save()
+
+    async def save(self, *, exact: bool = False) -> None:
+        """Save the session, retried with backoff; `StoreError` when every attempt failed.
+
+        ``last_seq`` is saved as a reservation ``SEQ_BLOCK`` ahead, except with
+        ``exact`` (the session's close: no number will be handed out anymore).
+        """
+        store = self.store
+        if store is None:
+            return
+        if exact:
+            last_seq = self.seq.last
+        else:
+            self.reserved = last_seq = max(self.reserved, self.seq.last + SEQ_BLOCK)
+        error: Exception | None = None
+        for attempt in range(1, SAVE_ATTEMPTS + 1):
+            if attempt > 1:
+                await trio.sleep(SAVE_BACKOFF * 2 ** (attempt - 2))
+            with trio.move_on_after(SAVE_TIMEOUT) as bound:
+                try:
+                    # A fresh snapshot each time: the next attempt writes all there is.
+                    await store.save(self.snapshot(last_seq))
+                except SerializationError as exc:
+                    # The state cannot be written at all: trying again cannot help.
+                    error = exc
+                    break
+                except Exception as exc:
+                    error = exc
+                    logger.warning(
+                        "saving session %r failed (attempt %d of %d)",
+                        self.id,
+                        attempt,
+                        SAVE_ATTEMPTS,
+                        exc_info=True,
+                    )
+                    continue
+                return
+            if bound.cancelled_caught:
+                error = TimeoutError(f"{type(store).__name__}.save took over {SAVE_TIMEOUT:g} s")
+                logger.warning(
+                    "saving session %r was cut off after %g s (attempt %d of %d)",
+                    self.id,
+                    SAVE_TIMEOUT,
+                    attempt,
+                    SAVE_ATTEMPTS,
+                )
+        logger.error("saving session %r failed: %s", self.id, error)
+        raise StoreError(
+            self.id, f"saving to {type(store).__name__} failed: {type(error).__name__}: {error}"
+        ) from error
 
     def execution_finished(self, execution: Execution) -> None:
         self.finished(execution)
 
 
-async def _logged_hook(awaitable: Awaitable[Any], name: str) -> None:
-    try:
-        await awaitable
-    except Exception:
-        logger.exception("Agent.%s raised while the session was idle", name)
+def _discard(awaitable: Awaitable[Any] | None) -> None:
+    """Close a hook's coroutine that will never be awaited (no "never awaited" warning)."""
+    close = getattr(awaitable, "close", None)
+    if close is not None:
+        close()
 
 
 def _as_messages(message: object, where: str) -> list[Message]:
@@ -366,9 +445,15 @@ class Session:
                     f"send() metadata must be a mapping or None, got {type(metadata).__name__}"
                 )
             messages = [attrs.evolve(m, metadata={**m.metadata, **metadata}) for m in messages]
-        for item in messages:
-            await call_hook(self.agent.on_message, item, self)
-        return await self._join_or_start(messages, props, max_ticks, output_type)
+        notified: list[Message] = []
+        try:
+            for item in messages:
+                self._core.notify_message(item)
+                notified.append(item)
+            return await self._join_or_start(messages, props, max_ticks, output_type)
+        except BaseException:
+            self._core.drop_message_hooks(notified)
+            raise
 
     async def _render(
         self, props: Mapping[str, Any] | None = None, *, max_ticks: int | None = None
@@ -502,7 +587,7 @@ class Session:
         if current is not None and current.accepting:
             current.queue_message(item)
         else:
-            self._core.notify_message(item, None)
+            self._core.notify_message(item)
             self._core.queue.append(item)
 
     async def dispatch(self, tool_name: str, input: Mapping[str, Any]) -> tuple[ContentBlock, ...]:
@@ -637,6 +722,8 @@ class Session:
         """The session's block was left: closed for good, its event chain ended."""
         self._closed = True
         self._chain.end()
+        # The messages stay queued (and saved); their hooks will not run in this process.
+        self._core.drop_message_hooks(self._core.queue)
         return self._core
 
     async def _wait_idle(self) -> None:
@@ -650,7 +737,7 @@ async def open_session(
     agent: Agent,
     *,
     session_id: str | None = None,
-    store: SessionStore | None = None,
+    store: SessionStore | str | os.PathLike[str] | None = None,
     max_buffered_events: int | None = None,
 ) -> AsyncIterator[Session]:
     """Open a session that owns a nursery for its executions.
@@ -664,7 +751,8 @@ async def open_session(
         agent: What the session runs.
         session_id: Its id; a new one is generated when None. With a ``store``
             that holds this id, the session is restored from it.
-        store: Where to persist the session after every tick and execution.
+        store: Where to persist the session after every tick and execution. A path
+            opens a `SQLiteStore` on that file, closed when the block is left.
         max_buffered_events: Retention bound of each execution's event buffer;
             lagging subscribers get `EventsLagged`. None: no bound.
 
@@ -686,11 +774,16 @@ async def open_session(
         raise TypeError(f"open_session() takes an Agent, got {type(agent).__name__}")
     if session_id is not None and (not isinstance(session_id, str) or not session_id):
         raise ValueError(f"session_id must be a non-empty str or None, got {session_id!r}")
-    if store is not None and not all(
-        callable(getattr(store, name, None)) for name in ("save", "load", "delete", "list")
+    if (
+        store is not None
+        and not isinstance(store, str | os.PathLike)
+        and not all(
+            callable(getattr(store, name, None)) for name in ("save", "load", "delete", "list")
+        )
     ):
         raise TypeError(
-            f"store must be a SessionStore (save/load/delete/list), got {type(store).__name__}"
+            "store must be a SessionStore (save/load/delete/list) or a path, "
+            f"got {type(store).__name__}"
         )
     if max_buffered_events is not None and (
         not isinstance(max_buffered_events, int)
@@ -700,8 +793,23 @@ async def open_session(
         raise ValueError(
             f"max_buffered_events must be a positive int or None, got {max_buffered_events!r}"
         )
+    if isinstance(store, str | os.PathLike):
+        async with (
+            SQLiteStore(store) as opened,
+            open_session(
+                agent,
+                session_id=session_id,
+                store=opened,
+                max_buffered_events=max_buffered_events,
+            ) as inner,
+        ):
+            yield inner
+        return
     sid = session_id or uuid.uuid4().hex
     snapshot = await store.load(sid) if store is not None and session_id is not None else None
+    if snapshot is not None:
+        # Whatever the store: a broken timeline would be sent to the model, which rejects it.
+        check_timeline(sid, snapshot.timeline)
     session: Session | None = None
     failed = False
     try:
@@ -727,11 +835,11 @@ async def open_session(
         if session is not None:
             core = session._end()
             if store is not None:
-                # Messages queued while idle are kept too.
-                with trio.CancelScope(shield=True), bounded("saving the session on close"):
+                # Messages queued while idle are kept too. Bounded inside save()
+                # (attempts, each cut off and logged after SAVE_TIMEOUT).
+                with trio.CancelScope(shield=True):
                     try:
-                        await core.save()
-                    except Exception:
+                        await core.save(exact=True)
+                    except StoreError:
                         if not failed:
                             raise
-                        logger.exception("saving session %r on close failed", sid)

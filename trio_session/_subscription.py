@@ -210,10 +210,11 @@ def open_subscription(
     """
     wanted = _check_types(types)
     after = _check_after_seq(after_seq)
-    # Without after_seq a subscriber asks for "what is held"; with it, it
-    # asks for everything after that seq, and learns if some was dropped.
+    # An execution's subscriber asks for everything from its first event (or
+    # after after_seq) and learns by EventsLagged what the bound dropped; a
+    # session-wide one without after_seq asks for what the session still holds.
     subscription = EventSubscription._create(
-        feed, feed.log.start if after is None else 0, wanted, after, session
+        feed, feed.log.start if after is None and session else 0, wanted, after, session
     )
     if after is not None:
         subscription._apply_after(feed)

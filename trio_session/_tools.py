@@ -17,6 +17,7 @@ import json
 import logging
 import math
 import re
+import string
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Literal, TypeAlias, cast, get_args, overload
 
@@ -440,8 +441,8 @@ class Tool:
         message = self.confirmation_message
         if isinstance(message, str):
             try:
-                return message.format(**arguments)
-            except (KeyError, IndexError, ValueError, TypeError, AttributeError):
+                return _format_confirmation(message, arguments)
+            except (KeyError, ValueError, TypeError):
                 pass
         elif message is not None:
             try:
@@ -608,6 +609,55 @@ def _check_name_and_description(where: str, name: object, description: object) -
         raise TypeError(f"{where} description must be a str, got {type(description).__name__}")
 
 
+def _template_fields(where: str, template: str) -> None:
+    """Refuse a confirmation template that could do more than name an argument.
+
+    ``str.format`` evaluates ``{a.b}`` and ``{a[0]}`` on the model's
+    arguments; only plain ``{name}`` fields (with a conversion and a format
+    spec) are allowed.
+    """
+    try:
+        pieces = list(string.Formatter().parse(template))
+    except ValueError as exc:
+        raise ValueError(f"{where} confirmation_message is not a valid template: {exc}") from None
+    for _literal, field, spec, conversion in pieces:
+        if field is None:
+            continue
+        if conversion not in (None, "r", "s", "a"):
+            raise ValueError(
+                f"{where} confirmation_message field {{{field}}} has an unknown conversion "
+                f"!{conversion}"
+            )
+        if not field.isidentifier():
+            raise ValueError(
+                f"{where} confirmation_message field {{{field}}} must be an argument's name: "
+                "attribute and index lookups and positional fields are refused"
+            )
+        if spec and ("{" in spec or "}" in spec):
+            raise ValueError(
+                f"{where} confirmation_message field {{{field}}} has a nested field in its "
+                "format spec, which is refused"
+            )
+
+
+def _format_confirmation(template: str, arguments: Mapping[str, Any]) -> str:
+    """Fill a template checked by `_template_fields`: argument values only, never looked into."""
+    parts: list[str] = []
+    for literal, field, spec, conversion in string.Formatter().parse(template):
+        parts.append(literal)
+        if field is None:
+            continue
+        value = arguments[field]
+        if conversion == "r":
+            value = repr(value)
+        elif conversion == "a":
+            value = ascii(value)
+        elif conversion == "s":
+            value = str(value)
+        parts.append(format(value, spec or ""))
+    return "".join(parts)
+
+
 def _check_options(
     where: str,
     requires_confirmation: object,
@@ -630,6 +680,8 @@ def _check_options(
             f"{where} confirmation_message must be a str template, a callable or None, "
             f"got {type(confirmation_message).__name__}"
         )
+    if isinstance(confirmation_message, str):
+        _template_fields(where, confirmation_message)
     if confirmation_timeout is not None:
         if isinstance(confirmation_timeout, bool) or not isinstance(
             confirmation_timeout, int | float

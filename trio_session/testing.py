@@ -393,7 +393,10 @@ async def _check_rewrite(store: SessionStore, ids: _Ids) -> None:
         ),
         (
             "replacing the last message (same length)",
-            (*long.timeline[:-1], Message("assistant", "replaced", id=f"{sid}-new-last")),
+            (
+                *long.timeline[:-1],
+                Message("tool", long.timeline[-1].content, id=f"{sid}-new-last"),
+            ),
         ),
         (
             "replacing an early message and appending",

@@ -9,8 +9,9 @@ the model events (``message_start`` < content / tool-call events <
 
 from __future__ import annotations
 
+import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import attrs
@@ -33,6 +34,7 @@ from .._events import (
 from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock
 from .._usage import Usage
 from ..models._base import (
+    INVALID_JSON_KEY,
     ErrorChunk,
     ReasoningChunk,
     StopChunk,
@@ -42,6 +44,7 @@ from ..models._base import (
     ToolCallStartChunk,
     UsageChunk,
 )
+from ..models._sdk import parse_arguments
 
 __all__ = ["Assembled", "Assembler", "Emit"]
 
@@ -57,6 +60,19 @@ class Assembled:
     calls: tuple[ToolUseBlock, ...]
     usage: Usage
     stop_reason: str
+    rejected: Mapping[str, str] = attrs.field(factory=dict)
+    """Calls that must not run, by tool_use_id: the error result the model is told."""
+
+
+class _Call:
+    """A tool call the model started and has not completed yet."""
+
+    __slots__ = ("index", "name", "parts")
+
+    def __init__(self, index: int, name: str) -> None:
+        self.index = index
+        self.name = name
+        self.parts: list[str] = []
 
 
 class Assembler:
@@ -84,11 +100,14 @@ class Assembler:
         "_input_tokens",
         "_message_id",
         "_model_name",
+        "_open_calls",
         "_open_index",
         "_open_kind",
         "_output_tokens",
         "_parts",
-        "_started",
+        "_rejected",
+        "_route",
+        "_seen",
         "_stop_reason",
         "_usage_reported",
     )
@@ -100,7 +119,13 @@ class Assembler:
         self._open_kind: str | None = None
         self._open_index = -1
         self._parts: list[str] = []
-        self._started: dict[str, int] = {}
+        # A model may reuse a tool_use_id within one tick (every provider rejects that on
+        # the next request): the repeat gets a fresh id, and _route sends the model's id to
+        # the call it last opened under it.
+        self._open_calls: dict[str, _Call] = {}
+        self._route: dict[str, str] = {}
+        self._seen: set[str] = set()
+        self._rejected: dict[str, str] = {}
         self._input_tokens = self._output_tokens = self._cache_read = self._cache_write = 0
         self._usage_reported = False
         self._stop_reason: str | None = None
@@ -151,20 +176,18 @@ class Assembler:
                 # A signature ends its block: the reasoning that follows is a new block.
                 self._close_block(chunk.signature, chunk.redacted)
         elif kind is ToolCallStartChunk:
-            self._close_block()
-            blocks = self._blocks
-            self._started[chunk.tool_use_id] = len(blocks)
-            emit(
-                ToolCallStart,
-                tool_use_id=chunk.tool_use_id,
-                name=chunk.name,
-                block_index=len(blocks),
-            )
-            blocks.append(None)
+            self._start_call(chunk.tool_use_id, chunk.name)
         elif kind is ToolCallDeltaChunk:
-            emit(ToolCallDelta, tool_use_id=chunk.tool_use_id, delta=chunk.arguments_delta)
+            call_id = self._route.get(chunk.tool_use_id, chunk.tool_use_id)
+            pending = self._open_calls.get(call_id)
+            if pending is not None:
+                pending.parts.append(chunk.arguments_delta)
+            emit(ToolCallDelta, tool_use_id=call_id, delta=chunk.arguments_delta)
         elif kind is ToolCallChunk:
-            self._tool_call(chunk)
+            call_id = self._route.get(chunk.tool_use_id)
+            if call_id is None or call_id not in self._open_calls:
+                call_id = self._start_call(chunk.tool_use_id, chunk.name)
+            self._complete(call_id, chunk.input)
         elif kind is UsageChunk:
             self._usage_reported = True
             self._input_tokens += chunk.input_tokens
@@ -178,26 +201,54 @@ class Assembler:
         else:
             raise TypeError(f"model {self._model_name!r} streamed a non-chunk: {chunk!r}")
 
-    def _tool_call(self, chunk: ToolCallChunk) -> None:
+    def _start_call(self, model_id: str, name: str) -> str:
+        """Open a tool call's block; returns the id it is committed under."""
         self._close_block()
-        blocks = self._blocks
-        index = self._started.pop(chunk.tool_use_id, None)
-        if index is None:
-            index = len(blocks)
-            blocks.append(None)
-            self._emit(
-                ToolCallStart, tool_use_id=chunk.tool_use_id, name=chunk.name, block_index=index
+        call_id = model_id
+        if call_id in self._seen:
+            call_id = f"{model_id}_{uuid.uuid4().hex[:8]}"
+            self._rejected[call_id] = (
+                f"The tool_use_id {model_id!r} was already used in this turn, so this call "
+                f"to {name!r} was not run. Give every tool call its own id."
             )
-        blocks[index] = ToolUseBlock(chunk.tool_use_id, chunk.name, chunk.input)
-        self._emit(ToolCall, tool_use_id=chunk.tool_use_id, name=chunk.name, input=chunk.input)
+        self._seen.add(call_id)
+        self._route[model_id] = call_id
+        blocks = self._blocks
+        self._open_calls[call_id] = _Call(len(blocks), name)
+        self._emit(ToolCallStart, tool_use_id=call_id, name=name, block_index=len(blocks))
+        blocks.append(None)
+        return call_id
+
+    def _complete(self, call_id: str, arguments: object) -> None:
+        """Close a call with its arguments; a call whose input is not an object is rejected."""
+        call = self._open_calls.pop(call_id)
+        if arguments is None:
+            arguments = {}
+        if not isinstance(arguments, Mapping) or not all(isinstance(k, str) for k in arguments):
+            # Kept as text under INVALID_JSON_KEY: adapters send it back as the model wrote it.
+            try:
+                text = json.dumps(arguments)
+            except (TypeError, ValueError):
+                text = repr(arguments)
+            arguments = {INVALID_JSON_KEY: text}
+        block = ToolUseBlock(call_id, call.name, arguments)
+        self._blocks[call.index] = block
+        self._emit(ToolCall, tool_use_id=call_id, name=call.name, input=block.input)
 
     def fail(self, error: ModelError) -> None:
         """The provider reported ``error``: publish it (``error`` event)."""
         self._emit(ErrorEvent, message=error.message, code=error.code, retryable=error.retryable)
 
     def finish(self) -> Assembled:
-        """The stream ended: close the open block, publish the message's end and itself."""
+        """The stream ended: close the open block, publish the message's end and itself.
+
+        A tool call that was started but never completed takes its streamed
+        deltas as its arguments (invalid or truncated JSON is kept as text, and
+        answered with an error): no call the model made is dropped.
+        """
         self._close_block()
+        for call_id, call in list(self._open_calls.items()):
+            self._complete(call_id, parse_arguments("".join(call.parts)))
         content = tuple(b for b in self._blocks if b is not None)
         calls = tuple(b for b in content if isinstance(b, ToolUseBlock))
         stop_reason = self._stop_reason
@@ -217,4 +268,4 @@ class Assembler:
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         message = Message("assistant", content, id=self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
-        return Assembled(message, calls, usage, stop_reason)
+        return Assembled(message, calls, usage, stop_reason, dict(self._rejected))

@@ -13,14 +13,14 @@ the session module.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 import trio
 
 from .._agent import Agent
 from .._buffer import EventBuffer, SeqCounter, publisher_of
-from .._errors import ModelError
+from .._errors import ModelError, StoreError
 from .._events import (
     CustomEvent,
     ExecutionEnd,
@@ -33,7 +33,7 @@ from .._result import SendResult
 from .._tools import Confirmations, Decision
 from .._tracing import NO_TRACE, start_execution
 from .._usage import Usage
-from ._hooks import await_, call_hook
+from ._hooks import call_hook
 from ._spawn import adopt
 from ._ticks import run_ticks
 from ._tool_calls import unfinished
@@ -66,8 +66,16 @@ class ExecutionHost(Protocol):
         """Keep messages on the session for its next execution (hooks already ran)."""
         ...
 
-    def notify_message(self, message: Message, execution: Execution | None) -> None:
-        """Run the agent's ``on_message`` hook for a message entering the session."""
+    def notify_message(self, message: Message) -> None:
+        """Run the agent's ``on_message`` hook for a message entering the session.
+
+        A sync hook runs now (its error reaches the caller, nothing queued);
+        an async hook's awaitable waits for `message_hook`.
+        """
+        ...
+
+    async def message_hook(self, message: Message) -> None:
+        """Await the async ``on_message`` hook of ``message``, if one is pending."""
         ...
 
     def remembered(self, tool_name: str) -> Decision | None:
@@ -84,7 +92,15 @@ class ExecutionHost(Protocol):
         ...
 
     async def save(self) -> None:
-        """Persist the session (after a tick's commit, at the end of an execution)."""
+        """Persist the session (after a tick's commit, at the end of an execution).
+
+        Raises:
+            StoreError: The store failed, after bounded retries.
+        """
+        ...
+
+    async def reserve_seq(self) -> None:
+        """Save a new ``seq`` high-water mark if the numbers handed out near the stored one."""
         ...
 
     def execution_finished(self, execution: Execution) -> None:
@@ -136,7 +152,6 @@ class Execution:
         self.current_tick = 0
         """The tick now running; 0 before the first."""
         self._nursery: trio.Nursery | None = None
-        self._early_hooks: list[Awaitable[Any]] = []
         self.children: set[Execution] = set()
         self._started = False
         self.trace = NO_TRACE
@@ -175,7 +190,7 @@ class Execution:
 
     def queue_message(self, message: Message) -> None:
         """Queue into this execution, or onto the session once it is past its last tick."""
-        self.host.notify_message(message, self if self.accepting else None)
+        self.host.notify_message(message)
         self.accept(message)
 
     def accept(self, message: Message) -> None:
@@ -206,13 +221,6 @@ class Execution:
     def update_props(self, props: Mapping[str, Any]) -> None:
         """New props, seen from the next tick on (``render()`` while running)."""
         self.props = dict(props)
-
-    def run_hook_soon(self, awaitable: Awaitable[Any]) -> None:
-        """Await an async hook inside this execution; its failure fails the execution."""
-        if self._nursery is None:
-            self._early_hooks.append(awaitable)
-        else:
-            self._nursery.start_soon(await_, awaitable)
 
     # -- spawn --------------------------------------------------------------
 
@@ -251,9 +259,11 @@ class Execution:
         """Publish ``execution_start``; called when the execution is scheduled.
 
         Publishing it before the task runs means that anything queued in
-        between (``message_queued``) follows it in the stream.
+        between (``message_queued``) follows it in the stream. The handle is
+        ``running`` from here on: the caller who gets it never sees ``pending``.
         """
         self._started = True
+        self.outcome.set_running()
         # Started here, in the caller's context: a child spawned by a tool is
         # a child of that tool's span, and the handle has its trace id at once.
         self.trace = start_execution(
@@ -279,9 +289,6 @@ class Execution:
                 try:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
-                        for awaitable in self._early_hooks:
-                            nursery.start_soon(await_, awaitable)
-                        self._early_hooks.clear()
                         value = await run_ticks(self)
                         # Children and pending hook tasks end with their execution.
                         self._end_children("parent execution ended")
@@ -305,12 +312,23 @@ class Execution:
         error: BaseException | None,
         reason: str | None,
     ) -> None:
-        """Settle the handle and publish the last events, on every path."""
+        """Save, settle the handle and publish the last events, on every path."""
         self.transcript.accepting = False
         outcome = self.outcome
-        final = outcome.settle(status, value, error, reason)
-        self._salvage_tick(final)
+        # abort() and cancel() settle the status at once; the salvaged tick names it.
+        self._salvage_tick(outcome.status if outcome.done else status)
         self.transcript.return_pending()
+        if self.host.persistent:
+            # Before execution_end and the final status, so that a caller who saw
+            # the end can rely on the session being stored.
+            with trio.CancelScope(shield=True):
+                try:
+                    await self.host.save()
+                except StoreError as exc:
+                    # save() logged it; a completed execution is not completed anymore.
+                    if status == "completed":
+                        status, value, error, reason = "failed", None, exc, None
+        final = outcome.settle(status, value, error, reason)
         if final in ("failed", "error") and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
@@ -335,16 +353,6 @@ class Execution:
             usage=self.transcript.usage,
             new_messages=tuple(self.transcript.new_messages),
         )
-        # Saved after the last event, so a restored session numbers on from it;
-        # the session stays "running" until the save is done.
-        if self.host.persistent:
-            with trio.CancelScope(shield=True), bounded("the end-of-execution save"):
-                try:
-                    await self.host.save()
-                except Exception:
-                    logger.exception(
-                        "saving session %r at the end of an execution failed", self.host.id
-                    )
         outcome.finish()
         self.host.execution_finished(self)
 

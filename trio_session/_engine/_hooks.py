@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -12,7 +12,7 @@ import attrs
 if TYPE_CHECKING:
     from ._execution import Execution
 
-__all__ = ["ToolCallContext", "await_", "call_hook", "current_tool_call"]
+__all__ = ["ToolCallContext", "call_hook", "current_tool_call"]
 
 
 @attrs.frozen
@@ -37,8 +37,3 @@ async def call_hook(hook: Callable[..., Any] | None, *args: Any) -> Any:
     if inspect.isawaitable(result):
         result = await result
     return result
-
-
-async def await_(awaitable: Awaitable[Any]) -> None:
-    """Await an awaitable as a task (``nursery.start_soon(await_, hook_result)``)."""
-    await awaitable

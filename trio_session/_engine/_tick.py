@@ -21,4 +21,6 @@ class Tick:
     usage: Usage = attrs.field(factory=Usage)
     stop_reason: str = "end_turn"
     started: set[int] = attrs.Factory(set)
+    rejected: dict[str, str] = attrs.Factory(dict)
+    """Calls answered with an error without running (a reused tool_use_id)."""
     committed: bool = False

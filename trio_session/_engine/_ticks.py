@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
 from .._agent import TickContext, TickResult
 from .._errors import ModelError
 from .._events import ModelRequestEvent, TickEnd, TickRetry, TickStart
+from .._messages import Message
 from .._result import SendResult
 from ..models._base import ModelRequest
 from ._assembler import Assembler
@@ -22,7 +23,10 @@ from ._unwrap import bounded
 if TYPE_CHECKING:
     from ._execution import Execution
 
-__all__ = ["run_ticks"]
+__all__ = ["CHECKPOINT_EVERY", "run_ticks"]
+
+CHECKPOINT_EVERY: Final = 64
+"""The engine yields to the scheduler at least once per this many model chunks."""
 
 
 async def run_ticks(execution: Execution) -> SendResult:
@@ -31,11 +35,13 @@ async def run_ticks(execution: Execution) -> SendResult:
     agent = execution.agent
     publisher = execution.publisher
     transcript = execution.transcript
-    transcript.deliver(host.take_queued())
+    queued = host.take_queued()
+    await _message_hooks(execution, [*queued, *transcript.input])
+    transcript.deliver(queued)
     for message in transcript.input:
         transcript.commit(message)
     transcript.input.clear()
-    transcript.deliver(transcript.take_pending())
+    await _deliver_pending(execution)
     if host.persistent and transcript.new_messages:
         await host.save()
 
@@ -63,6 +69,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             agent=agent,
         )
         await call_hook(agent.on_tick_start, ctx)
+        await host.reserve_seq()
         request = await _build(execution, ctx)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
@@ -92,7 +99,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             output, go_on = check_output(spec, state, transcript, corrected)
             corrected = corrected or go_on
         if go_on:
-            transcript.deliver(transcript.take_pending())
+            await _deliver_pending(execution)
             if host.persistent:
                 await host.save()
         else:
@@ -107,6 +114,29 @@ async def run_ticks(execution: Execution) -> SendResult:
         if not go_on:
             break
     return transcript.result(stop_reason, execution.id, output)
+
+
+async def _message_hooks(execution: Execution, messages: list[Message]) -> None:
+    """Await the messages' async ``on_message`` hooks before they are delivered.
+
+    If one fails, none of them is delivered: they go back to the session's
+    queue (never lost) and the error fails the execution.
+    """
+    host = execution.host
+    for message in messages:
+        try:
+            await host.message_hook(message)
+        except BaseException:
+            execution.transcript.input.clear()
+            host.enqueue(messages)
+            raise
+
+
+async def _deliver_pending(execution: Execution) -> None:
+    transcript = execution.transcript
+    pending = transcript.take_pending()
+    await _message_hooks(execution, pending)
+    transcript.deliver(pending)
 
 
 async def _build(execution: Execution, ctx: TickContext) -> ModelRequest:
@@ -158,8 +188,15 @@ async def _stream(
     with execution.trace.chat(model) as span:
         stream = model.stream(request)
         try:
+            count = 0
             async for chunk in stream:
                 assembler.feed(chunk)
+                count += 1
+                if count % CHECKPOINT_EVERY == 0:
+                    # A stream that never awaits would otherwise never see abort()
+                    # (nor let the task that calls it run).
+                    await trio.lowlevel.checkpoint()
+                    await execution.host.reserve_seq()
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.
             if not retried(exc):
@@ -174,6 +211,7 @@ async def _stream(
     state.results = [None] * len(assembled.calls)
     state.usage = assembled.usage
     state.stop_reason = assembled.stop_reason
+    state.rejected = dict(assembled.rejected)
 
 
 async def _close_stream(stream: Any) -> None:

@@ -48,8 +48,13 @@ async def _run_tool(
     async with limiter:
         state.started.add(index)
         execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
+        rejected = state.rejected.get(call.tool_use_id)
         with execution.trace.tool(call.name, call.tool_use_id) as span:
-            result = await _tool_result(execution, call, state.number)
+            if rejected is not None:
+                await trio.lowlevel.checkpoint()
+                result = error_result(call, rejected)
+            else:
+                result = await _tool_result(execution, call, state.number)
             span.finish(result.is_error, _text(result))
         answer(execution, state, index, result)
 
@@ -95,8 +100,8 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
     if INVALID_JSON_KEY in arguments:
         return error_result(
             call,
-            f"The arguments for {call.name!r} were not valid JSON (a reply cut off by the "
-            f"output token limit ends like this): {arguments[INVALID_JSON_KEY]!s:.500}. "
+            f"The arguments for {call.name!r} were not a complete JSON object (a reply cut "
+            f"off by the output token limit ends like this): {arguments[INVALID_JSON_KEY]!s:.500}. "
             "Call the tool again with a complete JSON object.",
         )
     if tool.needs_confirmation(arguments):

@@ -15,7 +15,13 @@ from .._serde import from_json
 from .._tools import Decision
 from .._usage import Usage
 
-__all__ = ["SNAPSHOT_VERSION", "PendingConfirmation", "SessionSnapshot", "SessionStore"]
+__all__ = [
+    "SNAPSHOT_VERSION",
+    "PendingConfirmation",
+    "SessionSnapshot",
+    "SessionStore",
+    "check_timeline",
+]
 
 T = TypeVar("T")
 
@@ -326,6 +332,38 @@ def check_version(session_id: str, version: object) -> int:
     if version < 1:
         raise SnapshotError(session_id, f"corrupt snapshot: version is {version}")
     return version
+
+
+def check_timeline(session_id: str, timeline: Sequence[Message]) -> None:
+    """Refuse a timeline that breaks transcript integrity (`SnapshotError`).
+
+    Every ``tool_use`` must be answered, in the very next message, by its
+    ``tool_result``, and every ``tool_result`` must answer a ``tool_use`` of
+    the message just before: a provider rejects anything else.
+    """
+    asked: dict[str, int] = {}
+    for index, message in enumerate(timeline):
+        answered = {block.tool_use_id for block in message.tool_results}
+        for tool_use_id in answered - asked.keys():
+            raise SnapshotError(
+                session_id,
+                f"corrupt snapshot: message {index} has a tool_result for {tool_use_id!r} "
+                "without its tool_use in the message before",
+            )
+        for tool_use_id, at in asked.items():
+            if tool_use_id not in answered:
+                raise SnapshotError(
+                    session_id,
+                    f"corrupt snapshot: message {at} has a tool_use {tool_use_id!r} "
+                    "without its tool_result in the next message",
+                )
+        asked = {block.tool_use_id: index for block in message.tool_uses}
+    for tool_use_id, at in asked.items():
+        raise SnapshotError(
+            session_id,
+            f"corrupt snapshot: message {at} has a tool_use {tool_use_id!r} "
+            "without its tool_result in the next message",
+        )
 
 
 def decode(session_id: str, what: str, cls: type[T] | Any, text: object) -> T:

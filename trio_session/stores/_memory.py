@@ -13,6 +13,7 @@ from ._base import (
     SessionSnapshot,
     check_session_id,
     check_snapshot,
+    check_timeline,
     check_version,
     decode,
     extends,
@@ -60,6 +61,18 @@ class MemoryStore:
     def __repr__(self) -> str:
         return f"<MemoryStore with {len(self._sessions)} session(s)>"
 
+    async def __aenter__(self) -> MemoryStore:
+        # An async context manager like every built-in store, so code can swap them.
+        await trio.lowlevel.checkpoint()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to release; the sessions stay in memory."""
+        await trio.lowlevel.checkpoint()
+
     async def save(self, snapshot: SessionSnapshot) -> None:
         """Store ``snapshot``, replacing what was stored under its id.
 
@@ -106,6 +119,7 @@ class MemoryStore:
             decode(session_id, f"message {i}", Message, text)
             for i, text in enumerate(stored.messages)
         )
+        check_timeline(session_id, timeline)
         return attrs.evolve(header, timeline=timeline)
 
     async def delete(self, session_id: str) -> None:

@@ -22,6 +22,7 @@ from ._base import (
     SessionSnapshot,
     check_session_id,
     check_snapshot,
+    check_timeline,
     check_version,
     decode,
     extends,
@@ -241,7 +242,13 @@ class SQLiteStore:
             trio.ClosedResourceError: The store was closed.
         """
         check_session_id(session_id)
-        return await self._run(_load, session_id)
+        try:
+            return await self._run(_load, session_id)
+        except sqlite3.DatabaseError as exc:
+            if not _corrupt(exc):
+                raise
+            # A damaged file (or not a database at all): nothing was written to it.
+            raise SnapshotError(session_id, f"corrupt database file {self._path!r}: {exc}") from exc
 
     async def delete(self, session_id: str) -> None:
         """Forget ``session_id`` and its messages; nothing happens if it is unknown."""
@@ -265,6 +272,14 @@ class SQLiteStore:
         if self._conn is None:
             self._conn = _connect(self._path, self._busy_timeout)
         return fn(self._conn, *args)
+
+
+def _corrupt(exc: sqlite3.DatabaseError) -> bool:
+    """Whether ``exc`` says the file is damaged (not busy, locked or out of space)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return not isinstance(exc, sqlite3.OperationalError)
 
 
 def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
@@ -415,6 +430,7 @@ def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
                 f"but its row says {message_id!r}",
             )
         timeline.append(message)
+    check_timeline(session_id, timeline)
     try:
         return SessionSnapshot(
             version=version,
