@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import Any, ClassVar, Protocol, TypeAlias, cast, runtime_checkable
 
 import attrs
 import trio
 
 from .._messages import Message
+from .._timeline import TimelineView, trusted
 
 __all__ = [
     "ErrorChunk",
@@ -43,6 +44,9 @@ class ToolSpec:
 
 
 def _message_tuple(messages: Iterable[Message]) -> tuple[Message, ...]:
+    if trusted(messages):
+        # The engine's O(1) view of the timeline stands for this tuple (see TimelineView).
+        return cast(tuple[Message, ...], messages)
     return tuple(messages)
 
 
@@ -207,7 +211,12 @@ def estimate_usage(
         >>> estimate_usage(ModelRequest(None, ()), "Hello, world")
         UsageChunk(input_tokens=1, output_tokens=3)
     """
-    prompt = len(request.system or "") + sum(len(m.text) for m in request.messages)
+    messages = request.messages
+    if isinstance(messages, TimelineView):
+        chars = messages.text_chars()
+    else:
+        chars = sum(len(m.text) for m in messages)
+    prompt = len(request.system or "") + chars
     output = len(text) + sum(len(json.dumps(a)) for a in arguments)
     return UsageChunk(max(1, prompt // 4), max(1, output // 4))
 
