@@ -1,0 +1,53 @@
+"""``async for event in handle`` takes every available event in one checkpoint."""
+
+from __future__ import annotations
+
+import trio
+
+from trio_session import Agent, ScriptedModel, open_session
+
+
+class StepCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps: dict[trio.lowlevel.Task, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] = self.steps.get(task, 0) + 1
+
+
+async def test_a_replay_yields_at_least_every_64_events_and_not_at_each() -> None:
+    agent = Agent(ScriptedModel(["x" * 300], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            events = [event async for event in handle]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    me = trio.lowlevel.current_task()
+    assert [e.type for e in events].count("content_delta") == 300
+    steps = counter.steps.get(me, 0)
+    # One checkpoint per batch of at most 64: it yields, but not once per event.
+    assert len(events) // 64 <= steps < len(events) // 8
+
+
+async def test_cancellation_is_seen_at_every_event_and_loses_none() -> None:
+    agent = Agent(ScriptedModel(["x" * 100], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        iterator = aiter(handle)
+        seen = []
+        with trio.CancelScope() as scope:
+            async for event in iterator:
+                seen.append(event)
+                if len(seen) == 3:
+                    scope.cancel()
+        # The event after the third was already taken, yet not handed out.
+        assert scope.cancelled_caught
+        assert len(seen) == 3
+        rest = [event async for event in iterator]
+    assert [e.seq for e in seen + rest] == list(range(seen[0].seq, seen[0].seq + len(seen + rest)))
+    assert rest[-1].type == "execution_end"
