@@ -5,6 +5,7 @@ from __future__ import annotations
 import trio
 
 from trio_session import Agent, ScriptedModel, open_session
+from trio_session.models import ModelRequest, TextChunk
 
 
 class StepCounter(trio.abc.Instrument):
@@ -51,3 +52,25 @@ async def test_cancellation_is_seen_at_every_event_and_loses_none() -> None:
         rest = [event async for event in iterator]
     assert [e.seq for e in seen + rest] == list(range(seen[0].seq, seen[0].seq + len(seen + rest)))
     assert rest[-1].type == "execution_end"
+
+
+async def test_a_zero_delay_script_yields_every_64_chunks_and_sees_cancellation_at_each() -> None:
+    model = ScriptedModel(["x" * 200], chunk_size=1)
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        chunks = [chunk async for chunk in model.stream(ModelRequest(None, ()))]
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert sum(isinstance(c, TextChunk) for c in chunks) == 200
+    assert 200 // 64 <= counter.steps.get(trio.lowlevel.current_task(), 0) <= 200 // 64 + 4
+
+    again = ScriptedModel(["x" * 200], chunk_size=1)
+    taken = 0
+    with trio.CancelScope() as scope:
+        async for _ in again.stream(ModelRequest(None, ())):
+            taken += 1
+            if taken == 5:
+                scope.cancel()
+    assert scope.cancelled_caught
+    assert taken == 5
