@@ -109,10 +109,9 @@ async def _traced_growth(history: int, ticks: int) -> tuple[float, int]:
 @pytest.mark.slow
 async def test_a_long_history_costs_no_memory_per_tick() -> None:
     ticks = 1_000
-    per_tick, peak = await _traced_growth(10_000, ticks)
-    per_tick_short, peak_short = await _traced_growth(100, ticks)
+    per_tick, _ = await _traced_growth(10_000, ticks)
+    per_tick_short, _ = await _traced_growth(100, ticks)
     print(f"\n{per_tick:.0f} bytes kept per tick at 10,000 messages ({per_tick_short:.0f} at 100)")
-    # A copy of 10,000 messages is an 80 kB tuple: none is made, kept or peaked.
+    # A copy of 10,000 messages is an 80 kB tuple: none is kept per tick. (The peak is
+    # not asserted: growing the timeline's own list of 10,000 pointers may be in flight.)
     assert per_tick < per_tick_short + 2_000
-    # (Peaks include whatever else the process allocates meanwhile: compare like with like.)
-    assert peak < peak_short + 40_000
