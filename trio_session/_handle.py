@@ -11,6 +11,7 @@ and a terminal status never changes again: whatever the engine observes later,
 
 from __future__ import annotations
 
+import collections
 import math
 import uuid
 from collections.abc import AsyncIterator, Generator, Mapping
@@ -286,19 +287,33 @@ class _Result(Generic[R]):
         return self._outcome.raise_or_return()
 
 
+_BATCH: Final = 64
+"""At most this many events are taken per scheduler checkpoint."""
+
+
 class _HandleIterator(AsyncIterator["StreamEvent"]):
     """``async for event in handle``: one replaying subscription per loop."""
 
     def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
         self._outcome = outcome
         self._subscription = subscription
+        # Events taken in one checkpoint and not handed out yet, newest last.
+        self._pending: collections.deque[StreamEvent] = collections.deque()
 
     def __aiter__(self) -> _HandleIterator:
         return self
 
     async def __anext__(self) -> StreamEvent:
+        pending = self._pending
+        if pending:
+            # Cancellation is seen at every event; an event taken but not yet
+            # handed out stays here, so a cancelled step loses nothing.
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return pending.popleft()
         try:
-            return await self._subscription.receive()
+            # Every event available in one checkpoint, at most _BATCH so that a
+            # fast stream still yields to the scheduler every _BATCH events.
+            batch = await self._subscription.receive_batch(_BATCH)
         except trio.EndOfChannel:
             self._subscription.close()
             await self._outcome.finished.wait()
@@ -306,6 +321,8 @@ class _HandleIterator(AsyncIterator["StreamEvent"]):
             if error is not None:
                 raise error from None
             raise StopAsyncIteration from None
+        pending.extend(batch[1:])
+        return batch[0]
 
     async def aclose(self) -> None:
         """Stop iterating early and release the subscription."""

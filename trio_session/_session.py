@@ -32,6 +32,7 @@ from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
 from ._output import OutputSpec
 from ._procedure import Procedure
+from ._timeline import Timeline
 from ._tools import Decision, ToolContext
 from ._usage import Usage
 from .stores import PendingConfirmation, SessionSnapshot, SessionStore, SQLiteStore
@@ -109,7 +110,7 @@ class _Conversation:
         self.max_buffered_events = max_buffered_events
         now = time.time()
         if snapshot is not None:
-            self.timeline: list[Message] = list(snapshot.timeline)
+            self.timeline = Timeline(snapshot.timeline)
             self.queue: list[Message] = list(snapshot.queued_messages)
             self.state: dict[str, Any] = copy.deepcopy(dict(snapshot.state))
             self.usage = snapshot.usage
@@ -123,7 +124,7 @@ class _Conversation:
                 snapshot.pending_confirmations
             )
         else:
-            self.timeline = []
+            self.timeline = Timeline()
             self.queue = []
             self.state = {}
             self.usage = Usage()
@@ -183,7 +184,7 @@ class _Conversation:
     def snapshot(self, last_seq: int | None = None) -> SessionSnapshot:
         return SessionSnapshot(
             session_id=self.id,
-            timeline=tuple(self.timeline),
+            timeline=self.timeline.view(),
             queued_messages=tuple(self.queue),
             state=copy.deepcopy(self.state),
             usage=self.usage,
@@ -379,7 +380,7 @@ class Session:
     @property
     def timeline(self) -> Sequence[Message]:
         """The committed messages, oldest first (a read-only view)."""
-        return _TimelineView(self._core.timeline)
+        return _TimelineView(self._core.timeline.items)
 
     @property
     def queued_messages(self) -> Sequence[Message]:

@@ -30,6 +30,7 @@ from .._events import (
 from .._handle import Status, new_session_handle
 from .._messages import Message
 from .._result import SendResult
+from .._timeline import Timeline
 from .._tools import Confirmations, Decision
 from .._tracing import NO_TRACE, start_execution
 from .._usage import Usage
@@ -48,7 +49,7 @@ class ExecutionHost(Protocol):
 
     id: str
     seq: SeqCounter
-    timeline: list[Message]
+    timeline: Timeline
     state: dict[str, Any]
     usage: Usage
     max_buffered_events: int | None

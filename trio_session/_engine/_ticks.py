@@ -60,7 +60,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         transcript.current = state
         ctx = TickContext(
             props=execution.props,
-            timeline=tuple(host.timeline),
+            timeline=host.timeline.view(),
             tick=tick,
             state=host.state,
             tools=agent.tools,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator, Iterable, Mapping
-from typing import Any, ClassVar, Protocol, TypeAlias, runtime_checkable
+from typing import Any, ClassVar, Final, Protocol, TypeAlias, cast, runtime_checkable
 
 import attrs
 import trio
 
 from .._messages import Message
+from .._timeline import TimelineView, trusted
 
 __all__ = [
     "ErrorChunk",
@@ -43,6 +44,9 @@ class ToolSpec:
 
 
 def _message_tuple(messages: Iterable[Message]) -> tuple[Message, ...]:
+    if trusted(messages):
+        # The engine's O(1) view of the timeline stands for this tuple (see TimelineView).
+        return cast(tuple[Message, ...], messages)
     return tuple(messages)
 
 
@@ -191,19 +195,26 @@ class Model(Protocol):
         ...
 
 
+_PACE_EVERY: Final = 64
+"""With no delay, a zero-latency model yields to the scheduler every this many chunks."""
+
+
 class Pacer:
     """Paces an offline model's chunks: a checkpoint before the first, then ``delay``.
+
+    With ``delay=0`` it checks for cancellation at every chunk and yields every 64.
 
     Example:
         >>> pause = Pacer(0.02)
         >>> # async for piece in pieces: await pause(); yield TextChunk(piece)
     """
 
-    __slots__ = ("_delay", "_first")
+    __slots__ = ("_count", "_delay", "_first")
 
     def __init__(self, delay: float) -> None:
         self._delay = delay
         self._first = True
+        self._count = 0
 
     @property
     def used(self) -> bool:
@@ -214,8 +225,16 @@ class Pacer:
         if self._first:
             self._first = False
             await trio.lowlevel.checkpoint()
-        else:
+        elif self._delay:
             await trio.sleep(self._delay)
+        else:
+            # No delay: cancellation is still seen at every chunk, but the
+            # scheduler is visited only every _PACE_EVERY chunks.
+            self._count += 1
+            if self._count % _PACE_EVERY:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            else:
+                await trio.lowlevel.checkpoint()
 
 
 def estimate_usage(
@@ -227,7 +246,12 @@ def estimate_usage(
         >>> estimate_usage(ModelRequest(None, ()), "Hello, world")
         UsageChunk(input_tokens=1, output_tokens=3, cache_read_tokens=0, cache_write_tokens=0)
     """
-    prompt = len(request.system or "") + sum(len(m.text) for m in request.messages)
+    messages = request.messages
+    if isinstance(messages, TimelineView):
+        chars = messages.text_chars()
+    else:
+        chars = sum(len(m.text) for m in messages)
+    prompt = len(request.system or "") + chars
     output = len(text) + sum(len(json.dumps(a)) for a in arguments)
     return UsageChunk(max(1, prompt // 4), max(1, output // 4))
 

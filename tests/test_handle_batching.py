@@ -1,0 +1,76 @@
+"""``async for event in handle`` takes every available event in one checkpoint."""
+
+from __future__ import annotations
+
+import trio
+
+from trio_session import Agent, ScriptedModel, open_session
+from trio_session.models import ModelRequest, TextChunk
+
+
+class StepCounter(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps: dict[trio.lowlevel.Task, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task] = self.steps.get(task, 0) + 1
+
+
+async def test_a_replay_yields_at_least_every_64_events_and_not_at_each() -> None:
+    agent = Agent(ScriptedModel(["x" * 300], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            events = [event async for event in handle]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    me = trio.lowlevel.current_task()
+    assert [e.type for e in events].count("content_delta") == 300
+    steps = counter.steps.get(me, 0)
+    # One checkpoint per batch of at most 64: it yields, but not once per event.
+    assert len(events) // 64 <= steps < len(events) // 8
+
+
+async def test_cancellation_is_seen_at_every_event_and_loses_none() -> None:
+    agent = Agent(ScriptedModel(["x" * 100], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        iterator = aiter(handle)
+        seen = []
+        with trio.CancelScope() as scope:
+            async for event in iterator:
+                seen.append(event)
+                if len(seen) == 3:
+                    scope.cancel()
+        # The event after the third was already taken, yet not handed out.
+        assert scope.cancelled_caught
+        assert len(seen) == 3
+        rest = [event async for event in iterator]
+    assert [e.seq for e in seen + rest] == list(range(seen[0].seq, seen[0].seq + len(seen + rest)))
+    assert rest[-1].type == "execution_end"
+
+
+async def test_a_zero_delay_script_yields_every_64_chunks_and_sees_cancellation_at_each() -> None:
+    model = ScriptedModel(["x" * 200], chunk_size=1)
+    counter = StepCounter()
+    trio.lowlevel.add_instrument(counter)
+    try:
+        chunks = [chunk async for chunk in model.stream(ModelRequest(None, ()))]
+    finally:
+        trio.lowlevel.remove_instrument(counter)
+    assert sum(isinstance(c, TextChunk) for c in chunks) == 200
+    assert 200 // 64 <= counter.steps.get(trio.lowlevel.current_task(), 0) <= 200 // 64 + 4
+
+    again = ScriptedModel(["x" * 200], chunk_size=1)
+    taken = 0
+    with trio.CancelScope() as scope:
+        async for _ in again.stream(ModelRequest(None, ())):
+            taken += 1
+            if taken == 5:
+                scope.cancel()
+    assert scope.cancelled_caught
+    assert taken == 5
