@@ -37,7 +37,7 @@ from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from ._buffer import EventBuffer, EventSubscription
-    from ._events import StreamEvent
+    from ._events import Event
 
 __all__ = [
     "ExecutionControl",
@@ -242,7 +242,7 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         """
         self._outcome.abort(reason)
 
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         """Iterate over every event, from the first to ``execution_end``.
 
         Each iteration opens its own replaying subscription. After
@@ -281,7 +281,7 @@ class _Result(Generic[R]):
         return self._outcome.raise_or_return()
 
 
-class _HandleIterator(AsyncIterator["StreamEvent"]):
+class _HandleIterator(AsyncIterator["Event"]):
     """``async for event in handle``: one replaying subscription per loop."""
 
     def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
@@ -291,7 +291,7 @@ class _HandleIterator(AsyncIterator["StreamEvent"]):
     def __aiter__(self) -> _HandleIterator:
         return self
 
-    async def __anext__(self) -> StreamEvent:
+    async def __anext__(self) -> Event:
         try:
             return await self._subscription.receive()
         except trio.EndOfChannel:
