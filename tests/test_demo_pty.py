@@ -23,6 +23,7 @@ pytestmark = [
     pytest.mark.skipif(sys.platform == "win32", reason="pseudo-terminals need a POSIX system"),
     # pexpect forks; newer Pythons warn about forking a process that has threads.
     pytest.mark.filterwarnings("ignore:.*fork.*:DeprecationWarning"),
+    pytest.mark.slow,
 ]
 
 TIMEOUT = 30

@@ -539,6 +539,7 @@ def test_arbitrary_text_gives_a_value_or_serialization_error(target: Any, text: 
     only_serialization_error(*target, text)
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(TARGETS), json_values | plausible_objects)
 def test_arbitrary_json_gives_a_value_or_serialization_error(target: Any, value: Any) -> None:

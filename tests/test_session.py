@@ -577,6 +577,7 @@ class _QuietModel:
         yield UsageChunk(1, 1)
 
 
+@pytest.mark.slow
 async def test_memory_stays_flat_over_ten_thousand_executions() -> None:
     refs: list[weakref.ref[SessionExecutionHandle]] = []
     async with open_session(Agent(_QuietModel())) as session:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import attrs
 
@@ -21,6 +21,7 @@ from .models._base import ModelRequest
 
 __all__ = [
     "EVENT_CLASSES",
+    "Event",
     "ContentDelta",
     "ContentEnd",
     "ContentStart",
@@ -81,7 +82,7 @@ class StreamEvent:
 class ExecutionStart(StreamEvent):
     """The first event of every execution."""
 
-    type: ClassVar[str] = "execution_start"
+    type: ClassVar[Literal["execution_start"]] = "execution_start"
     parent_execution_id: str | None = None
 
 
@@ -89,14 +90,14 @@ class ExecutionStart(StreamEvent):
 class TickStart(StreamEvent):
     """A tick (one model call and its tool calls) begins."""
 
-    type: ClassVar[str] = "tick_start"
+    type: ClassVar[Literal["tick_start"]] = "tick_start"
 
 
 @attrs.frozen(kw_only=True)
 class ModelRequestEvent(StreamEvent):
     """The compiled input of this tick's model call."""
 
-    type: ClassVar[str] = "model_request"
+    type: ClassVar[Literal["model_request"]] = "model_request"
     request: ModelRequest
 
 
@@ -107,7 +108,7 @@ class MessageStart(StreamEvent):
     ``message_id`` is the id the tick's assistant message will be committed with.
     """
 
-    type: ClassVar[str] = "message_start"
+    type: ClassVar[Literal["message_start"]] = "message_start"
     model: str | None = None
     message_id: str | None = None
 
@@ -116,7 +117,7 @@ class MessageStart(StreamEvent):
 class ContentStart(StreamEvent):
     """A content block of the reply begins (``block_type``: ``"text"``, ``"reasoning"``)."""
 
-    type: ClassVar[str] = "content_start"
+    type: ClassVar[Literal["content_start"]] = "content_start"
     block_index: int
     block_type: str
 
@@ -125,7 +126,7 @@ class ContentStart(StreamEvent):
 class ContentDelta(StreamEvent):
     """A piece of text of block ``block_index``."""
 
-    type: ClassVar[str] = "content_delta"
+    type: ClassVar[Literal["content_delta"]] = "content_delta"
     block_index: int
     delta: str
 
@@ -134,7 +135,7 @@ class ContentDelta(StreamEvent):
 class ContentEnd(StreamEvent):
     """Block ``block_index`` is complete."""
 
-    type: ClassVar[str] = "content_end"
+    type: ClassVar[Literal["content_end"]] = "content_end"
     block_index: int
 
 
@@ -142,7 +143,7 @@ class ContentEnd(StreamEvent):
 class ReasoningDelta(StreamEvent):
     """A piece of reasoning text of block ``block_index``."""
 
-    type: ClassVar[str] = "reasoning_delta"
+    type: ClassVar[Literal["reasoning_delta"]] = "reasoning_delta"
     block_index: int
     delta: str
 
@@ -151,7 +152,7 @@ class ReasoningDelta(StreamEvent):
 class ToolCallStart(StreamEvent):
     """The model started a tool call."""
 
-    type: ClassVar[str] = "tool_call_start"
+    type: ClassVar[Literal["tool_call_start"]] = "tool_call_start"
     tool_use_id: str
     name: str
     block_index: int
@@ -161,7 +162,7 @@ class ToolCallStart(StreamEvent):
 class ToolCallDelta(StreamEvent):
     """A piece of a tool call's JSON arguments."""
 
-    type: ClassVar[str] = "tool_call_delta"
+    type: ClassVar[Literal["tool_call_delta"]] = "tool_call_delta"
     tool_use_id: str
     delta: str
 
@@ -170,7 +171,7 @@ class ToolCallDelta(StreamEvent):
 class ToolCall(StreamEvent):
     """A complete tool call, arguments parsed."""
 
-    type: ClassVar[str] = "tool_call"
+    type: ClassVar[Literal["tool_call"]] = "tool_call"
     tool_use_id: str
     name: str
     input: Mapping[str, Any]
@@ -180,7 +181,7 @@ class ToolCall(StreamEvent):
 class MessageEnd(StreamEvent):
     """The model's reply stream ended."""
 
-    type: ClassVar[str] = "message_end"
+    type: ClassVar[Literal["message_end"]] = "message_end"
     stop_reason: str
     usage: Usage = attrs.field(factory=Usage)
 
@@ -189,7 +190,7 @@ class MessageEnd(StreamEvent):
 class MessageEvent(StreamEvent):
     """The tick's complete assistant message."""
 
-    type: ClassVar[str] = "message"
+    type: ClassVar[Literal["message"]] = "message"
     message: Message
     stop_reason: str
     usage: Usage = attrs.field(factory=Usage)
@@ -199,7 +200,7 @@ class MessageEvent(StreamEvent):
 class ErrorEvent(StreamEvent):
     """The model provider reported an error."""
 
-    type: ClassVar[str] = "error"
+    type: ClassVar[Literal["error"]] = "error"
     message: str
     code: str = "model_error"
     retryable: bool = False
@@ -209,7 +210,7 @@ class ErrorEvent(StreamEvent):
 class ToolResultStart(StreamEvent):
     """A tool call is about to be handled (confirmed, then run)."""
 
-    type: ClassVar[str] = "tool_result_start"
+    type: ClassVar[Literal["tool_result_start"]] = "tool_result_start"
     tool_use_id: str
     name: str
 
@@ -218,7 +219,7 @@ class ToolResultStart(StreamEvent):
 class ToolConfirmationRequired(StreamEvent):
     """A tool call waits for approval; answer with ``handle.submit_tool_result``."""
 
-    type: ClassVar[str] = "tool_confirmation_required"
+    type: ClassVar[Literal["tool_confirmation_required"]] = "tool_confirmation_required"
     tool_use_id: str
     name: str
     input: Mapping[str, Any]
@@ -229,7 +230,7 @@ class ToolConfirmationRequired(StreamEvent):
 class ToolConfirmationResult(StreamEvent):
     """A confirmation was answered (by a person, the policy hook, or a timeout)."""
 
-    type: ClassVar[str] = "tool_confirmation_result"
+    type: ClassVar[Literal["tool_confirmation_result"]] = "tool_confirmation_result"
     tool_use_id: str
     approved: bool
     reason: str | None = None
@@ -241,7 +242,7 @@ class ToolConfirmationResult(StreamEvent):
 class ToolResultEvent(StreamEvent):
     """A tool call's result."""
 
-    type: ClassVar[str] = "tool_result"
+    type: ClassVar[Literal["tool_result"]] = "tool_result"
     tool_use_id: str
     name: str
     content: tuple[ContentBlock, ...]
@@ -252,7 +253,7 @@ class ToolResultEvent(StreamEvent):
 class MessageQueued(StreamEvent):
     """A message was queued into the running execution."""
 
-    type: ClassVar[str] = "message_queued"
+    type: ClassVar[Literal["message_queued"]] = "message_queued"
     message: Message
 
 
@@ -260,7 +261,7 @@ class MessageQueued(StreamEvent):
 class MessageDelivered(StreamEvent):
     """A queued message entered the conversation at this tick."""
 
-    type: ClassVar[str] = "message_delivered"
+    type: ClassVar[Literal["message_delivered"]] = "message_delivered"
     message_id: str
 
 
@@ -268,7 +269,7 @@ class MessageDelivered(StreamEvent):
 class EntryCommitted(StreamEvent):
     """A message was committed to the session timeline at ``index``."""
 
-    type: ClassVar[str] = "entry_committed"
+    type: ClassVar[Literal["entry_committed"]] = "entry_committed"
     message: Message
     index: int
 
@@ -277,7 +278,7 @@ class EntryCommitted(StreamEvent):
 class TickEnd(StreamEvent):
     """A tick ended; ``should_continue`` says whether another follows."""
 
-    type: ClassVar[str] = "tick_end"
+    type: ClassVar[Literal["tick_end"]] = "tick_end"
     usage: Usage = attrs.field(factory=Usage)
     stop_reason: str = ""
     should_continue: bool = False
@@ -287,7 +288,7 @@ class TickEnd(StreamEvent):
 class SpawnStart(StreamEvent):
     """A child session started; its events follow, forwarded."""
 
-    type: ClassVar[str] = "spawn_start"
+    type: ClassVar[Literal["spawn_start"]] = "spawn_start"
     spawn_id: str
     child_session_id: str
     child_execution_id: str
@@ -298,7 +299,7 @@ class SpawnStart(StreamEvent):
 class SpawnEnd(StreamEvent):
     """A child session's execution ended."""
 
-    type: ClassVar[str] = "spawn_end"
+    type: ClassVar[Literal["spawn_end"]] = "spawn_end"
     spawn_id: str
     child_session_id: str
     status: str
@@ -310,7 +311,7 @@ class SpawnEnd(StreamEvent):
 class CustomEvent(StreamEvent):
     """An event of user code, emitted by a tool or a hook."""
 
-    type: ClassVar[str] = "custom"
+    type: ClassVar[Literal["custom"]] = "custom"
     name: str
     data: Any = None
 
@@ -319,7 +320,7 @@ class CustomEvent(StreamEvent):
 class ResultEvent(StreamEvent):
     """The execution completed; the result follows only on success."""
 
-    type: ClassVar[str] = "result"
+    type: ClassVar[Literal["result"]] = "result"
     result: SendResult
 
 
@@ -338,7 +339,7 @@ class TickRetry(StreamEvent):
         code: The error's code (``"overloaded"``, ``"rate_limit"``, ...).
     """
 
-    type: ClassVar[str] = "tick_retry"
+    type: ClassVar[Literal["tick_retry"]] = "tick_retry"
     attempt: int
     delay: float
     error: str
@@ -349,13 +350,45 @@ class TickRetry(StreamEvent):
 class ExecutionEnd(StreamEvent):
     """The last event of every execution, on every path."""
 
-    type: ClassVar[str] = "execution_end"
+    type: ClassVar[Literal["execution_end"]] = "execution_end"
     status: str
     reason: str | None = None
     error: str | None = None
     usage: Usage = attrs.field(factory=Usage)
     new_messages: tuple[Message, ...] = ()
 
+
+Event: TypeAlias = (
+    ExecutionStart
+    | TickStart
+    | ModelRequestEvent
+    | MessageStart
+    | ContentStart
+    | ContentDelta
+    | ContentEnd
+    | ReasoningDelta
+    | ToolCallStart
+    | ToolCallDelta
+    | ToolCall
+    | MessageEnd
+    | MessageEvent
+    | ErrorEvent
+    | ToolResultStart
+    | ToolConfirmationRequired
+    | ToolConfirmationResult
+    | ToolResultEvent
+    | MessageQueued
+    | MessageDelivered
+    | EntryCommitted
+    | TickEnd
+    | SpawnStart
+    | SpawnEnd
+    | CustomEvent
+    | ResultEvent
+    | TickRetry
+    | ExecutionEnd
+)
+"""Any event the library emits; it narrows on ``event.type == "content_delta"`` and the like."""
 
 EVENT_CLASSES: dict[str, type[StreamEvent]] = {
     cls.type: cls for cls in StreamEvent.__subclasses__()

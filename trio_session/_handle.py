@@ -38,7 +38,7 @@ from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
     from ._buffer import EventBuffer, EventSubscription
-    from ._events import StreamEvent
+    from ._events import Event
 
 __all__ = [
     "ExecutionControl",
@@ -248,7 +248,7 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         """
         self._outcome.abort(reason)
 
-    def __aiter__(self) -> AsyncIterator[StreamEvent]:
+    def __aiter__(self) -> AsyncIterator[Event]:
         """Iterate over every event, from the first to ``execution_end``.
 
         Each iteration opens its own replaying subscription. After
@@ -291,19 +291,19 @@ _BATCH: Final = 64
 """At most this many events are taken per scheduler checkpoint."""
 
 
-class _HandleIterator(AsyncIterator["StreamEvent"]):
+class _HandleIterator(AsyncIterator["Event"]):
     """``async for event in handle``: one replaying subscription per loop."""
 
     def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
         self._outcome = outcome
         self._subscription = subscription
         # Events taken in one checkpoint and not handed out yet, newest last.
-        self._pending: collections.deque[StreamEvent] = collections.deque()
+        self._pending: collections.deque[Event] = collections.deque()
 
     def __aiter__(self) -> _HandleIterator:
         return self
 
-    async def __anext__(self) -> StreamEvent:
+    async def __anext__(self) -> Event:
         pending = self._pending
         if pending:
             # Cancellation is seen at every event; an event taken but not yet
@@ -321,8 +321,10 @@ class _HandleIterator(AsyncIterator["StreamEvent"]):
             if error is not None:
                 raise error from None
             raise StopAsyncIteration from None
-        pending.extend(batch[1:])
-        return batch[0]
+        # The log holds only the library's event classes, the members of Event.
+        events = cast("list[Event]", batch)
+        pending.extend(events[1:])
+        return events[0]
 
     async def aclose(self) -> None:
         """Stop iterating early and release the subscription."""

@@ -16,12 +16,24 @@ import math
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
 from types import MappingProxyType, TracebackType
-from typing import Any, Final, Generic, Protocol, TypeAlias, TypeVar, cast, overload
+from typing import (
+    Any,
+    Concatenate,
+    Final,
+    Generic,
+    ParamSpec,
+    Protocol,
+    TypeAlias,
+    TypeVar,
+    cast,
+    overload,
+)
 
 import attrs
 import trio
 
-from ._handle import ExecutionHandle, outcome_of
+from ._handle import ExecutionHandle, SessionExecutionHandle, outcome_of
+from ._result import SendResult
 
 __all__ = [
     "Invocation",
@@ -33,7 +45,11 @@ __all__ = [
     "procedure",
 ]
 
+P = ParamSpec("P")
+P2 = ParamSpec("P2")
 R = TypeVar("R")
+T = TypeVar("T")
+S = TypeVar("S")
 
 _EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
 
@@ -100,7 +116,7 @@ class Next:
 
     __slots__ = ("_index", "_invocation", "_procedure")
 
-    def __init__(self, procedure: Procedure[Any], index: int, invocation: Invocation) -> None:
+    def __init__(self, procedure: Procedure[..., Any], index: int, invocation: Invocation) -> None:
         self._procedure = procedure
         self._index = index
         self._invocation = invocation
@@ -123,7 +139,7 @@ itself) is awaited, any other value is the result.
 """
 
 
-class Procedure(Generic[R]):
+class Procedure(Generic[P, R]):
     """An async callable with middleware, a timeout, context and metadata.
 
     Wrap a sync or async function; calling the procedure returns a
@@ -138,6 +154,10 @@ class Procedure(Generic[R]):
 
     A function that returns an awaitable (a sync function returning a
     coroutine, a ``functools.partial`` of an async function) has it awaited.
+
+    For type checkers the procedure keeps the function's signature: ``P`` is
+    its parameters and ``R`` its result (an async function's awaited result),
+    so a call with wrong arguments is refused and awaiting a call gives ``R``.
 
     Args:
         fn: The function to run, sync or async.
@@ -160,10 +180,12 @@ class Procedure(Generic[R]):
     """
 
     @overload
-    def __init__(self, fn: Callable[..., Awaitable[R]], *, name: str | None = None) -> None: ...
+    def __init__(
+        self: Procedure[P, T], fn: Callable[P, Awaitable[T]], *, name: str | None = None
+    ) -> None: ...
 
     @overload
-    def __init__(self, fn: Callable[..., R], *, name: str | None = None) -> None: ...
+    def __init__(self: Procedure[P, T], fn: Callable[P, T], *, name: str | None = None) -> None: ...
 
     def __init__(self, fn: Callable[..., Any], *, name: str | None = None) -> None:
         if not callable(fn):
@@ -192,23 +214,31 @@ class Procedure(Generic[R]):
     def __repr__(self) -> str:
         return f"<Procedure {self._name!r}>"
 
-    def _derive(self, **changes: Any) -> Procedure[R]:
-        clone: Procedure[R] = object.__new__(type(self))
+    def _derive(self, **changes: Any) -> Procedure[P, R]:
+        clone: Procedure[P, R] = object.__new__(type(self))
         clone.__dict__.update(self.__dict__)
         for key, value in changes.items():
             setattr(clone, key, value)
         return clone
 
-    def __get__(self, instance: object, owner: type[Any] | None = None) -> Procedure[R]:
+    @overload
+    def __get__(self, instance: None, owner: type[Any] | None = None) -> Procedure[P, R]: ...
+
+    @overload
+    def __get__(
+        self: Procedure[Concatenate[S, P2], R], instance: S, owner: type[Any] | None = None
+    ) -> Procedure[P2, R]: ...
+
+    def __get__(self, instance: object, owner: type[Any] | None = None) -> Procedure[Any, R]:
         if instance is None:
             return self
         return self._derive(_bound=(instance, *self._bound))
 
-    def __call__(self, *args: Any, **kwargs: Any) -> ProcedureCall[R]:
+    def __call__(self, *args: P.args, **kwargs: P.kwargs) -> ProcedureCall[R]:
         """Prepare a call; it runs when the returned `ProcedureCall` is awaited."""
         return ProcedureCall(self, args, kwargs)
 
-    def use(self, *middleware: Middleware) -> Procedure[R]:
+    def use(self, *middleware: Middleware) -> Procedure[P, R]:
         """A new procedure with ``middleware`` added inside the existing ones.
 
         The first middleware registered, across chained ``use()`` calls, is the
@@ -237,7 +267,7 @@ class Procedure(Generic[R]):
                 )
         return self._derive(_middleware=(*self._middleware, *middleware))
 
-    def with_timeout(self, seconds: float) -> Procedure[R]:
+    def with_timeout(self, seconds: float) -> Procedure[P, R]:
         """A new procedure whose calls are bounded by ``seconds``.
 
         The deadline starts when a call starts and covers the middleware and
@@ -261,7 +291,7 @@ class Procedure(Generic[R]):
             timeout = min(timeout, self._timeout)
         return self._derive(_timeout=timeout)
 
-    def with_context(self, **values: Any) -> Procedure[R]:
+    def with_context(self, **values: Any) -> Procedure[P, R]:
         """A new procedure that sets context values for the duration of each call.
 
         The values are readable through `current_context()` in the middleware,
@@ -279,7 +309,7 @@ class Procedure(Generic[R]):
         """
         return self._derive(_context=MappingProxyType({**self._context, **values}))
 
-    def with_metadata(self, **values: Any) -> Procedure[R]:
+    def with_metadata(self, **values: Any) -> Procedure[P, R]:
         """A new procedure whose invocations carry ``values`` in `Invocation.metadata`.
 
         Merged with earlier ``with_metadata`` values; later ones win.
@@ -347,6 +377,31 @@ class Procedure(Generic[R]):
 _NEW, _RUNNING, _DONE = 0, 1, 2
 
 
+class _ResultAttribute:
+    """``ProcedureCall.result``, typed: a call returning an `ExecutionHandle` gives its result."""
+
+    @overload
+    def __get__(self, call: None, owner: type[Any]) -> _ResultAttribute: ...
+
+    @overload
+    def __get__(
+        self, call: ProcedureCall[SessionExecutionHandle], owner: type[Any]
+    ) -> Awaitable[SendResult]: ...
+
+    @overload
+    def __get__(
+        self, call: ProcedureCall[ExecutionHandle[T]], owner: type[Any]
+    ) -> Awaitable[T]: ...
+
+    @overload
+    def __get__(self, call: ProcedureCall[T], owner: type[Any]) -> Awaitable[T]: ...
+
+    def __get__(self, call: ProcedureCall[Any] | None, owner: type[Any]) -> Any:
+        if call is None:
+            return self
+        return call._result_awaitable()
+
+
 class ProcedureCall(Coroutine[Any, Any, R]):
     """One call of a procedure: await it exactly once, like a coroutine.
 
@@ -383,7 +438,7 @@ class ProcedureCall(Coroutine[Any, Any, R]):
     )
 
     def __init__(
-        self, procedure: Procedure[R], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, procedure: Procedure[..., R], args: tuple[Any, ...], kwargs: dict[str, Any]
     ) -> None:
         self._procedure = procedure
         self._args = args
@@ -468,8 +523,7 @@ class ProcedureCall(Coroutine[Any, Any, R]):
             if self._done is not None:
                 self._done.set()
 
-    @property
-    def result(self) -> Awaitable[Any]:
+    def _result_awaitable(self) -> Awaitable[Any]:
         """The final result: the value, or the result of the execution it started.
 
         Awaiting it awaits the call if nobody did yet (or waits for the task
@@ -482,6 +536,8 @@ class ProcedureCall(Coroutine[Any, Any, R]):
                 closed) in the task that awaited it.
         """
         return _CallResult(self)
+
+    result = _ResultAttribute()
 
     async def _result(self) -> Any:
         if self._state == _NEW:
@@ -517,18 +573,20 @@ class _ProcedureDecorator(Protocol):
     """What ``procedure(name=...)`` returns: a decorator making a `Procedure`."""
 
     @overload
-    def __call__(self, fn: Callable[..., Awaitable[R]], /) -> Procedure[R]: ...
+    def __call__(self, fn: Callable[P, Awaitable[T]], /) -> Procedure[P, T]: ...
 
     @overload
-    def __call__(self, fn: Callable[..., R], /) -> Procedure[R]: ...
+    def __call__(self, fn: Callable[P, T], /) -> Procedure[P, T]: ...
 
 
 @overload
-def procedure(fn: Callable[..., Awaitable[R]], *, name: str | None = None) -> Procedure[R]: ...
+def procedure(
+    fn: Callable[P, Awaitable[T]], *, name: str | None = None
+) -> Procedure[P, T]: ...
 
 
 @overload
-def procedure(fn: Callable[..., R], *, name: str | None = None) -> Procedure[R]: ...
+def procedure(fn: Callable[P, T], *, name: str | None = None) -> Procedure[P, T]: ...
 
 
 @overload
@@ -537,7 +595,7 @@ def procedure(fn: None = None, *, name: str | None = None) -> _ProcedureDecorato
 
 def procedure(
     fn: Callable[..., Any] | None = None, *, name: str | None = None
-) -> Procedure[Any] | _ProcedureDecorator:
+) -> Procedure[..., Any] | _ProcedureDecorator:
     """Make a `Procedure` of a function: ``@procedure`` or ``@procedure(name="x")``.
 
     Works on sync and async functions, and on methods (the instance is bound
@@ -554,7 +612,7 @@ def procedure(
     """
     if fn is None:
 
-        def decorate(fn: Callable[..., Any]) -> Procedure[Any]:
+        def decorate(fn: Callable[..., Any]) -> Procedure[..., Any]:
             return Procedure(fn, name=name)
 
         return cast(_ProcedureDecorator, decorate)

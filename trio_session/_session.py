@@ -18,7 +18,7 @@ from collections.abc import (
     Sequence,
 )
 from contextlib import asynccontextmanager
-from typing import Any, Final, Literal, overload
+from typing import Any, Concatenate, Final, Literal, ParamSpec, TypeVar, overload
 
 import attrs
 import trio
@@ -58,6 +58,17 @@ SEQ_BLOCK: Final = 1024
 """How many ``seq`` numbers a save reserves ahead, so a crash never lets one be reused."""
 
 SessionStatus = Literal["idle", "running", "closed"]
+
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _bound_procedure(
+    method: Callable[Concatenate[Session, _P], Awaitable[_T]], session: Session, name: str
+) -> Procedure[_P, _T]:
+    # Typed through the unbound method so that mypy keeps each procedure's signature.
+    bound: Callable[_P, Awaitable[_T]] = getattr(session, method.__name__)
+    return Procedure(bound, name=name)
 
 
 class _TimelineView(Sequence[Message]):
@@ -326,10 +337,6 @@ class Session:
         Hello!
     """
 
-    send: Procedure[SessionExecutionHandle]
-    render: Procedure[SessionExecutionHandle]
-    spawn: Procedure[SessionExecutionHandle]
-
     def __init__(
         self,
         agent: Agent,
@@ -358,9 +365,9 @@ class Session:
             max_buffered_events=max_buffered_events,
         )
         self._chain = SessionChain(session_id=session_id, seq=self._core.seq)
-        self.send = Procedure(self._send, name="send")
-        self.render = Procedure(self._render, name="render")
-        self.spawn = Procedure(self._spawn, name="spawn")
+        self.send = _bound_procedure(Session._send, self, "send")
+        self.render = _bound_procedure(Session._render, self, "render")
+        self.spawn = _bound_procedure(Session._spawn, self, "spawn")
 
     def __repr__(self) -> str:
         return f"<Session {self.id!r} {self.status} {len(self._core.timeline)} messages>"
