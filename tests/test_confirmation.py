@@ -146,6 +146,8 @@ async def test_confirmation_timeout_denies(autojump_clock: trio.abc.Clock) -> No
     assert result.response == "gave up"
     assert deleted == []
     assert block.is_error and "timed out" in block.content[0].text
+    # Nobody answered: the model is not told that the user denied it.
+    assert "denied" not in block.content[0].text
 
 
 async def test_policy_hook_decides_and_none_defers_to_a_person() -> None:

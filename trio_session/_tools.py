@@ -804,7 +804,16 @@ class ConfirmationWait:
         arguments: The arguments the model gave.
     """
 
-    __slots__ = ("_closed", "_decision", "_event", "_registry", "arguments", "tool", "tool_use_id")
+    __slots__ = (
+        "_closed",
+        "_decision",
+        "_event",
+        "_registry",
+        "arguments",
+        "timed_out",
+        "tool",
+        "tool_use_id",
+    )
 
     def __init__(
         self,
@@ -820,6 +829,8 @@ class ConfirmationWait:
         self._event = trio.Event()
         self._decision: Decision | None = None
         self._closed = False
+        # Whether nobody answered before the tool's confirmation_timeout.
+        self.timed_out = False
 
     def __repr__(self) -> str:
         state = "decided" if self._decision else "closed" if self._closed else "pending"
@@ -870,6 +881,7 @@ class ConfirmationWait:
                 with trio.move_on_after(timeout):
                     await self._event.wait()
             if self._decision is None:
+                self.timed_out = True
                 self._decision = Decision(
                     False, reason=f"confirmation timed out after {timeout:g}s"
                 )

@@ -15,8 +15,13 @@ if TYPE_CHECKING:
 __all__ = ["confirm"]
 
 
-async def confirm(execution: Execution, tool: Tool, call: ToolUseBlock) -> Decision:
-    """Ask for (or recall) the decision on ``call``; publish both confirmation events."""
+async def confirm(
+    execution: Execution, tool: Tool, call: ToolUseBlock
+) -> tuple[Decision, bool]:
+    """Ask for (or recall) the decision on ``call``; publish both confirmation events.
+
+    Returns the decision, and whether it is a denial because nobody answered in time.
+    """
     publisher = execution.publisher
     host = execution.host
     remembered = host.remembered(tool.name)
@@ -28,7 +33,7 @@ async def confirm(execution: Execution, tool: Tool, call: ToolUseBlock) -> Decis
             reason=remembered.reason or "remembered for this session",
             always=True,
         )
-        return remembered
+        return remembered, False
     confirmations = execution.confirmations
     # Registered before the event is published: an answer given synchronously
     # by a listener of that event finds it.
@@ -65,4 +70,4 @@ async def confirm(execution: Execution, tool: Tool, call: ToolUseBlock) -> Decis
     )
     if decision.always:
         host.remember(tool.name, Decision(decision.approved, reason=decision.reason, always=True))
-    return decision
+    return decision, pending.timed_out

@@ -109,7 +109,13 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
             tool.validate(arguments)
         except InvalidToolArguments as exc:
             return error_result(call, str(exc))
-        decision = await confirm(execution, tool, call)
+        decision, timed_out = await confirm(execution, tool, call)
+        if timed_out:
+            return error_result(
+                call,
+                f"The confirmation for {call.name!r} timed out after "
+                f"{tool.confirmation_timeout:g}s with no answer, so the call was not run.",
+            )
         if not decision.approved:
             why = f": {decision.reason}" if decision.reason else ""
             return error_result(call, f"The user denied the call to {call.name!r}{why}.")
