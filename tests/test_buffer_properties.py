@@ -117,9 +117,19 @@ class World:
         index = len(self.buffers) - 1 if session else len(self.records) % len(self.buffers)
         buffer = self.buffers[index]
         after = None if offset is None else max(0, self.counter.last + offset)
+        own = [
+            event.seq
+            for event, owner in zip(self.published, self.owner, strict=True)
+            if owner == index
+        ]
         if after is not None:
             threshold = after
+        elif not session and own:
+            # An execution's subscriber replays from the execution's first event (SPEC §3),
+            # and is told with EventsLagged what the retention bound dropped of it.
+            threshold = own[0] - 1
         elif len(buffer):
+            # A session-wide one starts at the oldest event the session holds.
             threshold = buffer.history[0].seq - 1
         else:
             threshold = 0
