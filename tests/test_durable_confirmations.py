@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed, collect
+from _helpers import assert_transcript_integrity, assert_well_formed
 
 from trio_session import (
     Agent,
@@ -24,6 +24,7 @@ from trio_session import (
     SessionSnapshot,
     SessionStore,
     SQLiteStore,
+    StoreError,
     StreamEvent,
     ToolConfirmationRequired,
     ToolResultEvent,
@@ -165,6 +166,12 @@ async def _open_after(
         yield session, store
 
 
+async def _all_events(handle: SessionExecutionHandle) -> list[StreamEvent]:
+    """Every event of the execution, through ``execution_end``."""
+    async with handle.events.subscribe() as subscription:
+        return [event async for event in subscription]
+
+
 async def _tool_result(handle: SessionExecutionHandle, tool_use_id: str) -> None:
     """Until the execution published the result of ``tool_use_id``."""
     async with handle.events.subscribe(types={"tool_result"}) as results:
@@ -210,7 +217,7 @@ async def test_approved_after_a_restart(open_store: OpenStore, graceful: bool) -
         with pytest.raises(UnknownToolUse):
             session.submit_tool_result("call_1", approved=True)
         result = await handle.result
-        events = await collect(handle)
+        events = await _all_events(handle)
         assert result.response == "Deleted it."
         assert deleted == ["/tmp/a"]
         assert_well_formed(events)
@@ -267,7 +274,7 @@ async def test_modified_arguments_after_a_restart(open_store: OpenStore) -> None
         handle = session.current_execution
         assert handle is not None
         await handle.result
-        events = await collect(handle)
+        events = await _all_events(handle)
         answer = next(e for e in events if e.type == "tool_confirmation_result")
         assert answer.modified_arguments == {"path": "/tmp/safe"}
         assert deleted == ["/tmp/safe"]
@@ -443,3 +450,32 @@ async def test_without_a_store_nothing_outlives_the_session() -> None:
         with pytest.raises(UnknownToolUse):
             session.submit_tool_result("call_1", approved=True)
     assert deleted == ["/tmp/a"]
+
+
+class FullDisk(MemoryStore):
+    """A real memory store whose disk fills up just when a confirmation is saved."""
+
+    async def save(self, snapshot: SessionSnapshot) -> None:
+        if snapshot.pending_confirmations:
+            raise OSError("no space left on device")
+        await super().save(snapshot)
+
+
+async def test_a_pending_tick_that_cannot_be_saved_fails_the_execution(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    store = FullDisk()
+    agent = _agent(Reply("Deleting.", tool_calls=_calls("/tmp/a")), "unused")
+    async with open_session(agent, session_id="s", store=store) as session:
+        handle = await session.send("clean up")
+        events = await _all_events(handle)
+        assert handle.status == "failed"
+        with pytest.raises(StoreError):
+            await handle.result
+        # Never announced: nobody was asked for what could not be kept.
+        assert "tool_confirmation_required" not in [e.type for e in events]
+        assert session.pending_confirmations == ()
+        assert [m.role for m in session.timeline] == ["user", "assistant", "tool"]
+        assert_transcript_integrity(session.timeline)
+        await _nothing_pending(store)
+    assert deleted == []
