@@ -479,3 +479,31 @@ async def test_a_pending_tick_that_cannot_be_saved_fails_the_execution(
         assert_transcript_integrity(session.timeline)
         await _nothing_pending(store)
     assert deleted == []
+
+
+async def test_the_store_lists_exactly_the_calls_asked(open_store: OpenStore) -> None:
+    # One tool at a time: the second call is asked only once the first is answered.
+    agent = _agent(
+        Reply("Deleting.", tool_calls=_calls("/tmp/a", "/tmp/b")), "Done.", max_tool_concurrency=1
+    )
+    async with (
+        open_store("before") as store,
+        open_session(agent, session_id="s", store=store) as session,
+    ):
+        handle = await session.send("clean up")
+        async with handle.events.subscribe(types={"tool_confirmation_required"}) as asked:
+            seen: list[str] = []
+            for _ in range(2):
+                event = await asked.receive()
+                assert isinstance(event, ToolConfirmationRequired)
+                tool_use_id = event.tool_use_id
+                seen.append(tool_use_id)
+                on_disk = await store.load("s")
+                assert on_disk is not None
+                assert [p.tool_use_id for p in on_disk.pending_confirmations] == [tool_use_id]
+                assert [p.tool_use_id for p in session.pending_confirmations] == [tool_use_id]
+                session.submit_tool_result(tool_use_id, approved=True)
+        assert sorted(seen) == ["call_1", "call_2"]
+        assert (await handle.result).response == "Done."
+        await _nothing_pending(store)
+    assert sorted(deleted) == ["/tmp/a", "/tmp/b"]
