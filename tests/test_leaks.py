@@ -1,4 +1,4 @@
-"""Resources the library opens are closed on every path: SQLite connections."""
+"""Resources closed on every path (SQLite connections), and an abort during ``on_message``."""
 
 from __future__ import annotations
 
@@ -13,9 +13,18 @@ import trio
 import trio.testing
 from _snapshots import snap
 
-from trio_session import Agent, ScriptedModel, SQLiteStore, TrioSessionError, open_session
+from trio_session import (
+    Agent,
+    MemoryStore,
+    Message,
+    ScriptedModel,
+    Session,
+    SQLiteStore,
+    TrioSessionError,
+    open_session,
+)
 
-pytestmark = pytest.mark.skipif(
+needs_proc = pytest.mark.skipif(
     not os.path.isdir("/proc/self/fd"), reason="counts open files through /proc"
 )
 
@@ -35,6 +44,7 @@ def open_files(path: Path) -> list[str]:
     return found
 
 
+@needs_proc
 async def test_a_session_on_a_path_closes_its_database(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     async with open_session(Agent(ScriptedModel(["hi"])), session_id="s", store=path) as session:
@@ -43,6 +53,7 @@ async def test_a_session_on_a_path_closes_its_database(tmp_path: Path) -> None:
     assert open_files(path) == []
 
 
+@needs_proc
 async def test_a_session_failing_in_its_block_closes_its_database(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     with pytest.raises(KeyError):
@@ -51,6 +62,7 @@ async def test_a_session_failing_in_its_block_closes_its_database(tmp_path: Path
     assert open_files(path) == []
 
 
+@needs_proc
 async def test_a_failed_open_closes_its_connection(tmp_path: Path) -> None:
     path = tmp_path / "newer.db"
     conn = sqlite3.connect(path)
@@ -62,6 +74,7 @@ async def test_a_failed_open_closes_its_connection(tmp_path: Path) -> None:
     assert open_files(path) == []
 
 
+@needs_proc
 async def test_a_cancelled_open_leaves_nothing_open(tmp_path: Path) -> None:
     path = tmp_path / "chat.db"
     with trio.CancelScope() as scope:
@@ -72,6 +85,7 @@ async def test_a_cancelled_open_leaves_nothing_open(tmp_path: Path) -> None:
     assert open_files(path) == []
 
 
+@needs_proc
 async def test_a_cancelled_close_still_closes(tmp_path: Path) -> None:
     path = tmp_path / "s.db"
     store = SQLiteStore(path)
@@ -82,6 +96,7 @@ async def test_a_cancelled_close_still_closes(tmp_path: Path) -> None:
     assert open_files(path) == []
 
 
+@needs_proc
 async def test_close_is_bounded_and_the_late_call_closes_the_connection(
     tmp_path: Path, autojump_clock: trio.testing.MockClock, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -119,3 +134,83 @@ async def test_close_is_bounded_and_the_late_call_closes_the_connection(
     assert len(failed) == 1
     assert "locked" in str(failed[0])
     assert open_files(path) == []
+
+
+# -- an abort while an async on_message hook runs ------------------------------------
+
+
+class Gate:
+    """An async ``on_message`` hook that waits forever for the messages named ``held``."""
+
+    def __init__(self, *held: str) -> None:
+        self.held = set(held)
+        self.entered = trio.Event()
+        self.ran: list[str] = []
+
+    async def __call__(self, message: Message, session: Session) -> None:
+        self.ran.append(message.text)
+        if message.text in self.held:
+            self.entered.set()
+            await trio.sleep_forever()
+
+
+async def test_an_abort_during_the_inputs_hook_commits_the_input(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate("first queued")
+    store = MemoryStore()
+    agent = Agent(ScriptedModel(["never asked", "answered"], delay=1), on_message=gate)
+    async with open_session(agent, session_id="s", store=store) as session:
+        session.queue("first queued")
+        session.queue("second queued")
+        handle = await session.send("hello")
+        await gate.entered.wait()
+        handle.abort("stop")
+        await handle.wait()
+        assert handle.status == "aborted"
+        # Committed in the order they came, as without an async hook; the hook of
+        # "second queued" never ran (dropped: no coroutine is left unawaited).
+        assert [m.text for m in session.timeline] == ["first queued", "second queued", "hello"]
+        assert session.queued_messages == ()
+        assert gate.ran == ["first queued"]
+        events = [e.type for e in handle.events.history]
+        assert events.count("entry_committed") == 3
+        assert "tick_start" not in events
+        stored = await store.load("s")
+        assert stored is not None
+        assert [m.text for m in stored.timeline] == [m.text for m in session.timeline]
+        # The next execution does not deliver them again.
+        second = await session.send("again")
+        await second.result
+        assert [m.text for m in session.timeline][3:] == ["again", "never asked"]
+    gc.collect()
+
+
+async def test_an_abort_during_a_queued_messages_hook_leaves_it_queued(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    gate = Gate("late")
+    agent = Agent(ScriptedModel(["a", "b", "c"], delay=1), on_message=gate)
+    async with open_session(agent) as session:
+        handle = await session.send("good")
+        async for event in handle:
+            if event.type == "tick_start":
+                break
+        handle.queue_message("late")
+        handle.queue_message("later")
+        # The gate holds "late" at the first tick boundary.
+        await gate.entered.wait()
+        handle.abort("stop")
+        await handle.wait()
+        assert handle.status == "aborted"
+        # The first tick is committed; the messages of the boundary were not
+        # delivered: they wait for the next execution, which answers them.
+        assert [m.text for m in session.timeline] == ["good", "a"]
+        assert [m.text for m in session.queued_messages] == ["late", "later"]
+        assert "message_delivered" not in [e.type for e in handle.events.history]
+        gate.held.clear()
+        second = await session.render()
+        await second.result
+        assert [m.text for m in session.timeline] == ["good", "a", "late", "later", "b"]
+        # "later"'s hook ran once, in the execution that delivered it.
+        assert gate.ran == ["good", "late", "later"]

@@ -86,6 +86,10 @@ class ExecutionHost(Protocol):
         """Await the async ``on_message`` hook of ``message``, if one is pending."""
         ...
 
+    def drop_message_hooks(self, messages: Sequence[Message]) -> None:
+        """Close the pending async ``on_message`` hooks of ``messages`` unawaited."""
+        ...
+
     def remembered(self, tool_name: str) -> Decision | None:
         """An ``always`` answer given earlier for this tool."""
         ...
