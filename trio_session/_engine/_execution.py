@@ -127,6 +127,10 @@ class ExecutionHost(Protocol):
         """Save a new ``seq`` high-water mark if the numbers handed out near the stored one."""
         ...
 
+    def reserve_seq_soon(self) -> None:
+        """Like `reserve_seq`, in the background: for numbers handed out between checkpoints."""
+        ...
+
     def execution_finished(self, execution: Execution) -> None:
         """Called once, after ``execution_end`` was published."""
         ...
@@ -267,6 +271,7 @@ class Execution:
     def emit_custom(self, name: str, data: Any) -> None:
         """Publish a ``custom`` event (what ``ToolContext.emit`` does)."""
         self.publisher.emit(CustomEvent, name=name, data=data)
+        self.host.reserve_seq_soon()
 
     # -- the run ------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from ._assembler import Assembler
 from ._hooks import call_hook
 from ._output import ask_for_output, check_output
 from ._resume import resume_tick
+from ._spawn import reserve_seq
 from ._tick import Tick
 from ._tool_calls import run_tools
 from ._unwrap import bounded
@@ -77,7 +78,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             agent=agent,
         )
         await call_hook(agent.on_tick_start, ctx)
-        await host.reserve_seq()
+        await reserve_seq(execution)
         request = await _build(execution, ctx)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
@@ -223,7 +224,7 @@ async def _stream(
                     # A stream that never awaits would otherwise never see abort()
                     # (nor let the task that calls it run).
                     await trio.lowlevel.checkpoint()
-                    await execution.host.reserve_seq()
+                    await reserve_seq(execution)
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.
             if not retried(exc):
