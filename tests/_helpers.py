@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from trio_session import ExecutionHandle, Message, StreamEvent
+from trio_session import Event, ExecutionHandle, Message, StreamEvent
 
 
-async def collect(handle: ExecutionHandle[object]) -> list[StreamEvent]:
+async def collect(handle: ExecutionHandle[Any]) -> list[Event]:
     """Every event of an execution, through execution_end (errors swallowed)."""
-    events: list[StreamEvent] = []
+    events: list[Event] = []
     async with handle.events.subscribe() as subscription:
         async for event in subscription:
+            assert isinstance(event, Event), event
             events.append(event)
     return events
 
@@ -27,8 +29,8 @@ def assert_transcript_integrity(timeline: Sequence[Message]) -> None:
         for block in message.tool_results:
             answered.add(block.tool_use_id)
     for message in timeline:
-        for block in message.tool_uses:
-            assert block.tool_use_id in answered, f"unanswered tool_use {block.tool_use_id}"
+        for use in message.tool_uses:
+            assert use.tool_use_id in answered, f"unanswered tool_use {use.tool_use_id}"
     for i, message in enumerate(timeline):
         if message.tool_uses:
             assert i + 1 < len(timeline), "tool_use at the end of the timeline"
