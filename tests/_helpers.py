@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
-from trio_session import Event, ExecutionHandle, Message, StreamEvent
+from trio_session import (
+    ContentBlock,
+    Event,
+    ExecutionHandle,
+    JsonBlock,
+    Message,
+    StreamEvent,
+    TextBlock,
+)
+
+T = TypeVar("T")
 
 
 async def collect(handle: ExecutionHandle[Any]) -> list[Event]:
@@ -81,3 +91,26 @@ def assert_well_formed(events: Sequence[StreamEvent]) -> None:
             rank = r
         if event.type == "tick_end":
             rank = -1
+
+
+def text_of(block: ContentBlock) -> str:
+    """The text of a block the test expects to be a `TextBlock`."""
+    assert isinstance(block, TextBlock), block
+    return block.text
+
+
+def data_of(block: ContentBlock) -> Any:
+    """The data of a block the test expects to be a `JsonBlock`."""
+    assert isinstance(block, JsonBlock), block
+    return block.data
+
+
+def narrow(value: object, cls: type[T]) -> T:
+    """``value``, asserted to be a ``cls`` (an event of a known type, say)."""
+    assert isinstance(value, cls), value
+    return value
+
+
+def narrow_all(values: Iterable[object], cls: type[T]) -> list[T]:
+    """Every one of ``values``, each asserted to be a ``cls``."""
+    return [narrow(value, cls) for value in values]
