@@ -59,7 +59,7 @@ class Usage:
     cache_write_tokens: int = _count()
     unreported_ticks: int = _count()
 
-    def __add__(self, other: object) -> Usage:
+    def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         return Usage(
