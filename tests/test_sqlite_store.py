@@ -222,7 +222,8 @@ def add_audit(path: Path) -> None:
 
 def take_audit(path: Path) -> list[tuple[str, int]]:
     with raw(path) as conn:
-        ops = conn.execute("SELECT op, idx FROM audit ORDER BY rowid").fetchall()
+        rows = conn.execute("SELECT op, idx FROM audit ORDER BY rowid")
+        ops: list[tuple[str, int]] = rows.fetchall()
         conn.execute("DELETE FROM audit")
     return ops
 
