@@ -23,7 +23,14 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed, collect, text_of, types_of
+from _helpers import (
+    assert_transcript_integrity,
+    assert_well_formed,
+    collect,
+    narrow,
+    text_of,
+    types_of,
+)
 from _servers import (
     FakeServer,
     anthropic_message_events,
@@ -38,6 +45,7 @@ from hypothesis import given, settings, strategies as st
 
 from trio_session import (
     Agent,
+    ContentDelta,
     Decision,
     MemoryStore,
     ModelError,
@@ -353,7 +361,7 @@ async def test_queued_message_is_answered_in_the_same_execution(
     async with open_session(demo_agent(delay=0.5)) as session:
         handle = await session.send("tell me a story")
         async with handle.events.subscribe(types={"content_delta"}) as deltas:
-            assert (await deltas.receive()).delta == "Once "  # type: ignore[attr-defined]
+            assert narrow(await deltas.receive(), ContentDelta).delta == "Once "
         handle.queue_message("what is 6 * 7")
         result = await handle.result
         events = await collect(handle)

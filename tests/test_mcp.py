@@ -106,10 +106,10 @@ async def test_an_error_result_and_bad_arguments_are_error_results() -> None:
         events = await run(tools, [("t_divide", {"a": 1, "b": 0}), ("t_greet", {"name": 5})])
     got = results(events)
     assert got["t_divide"].is_error
-    assert "division by zero" in got["t_divide"].content[0].text  # type: ignore[union-attr]
+    assert "division by zero" in text_of(got["t_divide"].content[0])
     # Validated against the server's schema before the server is asked.
     assert got["t_greet"].is_error
-    assert "name" in got["t_greet"].content[0].text  # type: ignore[union-attr]
+    assert "name" in text_of(got["t_greet"].content[0])
 
 
 async def test_a_confirmation_is_approved_through_the_handle() -> None:
@@ -177,7 +177,7 @@ async def test_http_tools_are_listed_called_and_mapped() -> None:
         check_results(await run(tools, CALLS))
         failed = results(await run(tools, [("t_divide", {"a": 1, "b": 0})]))["t_divide"]
         assert failed.is_error
-        assert "division by zero" in failed.content[0].text  # type: ignore[union-attr]
+        assert "division by zero" in text_of(failed.content[0])
 
 
 async def test_http_confirmation_and_a_server_stopped_mid_call() -> None:
@@ -192,7 +192,9 @@ async def test_http_confirmation_and_a_server_stopped_mid_call() -> None:
         handle = await session.send("go")
         handle.events.on(
             "tool_confirmation_required",
-            lambda e: handle.submit_tool_result(e.tool_use_id, approved=True),  # type: ignore[attr-defined]
+            lambda e: handle.submit_tool_result(
+                narrow(e, ToolConfirmationRequired).tool_use_id, approved=True
+            ),
         )
         async with handle.events.subscribe(types={"tool_result_start"}) as started:
             await started.receive()

@@ -21,6 +21,7 @@ from trio_session import (
     Reply,
     ScriptedModel,
     SessionExecutionHandle,
+    SpawnStart,
     StreamEvent,
     ToolContext,
     Usage,
@@ -282,8 +283,8 @@ async def test_the_span_tree_of_an_execution(
         handle.events.on("content_delta", abort_in_tick_two)
         await handle.wait()
     assert handle.status == "aborted"
-    (spawned,) = (e for e in handle.events.history if e.type == "spawn_start")
-    child_session = spawned.child_session_id  # type: ignore[attr-defined]
+    (spawned,) = (e for e in handle.events.history if isinstance(e, SpawnStart))
+    child_session = spawned.child_session_id
 
     got = tree(spans)
     conversation = {"gen_ai.conversation.id": session.id}
