@@ -310,14 +310,15 @@ async def test_setup_failure_does_not_leave_the_session_running() -> None:
     def build(ctx: TickContext) -> ModelRequest:
         raise ValueError("cannot build")
 
-    async with open_session(Agent(ScriptedModel(["never"]), build=build)) as session:
+    model = ScriptedModel(["never"])
+    async with open_session(Agent(model, build=build)) as session:
         handle = await session.send("x")
         with pytest.raises(ValueError, match="cannot build"):
             await handle.result
         assert session.status == "idle"
         assert_well_formed(await collect(handle))
         # And the session still works.
-        session.agent.model.add("works")  # type: ignore[attr-defined]
+        model.add("works")
     async with open_session(Agent(ScriptedModel(["fine"]))) as session:
         assert (await session.send("y").result).response == "fine"
 
