@@ -536,20 +536,26 @@ def only_serialization_error(cls: Any, expected: Any, text: str | bytes) -> None
 
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(TARGETS), st.text() | st.text(alphabet='{}[]":,0123456789.eE+-truefalsn '))
-def test_arbitrary_text_gives_a_value_or_serialization_error(target: tuple[Any, Any], text: str) -> None:
+def test_arbitrary_text_gives_a_value_or_serialization_error(
+    target: tuple[Any, Any], text: str
+) -> None:
     only_serialization_error(*target, text)
 
 
 @pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(st.sampled_from(TARGETS), json_values | plausible_objects)
-def test_arbitrary_json_gives_a_value_or_serialization_error(target: tuple[Any, Any], value: Any) -> None:
+def test_arbitrary_json_gives_a_value_or_serialization_error(
+    target: tuple[Any, Any], value: Any
+) -> None:
     only_serialization_error(*target, json.dumps(value))
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.sampled_from(TARGETS), st.binary())
-def test_arbitrary_bytes_give_a_value_or_serialization_error(target: tuple[Any, Any], data: bytes) -> None:
+def test_arbitrary_bytes_give_a_value_or_serialization_error(
+    target: tuple[Any, Any], data: bytes
+) -> None:
     only_serialization_error(*target, data)
 
 
