@@ -6,8 +6,9 @@ bad input raises `TypeError` or `ValueError` naming the field.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import attrs
@@ -230,8 +231,45 @@ BLOCK_TYPES: tuple[type[Any], ...] = get_args(ContentBlock)
 BLOCK_CLASSES: dict[str, type[Any]] = {cls.type: cls for cls in BLOCK_TYPES}
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+class _Ids:
+    """Unique ids without a system call each: a random per-process prefix and a counter.
+
+    The prefix (80 random bits, from ``os.urandom``) is drawn again in a forked child,
+    so ids stay unique across processes and restarts; the counter (48 bits) makes them
+    unique within one. Ids are 32 hex digits, as a uuid4's hex.
+    """
+
+    __slots__ = ("counter", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.counter: Iterator[int] = iter(())
+        self.reseed()
+
+    def reseed(self) -> None:
+        self.prefix = os.urandom(10).hex()
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+
+
+_IDS = _Ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.reseed)
+
+
+def new_id() -> str:
+    """A fresh unique id of 32 hex digits (message, execution and call ids).
+
+    Example:
+        >>> len(new_id()), new_id() != new_id()
+        (32, True)
+    """
+    return _IDS.next()
+
+
+_new_id = new_id
 
 
 def _check_role(_inst: object, _attr: object, value: object) -> None:
@@ -246,7 +284,7 @@ class Message:
     Args:
         role: ``"system"``, ``"user"``, ``"assistant"``, ``"tool"`` or ``"event"``.
         content: A str (becomes one `TextBlock`) or a sequence of blocks.
-        id: A unique id; a fresh uuid4 hex by default.
+        id: A unique id; by default a fresh one of 32 hex digits (see `new_id`).
         metadata: Free-form JSON-able data that travels with the message.
 
     Raises:

@@ -10,7 +10,6 @@ the model events (``message_start`` < content / tool-call events <
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +30,7 @@ from .._events import (
     ToolCallDelta,
     ToolCallStart,
 )
-from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock
+from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock, new_id
 from .._usage import Usage
 from ..models._base import (
     INVALID_JSON_KEY,
@@ -130,7 +129,7 @@ class Assembler:
         self._usage_reported = False
         self._stop_reason: str | None = None
         # Fixed now, so a client streaming the message knows the id it will be committed as.
-        self._message_id = uuid.uuid4().hex
+        self._message_id = new_id()
         emit(MessageStart, model=model_name, message_id=self._message_id)
 
     def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
@@ -206,7 +205,7 @@ class Assembler:
         self._close_block()
         call_id = model_id
         if call_id in self._seen:
-            call_id = f"{model_id}_{uuid.uuid4().hex[:8]}"
+            call_id = f"{model_id}_{new_id()[-8:]}"
             self._rejected[call_id] = (
                 f"The tool_use_id {model_id!r} was already used in this turn, so this call "
                 f"to {name!r} was not run. Give every tool call its own id."

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -12,6 +11,7 @@ import attrs
 import trio
 
 from .._errors import ModelError
+from .._messages import new_id
 from .._usage import Usage
 from ._base import (
     ModelChunk,
@@ -38,7 +38,7 @@ def _tool_calls(value: Iterable[Any]) -> tuple[tuple[str, dict[str, Any], str], 
                 f"Reply.tool_calls[{i}] must be (name, input) or (name, input, id), got {call!r}"
             )
         name, arguments = call[0], call[1]
-        call_id = call[2] if len(call) == 3 else f"call_{uuid.uuid4().hex[:16]}"
+        call_id = call[2] if len(call) == 3 else f"call_{new_id()}"
         if not isinstance(name, str) or not isinstance(arguments, Mapping):
             raise TypeError(f"Reply.tool_calls[{i}] must be (str, mapping), got {call!r}")
         if not isinstance(call_id, str):
