@@ -329,6 +329,36 @@ class Message:
         return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
 
 
+_new = object.__new__
+_set = object.__setattr__
+
+
+def built_message(role: Role, content: tuple[ContentBlock, ...], id: str) -> Message:
+    """A `Message` of blocks the engine built itself, without checking them again.
+
+    For the engine's hot path only: ``content`` must be a tuple of valid blocks that
+    fit ``role`` (the public constructor's checks, which this skips), ``id`` a str.
+    """
+    message = _new(Message)
+    _set(message, "role", role)
+    _set(message, "content", content)
+    _set(message, "id", id)
+    _set(message, "metadata", {})
+    return message
+
+
+def built_tool_result(
+    tool_use_id: str, name: str, content: tuple[ContentBlock, ...], is_error: bool = False
+) -> ToolResultBlock:
+    """A `ToolResultBlock` of checked parts (see `built_message`): str ids, valid blocks."""
+    result = _new(ToolResultBlock)
+    _set(result, "tool_use_id", tool_use_id)
+    _set(result, "name", name)
+    _set(result, "content", content)
+    _set(result, "is_error", is_error)
+    return result
+
+
 def _make(role: Role, parts: tuple[str | ContentBlock, ...], metadata: dict[str, Any]) -> Message:
     return Message(role, parts, metadata=metadata)
 

@@ -30,7 +30,15 @@ from .._events import (
     ToolCallDelta,
     ToolCallStart,
 )
-from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock, new_id
+from .._messages import (
+    ContentBlock,
+    Message,
+    ReasoningBlock,
+    TextBlock,
+    ToolUseBlock,
+    built_message,
+    new_id,
+)
 from .._usage import Usage
 from ..models._base import (
     INVALID_JSON_KEY,
@@ -265,6 +273,7 @@ class Assembler:
             unreported_ticks=0 if self._usage_reported else 1,
         )
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
-        message = Message("assistant", content, id=self._message_id)
+        # Every block was built (and checked) by its constructor above.
+        message = built_message("assistant", content, self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
         return Assembled(message, calls, usage, stop_reason, dict(self._rejected))

@@ -10,7 +10,7 @@ import trio
 
 from .._errors import InvalidToolArguments
 from .._events import ToolResultEvent, ToolResultStart
-from .._messages import TextBlock, ToolResultBlock, ToolUseBlock
+from .._messages import TextBlock, ToolResultBlock, ToolUseBlock, built_tool_result
 from .._tools import ToolContext
 from ..models._base import INVALID_JSON_KEY
 from ._confirm import confirm
@@ -27,7 +27,7 @@ logger: Final = logging.getLogger("trio_session")
 
 def error_result(call: ToolUseBlock, text: str) -> ToolResultBlock:
     """An error result for ``call`` that tells the model ``text``."""
-    return ToolResultBlock(call.tool_use_id, call.name, (TextBlock(text),), is_error=True)
+    return built_tool_result(call.tool_use_id, call.name, (TextBlock(text),), is_error=True)
 
 
 async def run_tools(execution: Execution, state: Tick) -> None:
@@ -142,7 +142,8 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
         return error_result(call, f"Tool {call.name!r} failed: {type(exc).__name__}: {exc}")
     finally:
         current_tool_call.reset(token)
-    return ToolResultBlock(call.tool_use_id, call.name, content)
+    # tool.run checked the content (to_blocks); the ids are the model's call's.
+    return built_tool_result(call.tool_use_id, call.name, content)
 
 
 def _text(result: ToolResultBlock) -> str:
