@@ -9,7 +9,7 @@ pass of trio's run loop); the handle's iterator counts the events.
 Run: ``python bench/profile_tick.py [--executions N] [--profile] [--top 30]``.
 Prints ``per tick: E events, S task steps, I scheduler iterations, T µs`` (T is the
 uninstrumented, unprofiled wall time of the same workload, the median of ``--repeat``
-runs; the process's CPU time follows, steadier on a busy machine),
+runs; the best run's CPU time follows, steadier on a busy machine),
 then with ``--profile`` the functions with the most internal time.
 """
 
@@ -95,11 +95,11 @@ def main() -> None:
         times.append(trio.run(workload, args.executions, run))
         cpus.append(run["cpu"])
     per_tick = statistics.median(times) / ticks * 1e6
-    cpu_per_tick = statistics.median(cpus) / ticks * 1e6
+    cpu_per_tick = min(cpus) / ticks * 1e6
     print(
         f"per tick: {counts['events'] / ticks:.1f} events, {counter.steps / ticks:.1f} task "
         f"steps, {counter.iterations / ticks:.1f} scheduler iterations, {per_tick:.1f} µs "
-        f"(CPU {cpu_per_tick:.1f} µs)"
+        f"(CPU {cpu_per_tick:.1f} µs, best of {args.repeat})"
     )
     if args.profile:
         profile = cProfile.Profile()
