@@ -347,6 +347,15 @@ def built_message(role: Role, content: tuple[ContentBlock, ...], id: str) -> Mes
     return message
 
 
+def built_tool_use(tool_use_id: str, name: str, input: dict[str, Any]) -> ToolUseBlock:
+    """A `ToolUseBlock` of checked parts (see `built_message`): str ids, a dict of str keys."""
+    block = _new(ToolUseBlock)
+    _set(block, "tool_use_id", tool_use_id)
+    _set(block, "name", name)
+    _set(block, "input", input)
+    return block
+
+
 def built_tool_result(
     tool_use_id: str, name: str, content: tuple[ContentBlock, ...], is_error: bool = False
 ) -> ToolResultBlock:

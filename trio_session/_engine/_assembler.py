@@ -37,6 +37,7 @@ from .._messages import (
     TextBlock,
     ToolUseBlock,
     built_message,
+    built_tool_use,
     new_id,
 )
 from .._usage import Usage
@@ -238,7 +239,11 @@ class Assembler:
             except (TypeError, ValueError):
                 text = repr(arguments)
             arguments = {INVALID_JSON_KEY: text}
-        block = ToolUseBlock(call_id, call.name, arguments)
+        if type(call_id) is str and type(call.name) is str:
+            # Checked above and here: what the constructor would check, without a second pass.
+            block = built_tool_use(call_id, call.name, dict(arguments))
+        else:
+            block = ToolUseBlock(call_id, call.name, arguments)  # raises, naming the field
         self._blocks[call.index] = block
         self._emit(ToolCall, tool_use_id=call_id, name=call.name, input=block.input)
 

@@ -83,9 +83,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         else:
             if host.persistent:
                 await host.reserve_seq()
-            request = ModelRequest(
-                agent.system, host.timeline.view(), specs, tick, agent.settings
-            )
+            request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
         await _call_model(execution, request, state)
