@@ -85,6 +85,8 @@ class Transcript:
             # Tool results the engine built, in a tool message: nothing to check again.
             self.commit(built_message("tool", blocks, new_id()))
         state.committed = True
+        # The tick that waited for confirmation (if it was this one) is done waiting.
+        self.host.clear_pending()
         self.usage = self.usage + state.usage
         self.host.usage = self.host.usage + state.usage
 
