@@ -234,9 +234,10 @@ BLOCK_CLASSES: dict[str, type[Any]] = {cls.type: cls for cls in BLOCK_TYPES}
 class _Ids:
     """Unique ids without a system call each: a random per-process prefix and a counter.
 
-    The prefix (80 random bits, from ``os.urandom``) is drawn again in a forked child,
-    so ids stay unique across processes and restarts; the counter (48 bits) makes them
-    unique within one. Ids are 32 hex digits, as a uuid4's hex.
+    The prefix (74 random bits, from ``os.urandom``) is drawn again in a forked child
+    and when the counter wraps, so ids stay unique across processes and restarts; the
+    counter (48 bits) makes them unique within one. Ids are the hex of a valid version-4
+    UUID (SPEC §1): the prefix carries the version and variant bits.
     """
 
     __slots__ = ("counter", "prefix")
@@ -247,11 +248,18 @@ class _Ids:
         self.reseed()
 
     def reseed(self) -> None:
-        self.prefix = os.urandom(10).hex()
+        bits = int.from_bytes(os.urandom(10), "big")
+        # Hex digit 12 is the UUID version (4), the top bits of digit 16 the variant (10).
+        bits = (bits & ~(0xF << 28) | (0x4 << 28)) & ~(0xC << 12) | (0x8 << 12)
+        self.prefix = f"{bits:020x}"
         self.counter = itertools.count(1)
 
     def next(self) -> str:
-        return f"{self.prefix}{next(self.counter) & 0xFFFFFFFFFFFF:012x}"
+        n = next(self.counter)
+        if n > 0xFFFFFFFFFFFF:
+            self.reseed()
+            n = next(self.counter)
+        return f"{self.prefix}{n:012x}"
 
 
 _IDS = _Ids()
