@@ -211,9 +211,28 @@ async def test_stale_or_duplicate_seq_is_refused_and_nothing_is_written(redis_ur
             await log.append("s1", [(0, b"x")], token=token)
         with pytest.raises(TypeError, match="payload must be bytes or str"):
             await log.append("s1", [(4, 42)], token=token)  # type: ignore[list-item]
+        with pytest.raises(SeqConflict, match="seq 2 is not above"):
+            await log.append("s1", [(2, b"b"), (3, b"other")], token=token)
         assert await log.read("s1", after_seq=None) == [(1, b"a"), (2, b"b"), (3, b"c")]
         await log.append("s1", [(4, b"d")], token=token)
         assert await log.last_seq("s1") == 4
+
+
+async def test_re_sending_a_written_batch_is_safe(redis_url: str) -> None:
+    """A retry after a lost reply: the very same batch again is accepted, not written twice."""
+    async with open_redis(redis_url) as redis:
+        log, lease = EventLog(redis), Lease(redis)
+        token = await _acquired(lease, "s1", "node-a")
+        batch: list[tuple[int, bytes | str]] = [(1, b"a"), (2, "b")]
+        await log.append("s1", batch, token=token)
+        await log.append("s1", batch, token=token)
+        await log.append("s1", batch[1:], token=token)
+        assert await log.read("s1", after_seq=None) == [(1, b"a"), (2, b"b")]
+        # ... but not once the lease moved on.
+        await lease.release("s1", "node-a", token)
+        await _acquired(lease, "s1", "node-b")
+        with pytest.raises(FencedOut):
+            await log.append("s1", batch, token=token)
 
 
 async def test_a_fenced_append_is_refused_after_another_node_took_the_lease(
@@ -495,6 +514,33 @@ async def test_a_database_out_of_range_is_a_clear_error(redis_url: str) -> None:
     with pytest.raises(RedisUnavailable, match="DB index is out of range"):
         async with open_redis(bad):
             raise AssertionError("unreachable")
+    gc.collect()
+
+
+async def test_a_cancel_scope_around_open_redis_cancels_its_block(redis_url: str) -> None:
+    with trio.CancelScope() as scope:
+        async with open_redis(redis_url) as redis:
+            scope.cancel()
+            await EventLog(redis).read("s1", after_seq=None, block=math.inf)
+    assert scope.cancelled_caught
+
+
+@_COREDIS_LEAK
+async def test_redis_restarting_between_calls_is_survived(tmp_path: Path) -> None:
+    """Redis is gone: each call says so; it is back on its port: the same client works."""
+    server = RedisServer.start(tmp_path)
+    try:
+        async with open_redis(server.url) as redis:
+            lease = Lease(redis)
+            assert await lease.acquire("s1", "node-a", ttl=30.0) == 1
+            server.kill()
+            with pytest.raises(RedisUnavailable, match="broke during acquiring the lease"):
+                await lease.acquire("s1", "node-b", ttl=30.0)
+            server = RedisServer.start(tmp_path, port=server.port)
+            # No persistence: the fence is gone too, which is why acquire takes a floor.
+            assert await lease.acquire("s1", "node-b", ttl=30.0, fence_floor=1) == 2
+    finally:
+        server.stop()
     gc.collect()
 
 

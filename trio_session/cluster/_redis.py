@@ -231,7 +231,8 @@ def _seq_of(identifier: bytes | str) -> int:
 # KEYS[1] the stream, KEYS[2] the fence; ARGV[1] the writer's token, then seq, payload pairs.
 # The fence is checked before anything is written; the first XADD is the one Redis may refuse
 # (its id not above the stream's last id), and the batch's seqs rise, so the rest cannot fail:
-# a refused batch writes nothing.
+# a refused batch writes nothing. A refused batch that is exactly in the stream already (the
+# same seqs and payloads: a retry after a lost reply) is accepted as written, once.
 _APPEND: Final = """
 local fence = redis.call('GET', KEYS[2])
 if fence ~= ARGV[1] then
@@ -239,6 +240,15 @@ if fence ~= ARGV[1] then
 end
 local first = redis.pcall('XADD', KEYS[1], ARGV[2] .. '-0', 'e', ARGV[3])
 if type(first) == 'table' and first.err then
+  local n = (#ARGV - 1) / 2
+  local held = redis.call('XRANGE', KEYS[1], ARGV[2] .. '-0', ARGV[#ARGV - 1] .. '-0')
+  local same = #held == n
+  for i = 1, n do
+    if not same then break end
+    local id, fields = held[i][1], held[i][2]
+    same = id == ARGV[2 * i] .. '-0' and fields[1] == 'e' and fields[2] == ARGV[2 * i + 1]
+  end
+  if same then return 0 end
   local last = '0-0'
   if redis.call('EXISTS', KEYS[1]) == 1 then
     local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -308,7 +318,9 @@ class EventLog:
 
         Raises:
             FencedOut: Another node acquired the lease since (the fence is not ``token``).
-            SeqConflict: The first ``seq`` is not above the stream's last one.
+            SeqConflict: The first ``seq`` is not above the stream's last one (unless the
+                very same batch is there already: re-sending a batch after
+                `RedisUnavailable` is safe, it is not written twice).
             RedisUnavailable: The connection broke; the batch may or may not be written.
             ValueError: The ``seq`` s do not rise, or are below 1.
         """
