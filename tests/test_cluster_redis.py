@@ -330,6 +330,47 @@ async def test_only_the_holder_releases_the_lease(redis_url: str) -> None:
         assert successor == token + 1
 
 
+async def test_keep_renews_the_lease_past_its_ttl(redis_url: str) -> None:
+    async with open_redis(redis_url) as redis:
+        lease = Lease(redis)
+        token = await lease.acquire("s1", "node-a", ttl=0.3)
+        assert token is not None
+        with trio.move_on_after(1.0):  # real time: Redis's clock runs the lease
+            await lease.keep("s1", "node-a", token, ttl=0.3)
+        assert await lease.holder("s1") == "node-a"
+        assert await lease.acquire("s1", "node-b", ttl=1.0) is None
+
+
+async def test_keep_raises_fenced_out_when_another_node_takes_the_lease(
+    redis_url: str,
+) -> None:
+    async with open_redis(redis_url) as redis:
+        lease = Lease(redis)
+        token = await _acquired(lease, "s1", "node-a")
+        lost = pytest.RaisesExc(FencedOut, match="was lost: it expired or another node took it")
+        with pytest.RaisesGroup(lost):
+            async with trio.open_nursery() as nursery:
+                await nursery.start(lease.keep, "s1", "node-a", token, 0.3)
+                await redis.delete(["trio-session:s1:lease"])  # as if it had expired
+                assert await lease.acquire("s1", "node-b", ttl=30.0) == token + 1
+
+
+@_COREDIS_LEAK
+async def test_keep_gives_the_lease_up_when_redis_is_gone(tmp_path: Path) -> None:
+    server = RedisServer.start(tmp_path)
+    try:
+        async with open_redis(server.url) as redis:
+            lease = Lease(redis)
+            token = await lease.acquire("s1", "node-a", ttl=0.3)
+            assert token is not None
+            server.kill()
+            with pytest.raises(FencedOut, match="could not be renewed before it expires"):
+                await lease.keep("s1", "node-a", token, ttl=0.3)
+    finally:
+        server.stop()
+    gc.collect()
+
+
 # --- commands --------------------------------------------------------------------------------
 
 

@@ -181,14 +181,33 @@ async def open_redis(
                 body_raised.append(exc)
                 raise
     except BaseExceptionGroup as group:
+        # The body's own error (even a group of its own) leaves as it is; else coredis's.
+        if body_raised and _holds(group, body_raised[0]):
+            reraise(body_raised[0])
         chosen = unwrap(group)
-        if body_raised and chosen is body_raised[0]:
+        surfaced = _surfaced(chosen, where)
+        if surfaced is chosen:
             reraise(chosen)
-        if _lost(chosen):
-            raise RedisUnavailable(f"lost the connection to Redis at {where}: {chosen}") from chosen
-        if isinstance(chosen, coredis.exceptions.RedisError):
-            raise RedisUnavailable(f"cannot use Redis at {where}: {chosen}") from chosen
-        reraise(chosen)
+        raise surfaced from chosen
+    except coredis.exceptions.RedisError as exc:
+        if body_raised and exc is body_raised[0]:
+            raise
+        raise _surfaced(exc, where) from exc
+
+
+def _holds(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    return any(
+        inner is exc or (isinstance(inner, BaseExceptionGroup) and _holds(inner, exc))
+        for inner in group.exceptions
+    )
+
+
+def _surfaced(exc: BaseException, where: str) -> BaseException:
+    """What a caller of `open_redis` sees for coredis's own error ``exc``."""
+    if isinstance(exc, RedisUnavailable) or not isinstance(exc, coredis.exceptions.RedisError):
+        return exc
+    verb = "lost the connection to" if _lost(exc) else "cannot use"
+    return RedisUnavailable(f"{verb} Redis at {where}: {exc}")
 
 
 @contextmanager
