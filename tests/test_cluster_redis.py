@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import trio
+import trio.testing
 from _redis import (
     RedisServer,
     info,
@@ -187,6 +188,30 @@ async def test_a_cancel_scope_aborts_a_blocking_read_at_the_server(redis_url: st
         token = await _acquired(Lease(redis), "s1", "node-a")
         await log.append("s1", [(1, b"after")], token=token)
         assert await log.read("s1", after_seq=None, block=5.0) == [(1, b"after")]
+
+
+async def test_blocking_readers_wait_their_turn_and_never_starve_the_lease(
+    redis_url: str,
+) -> None:
+    # A pool of 6: RESERVED_CONNECTIONS (4) stay for short commands, 2 for blocking reads.
+    async with open_redis(redis_url, max_connections=6, pool_timeout=5.0) as redis:
+        log, lease = EventLog(redis), Lease(redis)
+        got: list[list[tuple[int, bytes]]] = []
+
+        async def reader() -> None:
+            got.append(await log.read("s1", after_seq=None, block=math.inf))
+
+        async with trio.open_nursery() as nursery:
+            for _ in range(5):
+                nursery.start_soon(reader)
+            await _wait_blocked(redis_url, 2)
+            await trio.testing.wait_all_tasks_blocked()
+            assert await _blocked_clients(redis_url) == 2  # the other three wait for a slot
+            # The short commands still have their connections.
+            token = await _acquired(lease, "s1", "node-a")
+            assert await lease.renew("s1", "node-a", token, ttl=30.0)
+            await log.append("s1", [(1, b"wake")], token=token)
+        assert got == [[(1, b"wake")]] * 5
 
 
 async def test_a_blocking_read_with_a_bound_returns_empty_when_nothing_comes(

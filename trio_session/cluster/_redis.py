@@ -13,8 +13,11 @@ coredis runs under trio natively (through anyio). Three things about it shape th
   in an exception group, so `open_redis` unwraps it (callers catch our errors, never groups);
 - a blocking command (``XREAD BLOCK``, ``BLPOP``) holds a connection of its own, and a cancel
   scope aborts it cleanly (the connection is closed, not returned half-read to the pool); the
-  pool holds at most ``max_connections`` (64 by default) and makes the next one wait, so
-  a node should run one blocking reader per session and fan out locally;
+  pool holds at most ``max_connections`` (64 by default) and makes every further command wait,
+  the short ones too. So the blocking commands here take a slot of a `trio.CapacityLimiter`
+  per client first, which keeps `RESERVED_CONNECTIONS` for the short commands (appends, lease
+  renewals): many readers then wait for each other, never starve the lease. A node should
+  still run one blocking reader per session and fan out locally (``bench/cluster_redis.py``);
 - the client here never retries: every call is one attempt, so a batch append that reached
   Redis is never sent twice (a retry would be refused as a stale ``seq``).
 """
@@ -25,6 +28,7 @@ import json
 import logging
 import math
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, TypeAlias
@@ -60,6 +64,22 @@ Redis: TypeAlias = "coredis.Redis[bytes]"
 DEFAULT_PREFIX: Final = "trio-session"
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
+
+RESERVED_CONNECTIONS: Final = 4
+"""Connections of a client's pool that blocking reads leave to the short commands."""
+
+_blocking_slots: weakref.WeakKeyDictionary[Redis, trio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots(redis: Redis) -> trio.CapacityLimiter:
+    """The client's limiter of blocking commands in progress."""
+    limiter = _blocking_slots.get(redis)
+    if limiter is None:
+        size = max(1, redis.connection_pool.max_connections - RESERVED_CONNECTIONS)
+        limiter = _blocking_slots[redis] = trio.CapacityLimiter(size)
+    return limiter
 
 
 class RedisUnavailable(TrioSessionError, ConnectionError):
@@ -130,7 +150,11 @@ def _lost(exc: BaseException) -> bool:
 
 @asynccontextmanager
 async def open_redis(
-    url: str, *, max_connections: int = 64, connect_timeout: float = 5.0
+    url: str,
+    *,
+    max_connections: int = 64,
+    connect_timeout: float = 5.0,
+    pool_timeout: float = 30.0,
 ) -> AsyncIterator[Redis]:
     """Connect to Redis at ``url`` for the duration of the block.
 
@@ -138,9 +162,12 @@ async def open_redis(
         url: ``redis://[:password@]host:port/db``, ``rediss://...`` or
             ``unix:///path/to/socket?db=0``.
         max_connections: The pool's bound. Every blocking read in progress (`EventLog.read`
-            with ``block``, `Commands.serve`, `Commands.call`) holds one connection; the
-            others share a few.
+            with ``block``, `Commands.serve`, `Commands.call`) holds one connection, at most
+            ``max_connections - RESERVED_CONNECTIONS`` at a time (the next ones wait their
+            turn); the other commands share the rest.
         connect_timeout: Seconds to establish a connection.
+        pool_timeout: Seconds a command may wait for a free connection of the pool before
+            it fails with `RedisUnavailable`.
 
     Raises:
         ValueError: ``url`` is not a Redis URL (the message says why).
@@ -164,6 +191,7 @@ async def open_redis(
             retry_policy=NoRetryPolicy(),
             max_connections=max_connections,
             connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
         )
     except (ValueError, TypeError, AssertionError) as exc:
         raise ValueError(f"not a usable Redis URL: {where!r} ({exc!r})") from None
@@ -218,6 +246,11 @@ def _translated(session_id: str, what: str) -> Iterator[None]:
     except coredis.exceptions.ConnectionError as exc:
         raise RedisUnavailable(
             f"session {session_id!r}: the Redis connection broke during {what}: {exc}"
+        ) from exc
+    except TimeoutError as exc:  # coredis's: no connection of the pool became free in time
+        raise RedisUnavailable(
+            f"session {session_id!r}: no connection to Redis became free for {what} (the "
+            "pool's max_connections are all in use)"
         ) from exc
 
 
@@ -418,7 +451,11 @@ class EventLog:
         key = self.key(session_id)
         start = "0-0" if after_seq is None else f"{after_seq}-0"
         with _translated(session_id, "an event log read"):
-            reply = await self._redis.xread({key: start}, count=count, block=block_ms)
+            if block_ms is None:
+                reply = await self._redis.xread({key: start}, count=count)
+            else:
+                async with _slots(self._redis):
+                    reply = await self._redis.xread({key: start}, count=count, block=block_ms)
         if not reply:
             return []
         events: list[tuple[int, bytes]] = []
@@ -550,7 +587,8 @@ class Commands:
             await self._redis.xadd(self.key(session_id), {"c": body, "r": reply_key})
             # BLPOP's own timeout answers in time; the trio bound guards a Redis that hangs.
             with trio.move_on_after(timeout + 1.0):
-                reply = await self._redis.blpop([reply_key], timeout=timeout_ms / 1000)
+                async with _slots(self._redis):
+                    reply = await self._redis.blpop([reply_key], timeout=timeout_ms / 1000)
                 if reply is not None:
                     return self._decoded(session_id, command_id, reply[1])
         raise TimeoutError(
@@ -599,7 +637,8 @@ class Commands:
         task_status.started()
         while True:
             with _translated(session_id, "reading commands"):
-                reply = await self._redis.xread({key: cursor}, count=64, block=self._poll_ms)
+                async with _slots(self._redis):
+                    reply = await self._redis.xread({key: cursor}, count=64, block=self._poll_ms)
             for entries in (reply or {}).values():
                 for entry in entries:
                     await self._handle(session_id, handler, entry.identifier, entry.field_values)  # type: ignore[arg-type]
