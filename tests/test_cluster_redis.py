@@ -124,7 +124,9 @@ async def test_read_after_seq_and_from_the_oldest_retained(redis_url: str) -> No
         assert await log.read("s1", after_seq=7) == [(8, b"e8"), (9, b"e9"), (10, b"e10")]
         assert await log.read("s1", after_seq=0, count=2) == [(1, b"e1"), (2, b"e2")]
         assert await log.read("s1", after_seq=10) == []
+        assert await log.trimmed_seq("s1") == 0
         await log.trim("s1", below_seq=6)
+        assert await log.trimmed_seq("s1") == 5  # a reader after seq 3 missed 4 and 5
         assert [seq for seq, _ in await log.read("s1", after_seq=None)] == [6, 7, 8, 9, 10]
         assert [seq for seq, _ in await log.read("s1", after_seq=2)] == [6, 7, 8, 9, 10]
         assert await log.read("other", after_seq=None) == []
@@ -139,8 +141,13 @@ async def test_trim_keeps_the_entries_at_and_above_below_seq(redis_url: str) -> 
         assert await _entry_ids(redis, log.key("s1")) == [b"3-0", b"4-0", b"5-0"]
         await log.trim("s1", below_seq=3)  # idempotent
         assert len(await _entry_ids(redis, log.key("s1"))) == 3
+        assert await log.trimmed_seq("s1") == 2
+        await log.trim("s1", below_seq=1)
+        await log.trim("s1", below_seq=0)
+        assert len(await _entry_ids(redis, log.key("s1"))) == 3
         await log.trim("s1", below_seq=100)
         assert await _entry_ids(redis, log.key("s1")) == []
+        assert await log.trimmed_seq("s1") == 5
         # The stream remembers its last id: seq never goes back, even after a full trim.
         assert await log.last_seq("s1") == 5
         with pytest.raises(SeqConflict, match="not above the stream's last id 5-0"):

@@ -3,7 +3,8 @@
 Every key of a session is ``f"{prefix}:{session_id}:..."`` (the prefix defaults to
 ``"trio-session"``):
 
-- ``...:events``: the session's event log, a Redis Stream whose entry ids are ``<seq>-0``;
+- ``...:events``: the session's event log, a Redis Stream whose entry ids are ``<seq>-0``,
+  and ``...:trimmed``, the highest ``seq`` trimmed from it;
 - ``...:lease`` and ``...:fence``: the lease (see `Lease`, in ``_lease.py``);
 - ``...:commands`` and ``...:reply:<command id>``: the command stream and its replies.
 
@@ -38,7 +39,6 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
 from .._engine._unwrap import reraise, unwrap
 from .._errors import StoreError, TrioSessionError
@@ -326,6 +326,20 @@ end
 return '0-0'
 """
 
+# KEYS[1] the stream, KEYS[2] the highest seq trimmed; ARGV[1] below_seq. XTRIM MINID, and
+# remember the highest seq it removed (Redis's own max-deleted-entry-id ignores XTRIM).
+_TRIM: Final = """
+local gone = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '-', 'COUNT', 1)
+if #gone == 0 then return 0 end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1] .. '-0')
+local seq = string.match(gone[1][1], '^(%d+)')
+local before = redis.call('GET', KEYS[2])
+if not before or tonumber(before) < tonumber(seq) then
+  redis.call('SET', KEYS[2], seq)
+end
+return removed
+"""
+
 
 class EventLog:
     """The sessions' event logs: one Redis Stream per session, entry id ``<seq>-0``.
@@ -349,6 +363,7 @@ class EventLog:
         self._prefix = prefix
         self._append = redis.register_script(_APPEND)
         self._last_id = redis.register_script(_LAST_ID)
+        self._trim = redis.register_script(_TRIM)
 
     def key(self, session_id: str) -> str:
         """The Redis key of the session's stream."""
@@ -356,6 +371,9 @@ class EventLog:
 
     def _fence_key(self, session_id: str) -> str:
         return f"{self._prefix}:{session_id}:fence"
+
+    def _trimmed_key(self, session_id: str) -> str:
+        return f"{self._prefix}:{session_id}:trimmed"
 
     async def append(
         self, session_id: str, events: Sequence[tuple[int, bytes | str]], *, token: int
@@ -474,18 +492,35 @@ class EventLog:
         assert isinstance(last, bytes | str), last
         return _seq_of(last)
 
+    async def trimmed_seq(self, session_id: str) -> int:
+        """The highest ``seq`` that `trim` removed; 0 when none was.
+
+        A reader resuming after ``after_seq < trimmed_seq(...)`` has missed events: `read`
+        would go on from the oldest retained one, so tell that reader it lagged instead.
+        """
+        _check_session_id(session_id)
+        with _translated(session_id, "reading the event log's trimmed seq"):
+            value = await self._redis.get(self._trimmed_key(session_id))
+        return 0 if value is None else int(value)
+
     async def trim(self, session_id: str, *, below_seq: int) -> None:
-        """Drop the events with ``seq < below_seq`` (``XTRIM MINID``); the rest are kept."""
+        """Drop the events with ``seq < below_seq`` (``XTRIM MINID``); the rest are kept.
+
+        The highest ``seq`` dropped is remembered (`trimmed_seq`), in the same script.
+        """
         _check_session_id(session_id)
         _check_int("below_seq", below_seq, minimum=0)
+        if below_seq <= 1:
+            return
+        keys = [self.key(session_id), self._trimmed_key(session_id)]
         with _translated(session_id, "an event log trim"):
-            await self._redis.xtrim(self.key(session_id), PureToken.MINID, f"{below_seq}-0")  # type: ignore[arg-type]
+            await self._trim(keys, [below_seq])
 
     async def delete(self, session_id: str) -> None:
         """Remove the session's event log (the fence stays: tokens never go back)."""
         _check_session_id(session_id)
         with _translated(session_id, "deleting the event log"):
-            await self._redis.delete([self.key(session_id)])
+            await self._redis.delete([self.key(session_id), self._trimmed_key(session_id)])
 
 
 # KEYS[1] the reply list, KEYS[2] the command stream; ARGV reply, reply ttl ms, entry id.
@@ -565,6 +600,9 @@ class Commands:
 
         Returns:
             The handler's reply.
+
+        A call cancelled once it sent the command leaves the command queued too: it is
+        handled, only its reply is not collected.
 
         Raises:
             TimeoutError: No reply within ``timeout`` (nobody serves the session, or the
