@@ -6,6 +6,7 @@ import gc
 import math
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -578,6 +579,23 @@ async def test_a_redis_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
             raise AssertionError("unreachable")
     assert "secret" not in str(e.value)
     assert str(server.port) in str(e.value)
+    gc.collect()
+
+
+@_COREDIS_LEAK
+async def test_a_redis_that_never_answers_is_a_clear_error(autojump_clock: object) -> None:
+    async def silent(stream: trio.SocketStream) -> None:
+        await trio.sleep_forever()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(partial(trio.serve_tcp, silent, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        with pytest.raises(
+            RedisUnavailable, match=r"cannot use Redis at redis://127.0.0.1:\d+/0: "
+        ):
+            async with open_redis(f"redis://127.0.0.1:{port}/0", connect_timeout=1.0):
+                raise AssertionError("unreachable")
+        nursery.cancel_scope.cancel()
     gc.collect()
 
 

@@ -201,8 +201,9 @@ async def open_redis(
             try:
                 with trio.fail_after(connect_timeout + 1.0):
                     await client.ping()
-            except (coredis.exceptions.RedisError, TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot use Redis at {where}: {exc}") from exc
+            except (coredis.exceptions.RedisError, TimeoutError, trio.TooSlowError) as exc:
+                reason = str(exc) or f"no answer within {connect_timeout + 1.0:g} s"
+                raise RedisUnavailable(f"cannot use Redis at {where}: {reason}") from exc
             try:
                 yield client
             except BaseException as exc:
