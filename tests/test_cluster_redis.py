@@ -533,6 +533,27 @@ async def test_a_handler_error_reaches_the_caller_and_serve_goes_on(redis_url: s
         nursery.cancel_scope.cancel()
 
 
+async def test_a_fenced_out_handler_leaves_its_command_to_the_new_holder(
+    redis_url: str,
+) -> None:
+    async def lost(command: Mapping[str, Any]) -> Mapping[str, Any]:
+        raise FencedOut("s1", "another node holds the lease")
+
+    async with open_redis(redis_url) as redis:
+        commands = Commands(redis)
+        with pytest.raises(TimeoutError):
+            await commands.call("s1", {"op": "send", "command_id": "c-1"}, timeout=0.05)
+        with pytest.raises(FencedOut, match="another node holds the lease"):
+            await commands.serve("s1", lost)
+        assert await redis.xlen(commands.key("s1")) == 1  # unanswered, still queued
+        async with trio.open_nursery() as nursery:
+            await nursery.start(commands.serve, "s1", _echo)
+            reply = await commands.call("s1", {"op": "abort"}, timeout=10.0)
+            assert reply["echo"] == "abort"
+            nursery.cancel_scope.cancel()
+        assert await redis.xlen(commands.key("s1")) == 0
+
+
 # --- heartbeats ------------------------------------------------------------------------------
 
 

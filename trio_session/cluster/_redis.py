@@ -660,6 +660,8 @@ class Commands:
         command sent after ``nursery.start`` returned is handled. A handler that raises
         (not `trio.Cancelled`) makes the caller's `call` raise `CommandFailed`, and the loop
         goes on; when cancelled mid-handler, the command stays queued for the next server.
+        A handler that raises `FencedOut` (this node lost the lease) ends the loop with it,
+        and its command stays queued, unanswered, for the lease's new holder.
 
         Args:
             session_id: The session.
@@ -668,6 +670,7 @@ class Commands:
             task_status: For ``nursery.start``.
 
         Raises:
+            FencedOut: The handler raised it.
             RedisUnavailable: The connection broke.
         """
         _check_session_id(session_id)
@@ -704,6 +707,8 @@ class Commands:
                 if not isinstance(result, Mapping):
                     raise TypeError(f"the handler returned {type(result).__name__}, not a mapping")
                 body = _encode(session_id, "the handler's reply", {"ok": dict(result)})
+            except FencedOut:
+                raise  # not ours to answer: the command stays for the lease's new holder
             except Exception as exc:
                 logger.exception(
                     "session %r: command %s failed", session_id, command.get("command_id")
