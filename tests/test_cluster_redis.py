@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import gc
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager
 from functools import partial
 from pathlib import Path
@@ -35,10 +35,18 @@ from trio_session.cluster._redis import (
     open_redis,
 )
 
-# coredis 6.9 leaves a memory stream unclosed when a connection's setup fails (its
-# ResourceWarning comes whenever the garbage collector runs): the tests of a failed connect
-# collect it right away and ignore it.
-_COREDIS_LEAK = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+# coredis 6.9 leaves anyio memory streams unclosed when a connection's setup fails or is cut
+# off; their ResourceWarning comes whenever the garbage collector runs, in whichever test runs
+# then. So each test here collects its own garbage at its end, and ignores just those.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Exception ignored in. <function MemoryObject:pytest.PytestUnraisableExceptionWarning"
+)
+
+
+@pytest.fixture(autouse=True)
+def _collect_coredis_garbage() -> Iterator[None]:
+    yield
+    gc.collect()
 
 
 def _port(url: str) -> int:
@@ -388,7 +396,6 @@ async def test_keep_raises_fenced_out_when_another_node_takes_the_lease(
                 assert await lease.acquire("s1", "node-b", ttl=30.0) == token + 1
 
 
-@_COREDIS_LEAK
 async def test_keep_gives_the_lease_up_when_redis_is_gone(tmp_path: Path) -> None:
     server = RedisServer.start(tmp_path)
     try:
@@ -401,7 +408,6 @@ async def test_keep_gives_the_lease_up_when_redis_is_gone(tmp_path: Path) -> Non
                 await lease.keep("s1", "node-a", token, ttl=0.3)
     finally:
         server.stop()
-    gc.collect()
 
 
 # --- commands --------------------------------------------------------------------------------
@@ -590,7 +596,6 @@ async def test_a_wrong_url_is_refused_by_name(url: str, message: str) -> None:
             raise AssertionError("unreachable")
 
 
-@_COREDIS_LEAK
 async def test_a_redis_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
     server = RedisServer.start(tmp_path)
     server.stop()
@@ -600,10 +605,8 @@ async def test_a_redis_that_is_down_is_a_clear_error(tmp_path: Path) -> None:
             raise AssertionError("unreachable")
     assert "secret" not in str(e.value)
     assert str(server.port) in str(e.value)
-    gc.collect()
 
 
-@_COREDIS_LEAK
 async def test_a_redis_that_never_answers_is_a_clear_error(autojump_clock: object) -> None:
     async def silent(stream: trio.SocketStream) -> None:
         await trio.sleep_forever()
@@ -617,16 +620,13 @@ async def test_a_redis_that_never_answers_is_a_clear_error(autojump_clock: objec
             async with open_redis(f"redis://127.0.0.1:{port}/0", connect_timeout=1.0):
                 raise AssertionError("unreachable")
         nursery.cancel_scope.cancel()
-    gc.collect()
 
 
-@_COREDIS_LEAK
 async def test_a_database_out_of_range_is_a_clear_error(redis_url: str) -> None:
     bad = redis_url.rsplit("/", 1)[0] + "/100000"
     with pytest.raises(RedisUnavailable, match="DB index is out of range"):
         async with open_redis(bad):
             raise AssertionError("unreachable")
-    gc.collect()
 
 
 async def test_a_cancel_scope_around_open_redis_cancels_its_block(redis_url: str) -> None:
@@ -637,7 +637,6 @@ async def test_a_cancel_scope_around_open_redis_cancels_its_block(redis_url: str
     assert scope.cancelled_caught
 
 
-@_COREDIS_LEAK
 async def test_redis_restarting_between_calls_is_survived(tmp_path: Path) -> None:
     """Redis is gone: each call says so; it is back on its port: the same client works."""
     server = RedisServer.start(tmp_path)
@@ -653,7 +652,6 @@ async def test_redis_restarting_between_calls_is_survived(tmp_path: Path) -> Non
             assert await lease.acquire("s1", "node-b", ttl=30.0, fence_floor=1) == 2
     finally:
         server.stop()
-    gc.collect()
 
 
 async def test_errors_of_the_block_pass_through_unwrapped(redis_url: str) -> None:
