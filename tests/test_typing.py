@@ -128,6 +128,17 @@ async def follow(session: Session, handle: SessionExecutionHandle) -> None:
     async for each in handle:
         if each.type == "tool_result":
             assert_type(each, ToolResultEvent)
+    def on_confirmation(event: Event) -> None:
+        if event.type == "tool_confirmation_required":
+            assert_type(event, ToolConfirmationRequired)
+            handle.submit_tool_result(event.tool_use_id, approved=True)
+
+    def log_any(event: StreamEvent) -> None:
+        print(event.seq)
+
+    handle.events.on("tool_confirmation_required", on_confirmation)
+    handle.events.on(log_any)
+    handle.events.on(lambda event: print(event.type))
     # Every Event is a StreamEvent: SPEC's ReceiveChannel[StreamEvent] holds.
     channel: trio.abc.ReceiveChannel[StreamEvent] = handle.events.subscribe()
     await channel.aclose()
