@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_session import Agent, EventsLagged, Message, ScriptedModel, open_session, tool
+from trio_session import (
+    Agent,
+    EventsLagged,
+    Message,
+    ScriptedModel,
+    ToolConfirmationRequired,
+    open_session,
+    tool,
+)
 from trio_session.models import Reply
 
 
@@ -58,8 +66,9 @@ async def test_confirmation_text_shows_braces_in_arguments_as_they_are() -> None
         seen: list[str] = []
 
         def answer(event: object) -> None:
-            seen.append(event.message)  # type: ignore[attr-defined]
-            handle.submit_tool_result(event.tool_use_id, approved=True)  # type: ignore[attr-defined]
+            assert isinstance(event, ToolConfirmationRequired)
+            seen.append(event.message)
+            handle.submit_tool_result(event.tool_use_id, approved=True)
 
         handle.events.on("tool_confirmation_required", answer)
         await handle.result

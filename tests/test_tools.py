@@ -532,7 +532,7 @@ async def test_run_injects_the_context() -> None:
         seen.append(ctx)
         ctx.state["count"] = ctx.state.get("count", 0) + 1
         ctx.emit("progress", {"word": word})
-        result = await ctx.spawn("agent", "hello", max_ticks=2)
+        result = await ctx.spawn("agent", "hello", max_ticks=2)  # type: ignore[arg-type]
         return f"{word} {ctx.tool_use_id} {ctx.tick} {ctx.props['user']} {result}"
 
     ctx, emitted, spawned = make_ctx()
@@ -756,7 +756,7 @@ def test_decision() -> None:
     assert d.always is True
     assert Decision(False, reason="no").reason == "no"
     with pytest.raises(TypeError):
-        Decision(True, {"a": 1})  # type: ignore[misc]
+        Decision(True, {"a": 1})  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="approved must be a bool"):
         Decision("yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="modified_arguments"):

@@ -12,7 +12,6 @@ the session module.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -28,7 +27,7 @@ from .._events import (
     ResultEvent,
 )
 from .._handle import Status, new_session_handle
-from .._messages import Message
+from .._messages import Message, new_id
 from .._result import SendResult
 from .._timeline import Timeline
 from .._tools import Confirmations, ConfirmationWait, Decision
@@ -157,7 +156,7 @@ class Execution:
     ) -> None:
         self.host = host
         self.agent = agent
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.parent = parent
         self.props: Mapping[str, Any] = dict(props or {})
         self.max_ticks = max_ticks if max_ticks is not None else agent.max_ticks
@@ -372,10 +371,11 @@ class Execution:
                     if status == "completed":
                         status, value, error, reason = "failed", None, exc, None
         final = outcome.settle(status, value, error, reason)
-        if final in ("failed", "error") and self.agent.on_error is not None:
+        failure = outcome.error
+        if final in ("failed", "error") and failure is not None and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
-                    await call_hook(self.agent.on_error, outcome.error)
+                    await call_hook(self.agent.on_error, failure)
                 except Exception:
                     logger.exception("Agent.on_error raised while handling an error")
         if final == "completed":

@@ -79,5 +79,6 @@ async def reserve_seq(execution: Execution) -> None:
     """
     current: Execution | None = execution
     while current is not None:
-        await current.host.reserve_seq()
+        if current.host.persistent:
+            await current.host.reserve_seq()
         current = current.parent
