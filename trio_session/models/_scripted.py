@@ -205,7 +205,8 @@ async def _resolve(item: ScriptItem, request: ModelRequest) -> Reply:
             raise item.with_traceback(None)
         if callable(item):
             result = item(request)
-            if inspect.isawaitable(result):
+            # A Reply (the usual answer) is not awaitable: no need to ask.
+            if type(result) is not Reply and inspect.isawaitable(result):
                 result = await result
             item = result
             continue
