@@ -17,7 +17,7 @@ import attrs
 import trio
 from trio.lowlevel import enable_ki_protection
 
-from ._events import EVENT_CLASSES, StreamEvent
+from ._events import BUILDERS, EVENT_CLASSES, StreamEvent
 from ._listeners import Listener, Listeners, split_listener_args
 from ._subscription import EventSubscription, Feed, open_subscription
 
@@ -407,13 +407,10 @@ class Publisher:
         # Take the number only once the event is built: a bad field must not
         # leave a gap in the session's seq.
         seq = counter.last + 1
-        event = cls(
-            seq=seq,
-            session_id=buffer.session_id,
-            execution_id=buffer.execution_id,
-            tick=buffer.tick,
-            timestamp=time.time(),
-            **fields,
+        # The stamps go positionally to a constructor that sets the slots
+        # directly (BUILDERS has one for each event class).
+        event: E = BUILDERS[cls](
+            seq, buffer.session_id, buffer.execution_id, buffer.tick, time.time(), **fields
         )
         counter.last = seq
         # _append, inlined: this runs for every event.

@@ -289,6 +289,10 @@ class Tool:
     # None for a schema-first tool: its handler takes the validated mapping.
     _hints: Mapping[str, Any] | None = attrs.field(alias="hints")
     _spec: ToolSpec = attrs.field(alias="tool_spec")
+    # Whether ``fn`` is async: asked once here, not on every call (evolve() asks again).
+    _awaits: bool = attrs.field(
+        init=False, default=attrs.Factory(lambda self: _is_async(self.fn), takes_self=True)
+    )
 
     def __repr__(self) -> str:
         return f"<Tool {self.name!r}>"
@@ -500,7 +504,7 @@ class Tool:
             args = (ctx,)
         if self._hints is None:
             args, kwargs = (*args, kwargs), {}
-        if _is_async(self.fn):
+        if self._awaits:
             result = await self.fn(*args, **kwargs)
         else:
             await trio.lowlevel.checkpoint()

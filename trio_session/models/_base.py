@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, Final, Protocol, TypeAlias, cast, runtime_checkable
 
 import attrs
@@ -221,20 +221,20 @@ class Pacer:
         """Whether it has paced anything yet."""
         return not self._first
 
-    async def __call__(self) -> None:
+    def __call__(self) -> Coroutine[Any, Any, None]:
+        # Not itself a coroutine: it returns trio's for the caller to await (one
+        # frame less a chunk).
         if self._first:
             self._first = False
-            await trio.lowlevel.checkpoint()
-        elif self._delay:
-            await trio.sleep(self._delay)
-        else:
-            # No delay: cancellation is still seen at every chunk, but the
-            # scheduler is visited only every _PACE_EVERY chunks.
-            self._count += 1
-            if self._count % _PACE_EVERY:
-                await trio.lowlevel.checkpoint_if_cancelled()
-            else:
-                await trio.lowlevel.checkpoint()
+            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
+        if self._delay:
+            return trio.sleep(self._delay)  # noqa: ASYNC105 - awaited by the caller
+        # No delay: cancellation is still seen at every chunk, but the
+        # scheduler is visited only every _PACE_EVERY chunks.
+        self._count += 1
+        if self._count % _PACE_EVERY:
+            return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 - awaited by the caller
+        return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
 
 
 def estimate_usage(

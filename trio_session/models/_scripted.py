@@ -33,13 +33,16 @@ __all__ = ["Reply", "ScriptedModel", "ScriptItem"]
 def _tool_calls(value: Iterable[Any]) -> tuple[tuple[str, dict[str, Any], str], ...]:
     calls = []
     for i, call in enumerate(value):
-        if not isinstance(call, tuple | list) or len(call) not in (2, 3):
+        if not isinstance(call, (tuple, list)) or len(call) not in (2, 3):
             raise TypeError(
                 f"Reply.tool_calls[{i}] must be (name, input) or (name, input, id), got {call!r}"
             )
         name, arguments = call[0], call[1]
         call_id = call[2] if len(call) == 3 else f"call_{new_id()}"
-        if not isinstance(name, str) or not isinstance(arguments, Mapping):
+        # type() first: a dict (the usual input) skips the Mapping ABC's isinstance.
+        if not isinstance(name, str) or (
+            type(arguments) is not dict and not isinstance(arguments, Mapping)
+        ):
             raise TypeError(f"Reply.tool_calls[{i}] must be (str, mapping), got {call!r}")
         if not isinstance(call_id, str):
             raise TypeError(f"Reply.tool_calls[{i}] id must be a str, got {call_id!r}")
@@ -205,7 +208,8 @@ async def _resolve(item: ScriptItem, request: ModelRequest) -> Reply:
             raise item.with_traceback(None)
         if callable(item):
             result = item(request)
-            if inspect.isawaitable(result):
+            # A Reply (the usual answer) is not awaitable: no need to ask.
+            if type(result) is not Reply and inspect.isawaitable(result):
                 result = await result
             item = result
             continue
