@@ -203,7 +203,8 @@ async def _stream(
                 assembler.fail(exc)
             raise
         finally:
-            await _close_stream(stream)
+            with trio.CancelScope(shield=True), bounded("closing the model stream"):
+                await _close_stream(stream)
         assembled = assembler.finish()
         span.finish(assembled.usage, assembled.stop_reason)
     state.message = assembled.message
@@ -215,8 +216,8 @@ async def _stream(
 
 
 async def _close_stream(stream: Any) -> None:
+    """Close the model's stream, if it can be closed (the caller shields and bounds it)."""
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return
-    with trio.CancelScope(shield=True), bounded("closing the model stream"):
-        await aclose()
+    await aclose()
