@@ -24,6 +24,7 @@ import pytest
 import trio
 import trio.testing
 from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
+from _profiles import examples
 from _servers import (
     FakeServer,
     anthropic_message_events,
@@ -136,7 +137,7 @@ def test_evaluate_takes_a_str() -> None:
         evaluate(42)  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(-(10**12), 10**12),
     st.sampled_from(["+", "-", "*", "//", "%"]),
@@ -160,7 +161,7 @@ def test_evaluate_agrees_with_python_on_integers(a: int, op: str, b: int) -> Non
         )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet="0123456789+-*/%(). e", max_size=40))
 def test_evaluate_any_text_gives_a_number_or_a_value_error(text: str) -> None:
     try:
