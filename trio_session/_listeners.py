@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
-from ._events import EVENT_CLASSES, StreamEvent
+from ._events import EVENT_CLASSES, Event, StreamEvent
 
 __all__ = ["ALL", "Listener", "Listeners", "split_listener_args"]
 
-Listener = Callable[[StreamEvent], object]
-"""A listener: a plain callable that gets each event, called synchronously."""
+Listener = Callable[[Event], object]
+"""A listener: a plain callable that gets each event, called synchronously.
+
+It gets an `Event` (the union of the event classes, which narrows on
+``event.type``); a callable of any `StreamEvent` is one too.
+"""
 
 ALL: Final = "*"
 
@@ -73,23 +77,27 @@ class Listeners:
     current one, in seq order. Once the execution's own ``execution_end`` was
     dispatched (or `drop` was called), every listener is let go and new ones
     are refused silently: nothing can be published any more.
+
+    Attributes:
+        registrations: The active registrations, in order; empty (falsy) when
+            there is nothing to dispatch to, which the publisher checks per event.
     """
 
-    __slots__ = ("_dispatching", "_dropped", "_pending", "_registrations")
+    __slots__ = ("_dispatching", "_dropped", "_pending", "registrations")
 
     def __init__(self) -> None:
-        self._registrations: tuple[_Registration, ...] = ()
+        self.registrations: tuple[_Registration, ...] = ()
         self._dropped = False
         self._dispatching = False
         # Events published by listeners during a dispatch, waiting for theirs.
         self._pending: list[tuple[int, StreamEvent]] = []
 
     def __bool__(self) -> bool:
-        return bool(self._registrations)
+        return bool(self.registrations)
 
     def drop(self) -> None:
         """Let go of every listener and refuse new ones."""
-        self._registrations = ()
+        self.registrations = ()
         self._dropped = True
 
     def register(
@@ -100,7 +108,7 @@ class Listeners:
             # Nothing can be published any more; keeping it would only leak it.
             return _noop
         registration = _Registration(type_, handler, once, from_index)
-        self._registrations = (*self._registrations, registration)
+        self.registrations = (*self.registrations, registration)
 
         def unsubscribe() -> None:
             self._unregister(registration)
@@ -111,11 +119,11 @@ class Listeners:
         if not registration.active:
             return
         registration.active = False
-        self._registrations = tuple(r for r in self._registrations if r is not registration)
+        self.registrations = tuple(r for r in self.registrations if r is not registration)
 
     def remove(self, type_: str | None, handler: Listener) -> bool:
         """Remove the first registration of ``handler`` for ``type_``; whether one was."""
-        for registration in self._registrations:
+        for registration in self.registrations:
             if registration.type == type_ and registration.handler == handler:
                 self._unregister(registration)
                 return True
@@ -125,7 +133,8 @@ class Listeners:
     def call(handler: Listener, event: StreamEvent) -> None:
         """Call one listener, logging and isolating what it raises."""
         try:
-            handler(event)
+            # The buffer holds only the library's event classes: the members of Event.
+            handler(cast("Event", event))
         except Exception:
             _logger.exception(
                 "event listener %r raised on %s event (seq %d); ignored",
@@ -145,7 +154,7 @@ class Listeners:
         try:
             while True:
                 event_type = event.type
-                for registration in self._registrations:
+                for registration in self.registrations:
                     if (
                         registration.active
                         and (registration.type is None or registration.type == event_type)

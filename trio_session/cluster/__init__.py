@@ -7,6 +7,7 @@ expiry plus a fencing counter that Postgres checks on every save.
 
 from __future__ import annotations
 
-from ._errors import FencedOut
+from ._errors import FencedOut as FencedOut
+from ._postgres import PostgresStore as PostgresStore
 
-__all__ = ["FencedOut"]
+__all__ = ["FencedOut", "PostgresStore"]

@@ -6,31 +6,38 @@ import builtins
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
+import outcome
 import trio
 
 from .._errors import SnapshotError, TrioSessionError
 from .._messages import Message
-from .._serde import to_json
-from .._tools import Decision
-from .._usage import Usage
 from ._base import (
-    PendingConfirmation,
+    ClosingStore,
     SessionSnapshot,
+    Statements,
     check_session_id,
     check_snapshot,
-    check_timeline,
     check_version,
-    decode,
-    extends,
+    first_new,
+    message_rows,
+    restore,
+    session_row,
 )
 
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+
+Durability = Literal["normal", "full"]
+
+_SYNCHRONOUS: Final[dict[str, str]] = {"normal": "NORMAL", "full": "FULL"}
+
+MAX_BATCH = 256
+"""The most saves one transaction of a group commit takes."""
 
 SCHEMA_VERSION = 2
 """The layout of the tables, kept in ``PRAGMA user_version``."""
@@ -67,41 +74,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
-_SELECT_HEAD = """
-SELECT s.message_count, first.message_id, last.message_id
-FROM sessions AS s
-LEFT JOIN messages AS first ON first.session_id = s.session_id AND first.idx = 0
-LEFT JOIN messages AS last ON last.session_id = s.session_id AND last.idx = s.message_count - 1
-WHERE s.session_id = ?
-"""
-
-_SELECT_SESSION = """
-SELECT version, message_count, queued, state, usage, last_seq, created_at, updated_at,
-       pending_message, pending_confirmations, remembered
-FROM sessions WHERE session_id = ?
-"""
-
-_UPSERT_SESSION = """
-INSERT INTO sessions (session_id, version, message_count, queued, state, usage, last_seq,
-                      created_at, updated_at, pending_message, pending_confirmations,
-                      remembered)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id) DO UPDATE SET
-    version = excluded.version,
-    message_count = excluded.message_count,
-    queued = excluded.queued,
-    state = excluded.state,
-    usage = excluded.usage,
-    last_seq = excluded.last_seq,
-    created_at = excluded.created_at,
-    updated_at = excluded.updated_at,
-    pending_message = excluded.pending_message,
-    pending_confirmations = excluded.pending_confirmations,
-    remembered = excluded.remembered
-"""
+_SQL = Statements.of("sessions", "messages", "?")
 
 
-class SQLiteStore:
+class SQLiteStore(ClosingStore):
     """A `SessionStore` in one SQLite file: the embedded default.
 
     It uses the standard library's `sqlite3` in a worker thread
@@ -110,6 +86,19 @@ class SQLiteStore:
     transaction, so a crash or a cancellation leaves either the old snapshot
     or the new one, never a mix. Several processes can share one file: a
     writer waits up to ``busy_timeout`` seconds for another to finish.
+
+    Durability: with ``"normal"`` (the default, ``synchronous=NORMAL``) a
+    committed save survives any crash of the process, the crash this library
+    promises to survive; only a power loss or an operating-system crash may
+    undo the last saves (never half of one). ``"full"`` (``synchronous=FULL``)
+    syncs the file at every commit, so a save also survives a power loss, at
+    the cost of one fsync per commit.
+
+    Group commit: saves that arrive while another save is being written (from
+    several sessions sharing this store) are written together, in one
+    transaction and one sync, each in a savepoint of its own: each save is
+    still atomic, and each caller gets its own result — a snapshot that fails
+    (one JSON cannot represent) fails alone.
 
     Saving is incremental: after a tick, a save writes that tick's new
     messages and the session's fields, not the whole timeline again. Messages
@@ -124,10 +113,12 @@ class SQLiteStore:
     Args:
         path: The database file; created if missing. ``":memory:"`` gives a
             private in-memory database.
+        durability: ``"normal"`` or ``"full"``, as above.
         busy_timeout: Seconds to wait for another connection's write lock
             before failing with `sqlite3.OperationalError`.
 
     Raises:
+        ValueError: ``durability`` is neither ``"normal"`` nor ``"full"``.
         TrioSessionError: (on first use) the file was written by a newer
             trio-session with a different table layout.
 
@@ -145,25 +136,43 @@ class SQLiteStore:
         'hi'
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise TypeError(f"busy_timeout must be a number, got {type(busy_timeout).__name__}")
         if not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        if not isinstance(durability, str) or durability not in _SYNCHRONOUS:
+            raise ValueError(f'durability must be "normal" or "full", got {durability!r}')
         self._path: str = os.fspath(path)
+        self._durability: Durability = durability
         self._busy_timeout = float(busy_timeout)
         self._conn: sqlite3.Connection | None = None
         # One connection, used by one worker thread at a time: the lock is the
         # only thing that serializes access, because check_same_thread is off.
         self._lock = trio.Lock()
         self._closed = False
+        # The group commit: saves waiting to be written, and whether one of the
+        # saving tasks is writing (it then writes whatever waits, as one batch).
+        self._queue: list[_Save] = []
+        self._writing = False
 
     @property
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def durability(self) -> Durability:
+        """``"normal"`` or ``"full"``: what a committed save survives."""
+        return self._durability
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -173,14 +182,6 @@ class SQLiteStore:
         # Opening eagerly reports a bad file at the `async with`, not at the first save.
         await self._run(_noop)
         return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close the connection; later calls raise `trio.ClosedResourceError`.
@@ -204,6 +205,9 @@ class SQLiteStore:
     async def save(self, snapshot: SessionSnapshot) -> None:
         """Store ``snapshot`` in one transaction, writing only what changed.
 
+        Saves from several tasks at once are written together (group commit),
+        each in a savepoint of its own, so each is atomic on its own.
+
         If this raises — `trio.Cancelled` included — nothing was written.
         A cancellation that arrives while the transaction runs waits for it
         to finish (it is never abandoned halfway) and the save completes.
@@ -214,24 +218,86 @@ class SQLiteStore:
             trio.ClosedResourceError: The store was closed.
         """
         check_snapshot(snapshot)
-        # Serialize the small fields here, so a bad state fails before the
+        # The small fields are serialized here, so a bad state fails before the
         # database is touched; new messages are serialized in the worker,
         # which alone knows which ones are new.
-        fields = (
-            snapshot.session_id,
-            snapshot.version,
-            len(snapshot.timeline),
-            to_json(snapshot.queued_messages),
-            to_json(snapshot.state),
-            to_json(snapshot.usage),
-            snapshot.last_seq,
-            snapshot.created_at,
-            snapshot.updated_at,
-            to_json(snapshot.pending_message),
-            to_json(snapshot.pending_confirmations),
-            to_json(snapshot.remembered),
-        )
-        await self._run(_save, snapshot.timeline, fields)
+        request = _Save(snapshot.timeline, session_row(snapshot))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError("this SQLiteStore was closed")
+        self._queue.append(request)
+        if self._writing and not await self._wait(request):
+            return request.result.unwrap()
+        # This task writes: its own save and whatever else waits by then.
+        self._writing = True
+        try:
+            await self._write_batch(request)
+        finally:
+            self._pass_on()
+        return request.result.unwrap()
+
+    async def _wait(self, request: _Save) -> bool:
+        """Wait until ``request`` is written (False) or its task is to write (True)."""
+        request.task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            if request.taken:
+                # Being written: it is not abandoned halfway, as a save in a
+                # thread is not; the cancellation reaches the caller after it.
+                return trio.lowlevel.Abort.FAILED
+            self._queue.remove(request)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        lead: bool = await trio.lowlevel.wait_task_rescheduled(abort)
+        return lead
+
+    async def _write_batch(self, request: _Save) -> None:
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            # Cancelled while a load or delete runs: nothing written.
+            self._queue.remove(request)
+            raise
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            for queued in batch:
+                queued.taken = True
+            if self._closed:
+                for queued in batch:
+                    queued.result = outcome.Error(
+                        trio.ClosedResourceError("this SQLiteStore was closed")
+                    )
+            else:
+                # Shielded: the batch is taken and its savers wait for their
+                # results; a write is never abandoned halfway.
+                with trio.CancelScope(shield=True):
+                    written = await trio.to_thread.run_sync(
+                        outcome.capture, self._call, _save_batch, (batch,)
+                    )
+                if isinstance(written, outcome.Value):
+                    for queued, result in zip(batch, written.unwrap(), strict=True):
+                        queued.result = result
+                else:
+                    # The transaction as a whole failed (BEGIN, COMMIT, the
+                    # disk): every save of the batch failed with it.
+                    for queued in batch:
+                        queued.result = outcome.Error(written.error)
+        finally:
+            self._lock.release()
+            # Whatever happened, no saver is left waiting.
+            for queued in batch:
+                if queued is not request:
+                    assert queued.task is not None
+                    trio.lowlevel.reschedule(queued.task, outcome.Value(False))
+
+    def _pass_on(self) -> None:
+        """Hand the writing over to the first waiting save, if any."""
+        if self._queue:
+            task = self._queue[0].task
+            assert task is not None
+            trio.lowlevel.reschedule(task, outcome.Value(True))
+        else:
+            self._writing = False
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The snapshot stored under ``session_id``, or None.
@@ -270,7 +336,7 @@ class SQLiteStore:
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         # In a worker thread, under the lock.
         if self._conn is None:
-            self._conn = _connect(self._path, self._busy_timeout)
+            self._conn = _connect(self._path, self._busy_timeout, self._durability)
         return fn(self._conn, *args)
 
 
@@ -282,7 +348,7 @@ def _corrupt(exc: sqlite3.DatabaseError) -> bool:
     return not isinstance(exc, sqlite3.OperationalError)
 
 
-def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+def _connect(path: str, busy_timeout: float, durability: Durability) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; every write below runs
     # inside an explicit BEGIN IMMEDIATE ... COMMIT.
     conn = sqlite3.connect(
@@ -294,6 +360,8 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
         (schema,) = conn.execute("PRAGMA user_version").fetchone()
         _check_layout(path, schema)
         _use_wal(conn, busy_timeout)
+        # Per connection, not kept in the file.
+        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
         if schema != SCHEMA_VERSION:
             with _transaction(conn):
                 # Again under the write lock: another process may have won the race.
@@ -377,82 +445,58 @@ def _noop(conn: sqlite3.Connection) -> None:
     pass
 
 
-def _save(conn: sqlite3.Connection, timeline: tuple[Message, ...], fields: tuple[Any, ...]) -> None:
-    session_id = fields[0]
+class _Save:
+    """One save waiting for (or in) a group commit."""
+
+    __slots__ = ("result", "row", "taken", "task", "timeline")
+
+    def __init__(self, timeline: Sequence[Message], row: tuple[Any, ...]) -> None:
+        self.timeline = timeline
+        self.row = row
+        self.task: trio.lowlevel.Task | None = None  # set while it waits
+        self.taken = False  # in a batch being written
+        self.result: outcome.Outcome[None] = outcome.Error(RuntimeError("not written"))
+
+
+def _save_batch(conn: sqlite3.Connection, batch: list[_Save]) -> list[outcome.Outcome[None]]:
+    """Write the batch in one transaction, each save in a savepoint of its own."""
+    results: list[outcome.Outcome[None]] = []
     with _transaction(conn):
-        head = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
-        start = 0
-        if head is not None:
-            count, first_id, last_id = head
-            if isinstance(count, int) and extends(count, first_id, last_id, timeline):
-                start = count
-        # Also clears rows a corrupt or foreign writer left past the stored count.
-        conn.execute("DELETE FROM messages WHERE session_id = ? AND idx >= ?", (session_id, start))
-        conn.executemany(
-            "INSERT INTO messages (session_id, idx, message_id, body) VALUES (?, ?, ?, ?)",
-            [
-                (session_id, idx, message.id, to_json(message))
-                for idx, message in enumerate(timeline[start:], start)
-            ],
-        )
-        conn.execute(_UPSERT_SESSION, fields)
+        for save in batch:
+            conn.execute("SAVEPOINT save")
+            try:
+                _write(conn, save.timeline, save.row)
+            except Exception as exc:
+                # Undo this save alone. If even that fails, the exception
+                # leaves the transaction, and every save of the batch fails.
+                conn.execute("ROLLBACK TO save")
+                conn.execute("RELEASE save")
+                results.append(outcome.Error(exc))
+            else:
+                conn.execute("RELEASE save")
+                results.append(outcome.Value(None))
+    return results
+
+
+def _write(conn: sqlite3.Connection, timeline: Sequence[Message], row: tuple[Any, ...]) -> None:
+    session_id = row[0]
+    start = first_new(conn.execute(_SQL.head, (session_id,)).fetchone(), timeline)
+    # Also clears rows a corrupt or foreign writer left past the stored count.
+    conn.execute(_SQL.delete_messages_from, (session_id, start))
+    conn.executemany(_SQL.insert_messages, message_rows(session_id, timeline, start))
+    conn.execute(_SQL.upsert, row)
 
 
 def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
     # One read transaction, so the row and its messages come from one commit.
     with _transaction(conn, "DEFERRED"):
-        row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+        row = conn.execute(_SQL.select, (session_id,)).fetchone()
         if row is None:
             return None
-        (version, count, queued, state, usage, last_seq, created_at, updated_at) = row[:8]
-        pending_message, pending_confirmations, remembered = row[8:]
         # First, so that a newer format is reported as such, not as corruption.
-        check_version(session_id, version)
-        messages = conn.execute(
-            "SELECT idx, message_id, body FROM messages WHERE session_id = ? ORDER BY idx",
-            (session_id,),
-        ).fetchall()
-    if not isinstance(count, int) or len(messages) != count:
-        raise SnapshotError(
-            session_id,
-            f"corrupt snapshot: {len(messages)} message row(s) stored, "
-            f"but the session row counts {count!r}",
-        )
-    timeline: list[Message] = []
-    for expected_idx, (idx, message_id, body) in enumerate(messages):
-        if idx != expected_idx:
-            raise SnapshotError(session_id, f"corrupt snapshot: message {expected_idx} is missing")
-        message: Message = decode(session_id, f"message {idx}", Message, body)
-        if message.id != message_id:
-            raise SnapshotError(
-                session_id,
-                f"corrupt snapshot: message {idx} has id {message.id!r}, "
-                f"but its row says {message_id!r}",
-            )
-        timeline.append(message)
-    check_timeline(session_id, timeline)
-    try:
-        return SessionSnapshot(
-            version=version,
-            session_id=session_id,
-            timeline=timeline,
-            queued_messages=decode(session_id, "queued messages", tuple[Message, ...], queued),
-            state=decode(session_id, "state", dict[str, Any], state),
-            usage=decode(session_id, "usage", Usage, usage),
-            last_seq=last_seq,
-            created_at=created_at,
-            updated_at=updated_at,
-            pending_message=decode(session_id, "pending message", Message | None, pending_message),
-            pending_confirmations=decode(
-                session_id,
-                "pending confirmations",
-                tuple[PendingConfirmation, ...],
-                pending_confirmations,
-            ),
-            remembered=decode(session_id, "remembered answers", dict[str, Decision], remembered),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SnapshotError(session_id, f"corrupt snapshot: {exc}") from None
+        check_version(session_id, row[0])
+        messages = conn.execute(_SQL.messages, (session_id,)).fetchall()
+    return restore(session_id, row, messages)
 
 
 def _delete(conn: sqlite3.Connection, session_id: str) -> None:
