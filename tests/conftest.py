@@ -1,19 +1,13 @@
-"""Test-wide settings: the hypothesis profiles.
+"""Test-wide settings: the hypothesis profiles (``tests/_profiles.py``).
 
 ``ci`` (hypothesis's defaults, more examples) runs where ``CI=true`` is set;
-``dev`` (few examples) runs locally. ``HYPOTHESIS_PROFILE`` picks one by name.
-Tests whose ``@settings`` name their own ``max_examples`` keep it in both.
+``dev`` (a tenth as many) runs locally. ``HYPOTHESIS_PROFILE`` picks one by name.
+Tests that need their own number of examples write it for CI as
+``max_examples=examples(N)``, which scales it with the loaded profile.
 """
 
 from __future__ import annotations
 
-import os
+from _profiles import load_profile
 
-from hypothesis import settings
-
-settings.register_profile("ci", max_examples=200, deadline=None, print_blob=True)
-settings.register_profile("dev", max_examples=20, deadline=None)
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE")
-    or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
-)
+load_profile()

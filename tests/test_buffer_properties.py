@@ -21,6 +21,7 @@ from typing import Any
 
 import trio
 import trio.testing
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trio_session import (
@@ -300,7 +301,7 @@ async def run_program(bound: int | None, program: list[tuple[Any, ...]]) -> None
         world.check(record, complete=True)
 
 
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(500), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     bound=st.one_of(st.none(), st.integers(min_value=1, max_value=6)),
     program=st.lists(operations, max_size=60),

@@ -31,6 +31,7 @@ from _helpers import (
     text_of,
     types_of,
 )
+from _profiles import examples
 from _servers import (
     FakeServer,
     anthropic_message_events,
@@ -144,7 +145,7 @@ def test_evaluate_takes_a_str() -> None:
         evaluate(42)  # type: ignore[arg-type]
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     st.integers(-(10**12), 10**12),
     st.sampled_from(["+", "-", "*", "//", "%"]),
@@ -168,7 +169,7 @@ def test_evaluate_agrees_with_python_on_integers(a: int, op: str, b: int) -> Non
         )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.text(alphabet="0123456789+-*/%(). e", max_size=40))
 def test_evaluate_any_text_gives_a_number_or_a_value_error(text: str) -> None:
     try:

@@ -9,6 +9,7 @@ from typing import Any
 import hypothesis.strategies as st
 import trio
 from _helpers import assert_transcript_integrity
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings
 
 from trio_session import Agent, ModelRequest, open_session, tool
@@ -143,7 +144,7 @@ chunk = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(150), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(turn=st.lists(chunk, max_size=8))
 def test_malformed_tool_call_sequences_keep_every_call(turn: list[ModelChunk]) -> None:
     async def main() -> None:

@@ -6,6 +6,7 @@ from typing import Any
 
 import attrs
 import pytest
+from _profiles import examples
 from hypothesis import given, settings, strategies as st
 
 from trio_session import (
@@ -290,7 +291,7 @@ def test_usage_defaults_and_addition() -> None:
     assert sum([a, b, b], Usage()) == Usage(12, 9, 21, 9)
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=examples(50), deadline=None)
 @given(
     st.lists(
         st.builds(

@@ -12,6 +12,7 @@ import openai
 import pytest
 import trio
 import trio.testing
+from _profiles import examples
 from _servers import (
     WEATHER,
     Ending,
@@ -651,7 +652,7 @@ async def test_owned_client_closed_given_client_left_open(server: FakeServer) ->
 # -- the SSE decoder ------------------------------------------------------------------------
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     payloads=st.lists(st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s),
                       max_size=6),

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
+from _profiles import examples
 from hypothesis import given, settings, strategies as st
 
 from trio_session import (
@@ -57,7 +58,7 @@ async def test_onion_order_across_chained_use() -> None:
     assert log == ["a>", "b>", "c>", "fn", "<c", "<b", "<a"]
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=examples(30), deadline=None)
 @given(st.lists(st.integers(min_value=0, max_value=1000), max_size=8))
 def test_every_layer_sees_the_arguments_of_the_layer_outside(increments: list[int]) -> None:
     seen: list[int] = []

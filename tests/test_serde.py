@@ -13,6 +13,7 @@ from typing import Any, get_args, get_origin
 
 import attrs
 import pytest
+from _profiles import examples
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trio_session import (
@@ -534,7 +535,7 @@ def only_serialization_error(cls: Any, expected: Any, text: str | bytes) -> None
         assert isinstance(value, expected)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(TARGETS), st.text() | st.text(alphabet='{}[]":,0123456789.eE+-truefalsn '))
 def test_arbitrary_text_gives_a_value_or_serialization_error(
     target: tuple[Any, Any], text: str
@@ -543,7 +544,7 @@ def test_arbitrary_text_gives_a_value_or_serialization_error(
 
 
 @pytest.mark.slow
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.sampled_from(TARGETS), json_values | plausible_objects)
 def test_arbitrary_json_gives_a_value_or_serialization_error(
     target: tuple[Any, Any], value: Any
@@ -551,7 +552,7 @@ def test_arbitrary_json_gives_a_value_or_serialization_error(
     only_serialization_error(*target, json.dumps(value))
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=examples(100), deadline=None)
 @given(st.sampled_from(TARGETS), st.binary())
 def test_arbitrary_bytes_give_a_value_or_serialization_error(
     target: tuple[Any, Any], data: bytes
@@ -668,7 +669,7 @@ def strategy_for_event(cls: type[StreamEvent]) -> st.SearchStrategy[StreamEvent]
 events = st.one_of(*[strategy_for_event(cls) for cls in EVENT_CLASSES.values()])
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(events)
 def test_generated_events_round_trip(event: StreamEvent) -> None:
     text = to_json(event)
@@ -676,13 +677,13 @@ def test_generated_events_round_trip(event: StreamEvent) -> None:
     assert from_json(type(event), text) == event
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(200), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(messages())
 def test_generated_messages_round_trip(message: Message) -> None:
     assert from_json(Message, to_json(message)) == message
 
 
-@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(100), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(blocks)
 def test_generated_blocks_round_trip(block: Any) -> None:
     assert from_json(ContentBlock, to_json(block)) == block
@@ -740,7 +741,7 @@ def type_changed(value: Any) -> st.SearchStrategy[Any]:
 MUTATIONS = ["delete", "retype", "retag", "garbage_key", "garbage_value"]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.data())
 def test_mutated_documents_give_a_value_or_serialization_error(data: st.DataObject) -> None:
     cls, expected, obj = data.draw(

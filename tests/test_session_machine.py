@@ -16,6 +16,7 @@ from typing import Any
 import trio
 import trio.testing
 from _helpers import assert_transcript_integrity, narrow
+from _profiles import examples
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
@@ -342,6 +343,6 @@ class SessionMachine(RuleBasedStateMachine):
 
 
 SessionMachine.TestCase.settings = settings(
-    max_examples=100, stateful_step_count=40, deadline=None
+    max_examples=examples(100), stateful_step_count=40, deadline=None
 )
 test_session_state_machine = SessionMachine.TestCase

@@ -16,6 +16,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _profiles import examples
 from _snapshots import conversation, snap, tick
 from hypothesis import HealthCheck, given, settings, strategies as st
 
@@ -597,7 +598,7 @@ operations = st.lists(
 
 
 @settings(
-    max_examples=40,
+    max_examples=examples(40),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture],
 )

@@ -10,6 +10,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _profiles import examples
 from _snapshots import conversation, snap
 from hypothesis import given, settings, strategies as st
 
@@ -144,7 +145,7 @@ messages = st.builds(
 )
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(
     timeline=st.lists(messages, max_size=5),
     state=st.dictionaries(st.text(), json_values, max_size=5),

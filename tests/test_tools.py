@@ -14,6 +14,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
+from _profiles import examples
 from hypothesis import given, settings, strategies as st
 
 from trio_session import (
@@ -1019,7 +1020,7 @@ weather_arguments = st.fixed_dictionaries(
 ) | st.dictionaries(st.sampled_from(["city", "unit", "colour"]), json_values, max_size=3)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(st.one_of(weather_arguments, weather_arguments, json_values))
 def test_validate_agrees_with_tool_validate(value: Any) -> None:
     problems = validate(get_weather.input_schema, value)
@@ -1056,7 +1057,7 @@ shape_arguments = st.fixed_dictionaries(
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=examples(300), deadline=None)
 @given(shape_arguments)
 def test_validate_agrees_with_structuring_for_rich_types(value: Any) -> None:
     problems = validate(draw.input_schema, value)

@@ -314,12 +314,16 @@ class _HandleIterator(AsyncIterator["Event"]):
             # fast stream still yields to the scheduler every _BATCH events.
             batch = await self._subscription.receive_batch(_BATCH)
         except trio.EndOfChannel:
+            batch = None
+        if batch is None:
+            # The end, awaited outside the except block: a cancellation while
+            # waiting does not carry EndOfChannel along as its context.
             self._subscription.close()
             await self._outcome.finished.wait()
             error = self._outcome.iteration_error()
             if error is not None:
                 raise error from None
-            raise StopAsyncIteration from None
+            raise StopAsyncIteration
         pending.extend(batch[1:])
         return batch[0]
 

@@ -23,7 +23,7 @@ from typing import Any, Literal, TypeAlias
 import attrs
 import trio
 
-from ._engine import CLEANUP_TIMEOUT
+from ._engine import bounded
 from ._errors import ModelError, SerializationError, SnapshotError, TrioSessionError
 from ._messages import (
     ImageBlock,
@@ -112,7 +112,10 @@ async def check_store(make_store: StoreFactory) -> None:
             exc.add_note(f"(raised by {store!r} during check_store [{name}])")
             raise
         finally:
-            await _close(store)
+            # Maybe while the check is being cancelled: shielded so the store is still
+            # closed, bounded so a close that hangs cannot hang us.
+            with trio.CancelScope(shield=True), bounded("closing the store"):
+                await _close(store)
 
 
 async def _make(make_store: StoreFactory, name: str) -> SessionStore:
@@ -136,10 +139,7 @@ async def _close(store: SessionStore) -> None:
     aclose = getattr(store, "aclose", None)
     if aclose is None:
         return
-    # Runs in a `finally`, maybe while the check is being cancelled: shielded so
-    # the store is still closed, bounded so a close that hangs cannot hang us.
-    with trio.CancelScope(shield=True), trio.move_on_after(CLEANUP_TIMEOUT):
-        await aclose()
+    await aclose()
 
 
 @attrs.frozen

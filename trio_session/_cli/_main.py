@@ -206,13 +206,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
         )
     except BaseException as exc:
+        # ASYNC104 (Cancelled not re-raised): this is outside trio.run, which no Cancelled
+        # leaves; what becomes an exit status here is Ctrl-C or a closed stdout.
         if _contains(exc, KeyboardInterrupt):
             print("\ninterrupted", file=sys.stderr)
-            return 130
+            return 130  # noqa: ASYNC104
         if _contains(exc, BrokenPipeError):
             # The reader went away (`| head`): leave quietly, as if killed by SIGPIPE,
             # and keep Python from complaining when it flushes stdout at exit.
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
-            return 141
+            return 141  # noqa: ASYNC104
         raise

@@ -288,10 +288,15 @@ class Execution:
             try:
                 status, value, error, reason = await self._run_guarded()
             except trio.Cancelled:
-                await self._finish("cancelled", None, None, self._outside_reason())
+                # Shielded so the cancellation cannot cut the ending short; `_finish`
+                # bounds each of its awaits (the save, the on_error hook).
+                with trio.CancelScope(shield=True):
+                    await self._finish("cancelled", None, None, self._outside_reason())
                 raise
             except BaseException as exc:
-                await self._finish("failed", None, exc, None)
+                # Shielded: a cancellation arriving now must not replace ``exc``.
+                with trio.CancelScope(shield=True):
+                    await self._finish("failed", None, exc, None)
                 raise
             await self._finish(status, value, error, reason)
 

@@ -252,7 +252,8 @@ async def _stream(
         finally:
             # An async generator that ran to its end has nothing left to close.
             if not (exhausted and isinstance(stream, AsyncGeneratorType)):
-                await _close_stream(stream)
+                with trio.CancelScope(shield=True), bounded("closing the model stream"):
+                    await _close_stream(stream)
         assembled = assembler.finish()
         span.finish(assembled.usage, assembled.stop_reason)
     state.message = assembled.message
@@ -264,8 +265,8 @@ async def _stream(
 
 
 async def _close_stream(stream: Any) -> None:
+    """Close the model's stream, if it can be closed (the caller shields and bounds it)."""
     aclose = getattr(stream, "aclose", None)
     if aclose is None:
         return
-    with trio.CancelScope(shield=True), bounded("closing the model stream"):
-        await aclose()
+    await aclose()

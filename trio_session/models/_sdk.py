@@ -212,9 +212,12 @@ class SDKModel(Generic[ClientT]):
         follow_ups = 0
         while True:
             state = self._new_state()
+            # ASYNC119 (a yield inside a context manager): the engine closes every model
+            # stream with aclose() as soon as it stops reading (shielded and bounded, in
+            # _engine/_ticks.py), so the context managers exit then, not at garbage collection.
             async with contextlib.aclosing(self._exchange(client, kwargs, state)) as chunks:
                 async for chunk in chunks:
-                    yield chunk
+                    yield chunk  # noqa: ASYNC119
             stop: ModelChunk | None = None
             for chunk in state.finish():
                 if type(chunk) is StopChunk:
@@ -235,6 +238,7 @@ class SDKModel(Generic[ClientT]):
         """One request and its response body, fed to ``state`` (`StreamState.finish` not run)."""
         try:
             create = self._resource(client).with_streaming_response.create
+            # ASYNC119: closed by `stream`'s aclosing(), which the engine's aclose() reaches.
             async with create(**kwargs) as response:
                 http_response = response.http_response
                 body = http_response.aiter_bytes()
@@ -243,15 +247,18 @@ class SDKModel(Generic[ClientT]):
                     async for raw in body:
                         for data in decoder.feed(raw):
                             for chunk in state.feed(data):
-                                yield chunk
+                                yield chunk  # noqa: ASYNC119
                         if state.done:
                             break
                     else:
                         for data in decoder.flush():
                             for chunk in state.feed(data):
-                                yield chunk
+                                yield chunk  # noqa: ASYNC119
                 finally:
-                    await close_body(body, http_response, graceful=state.done)
+                    # Shielded: an abort must still close the connection; bounded, against
+                    # a wedged peer.
+                    with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
+                        await close_body(body, http_response, graceful=state.done)
         except ModelError:
             raise
         except Exception as exc:
@@ -494,26 +501,28 @@ def parse_arguments(raw: str) -> dict[str, Any]:
 
 
 async def close_body(body: AsyncIterator[bytes], response: Any, *, graceful: bool) -> None:
-    """Finish reading ``body`` and close ``response``, even inside a cancelled scope.
+    """Finish reading ``body`` and close ``response``.
 
     The body iterator is a stack of async generators (httpx, httpcore). Closing only the
     outermost one would leave the inner ones for the garbage collector (trio warns) and the
     connection open until then; instead the iterator is driven once more inside a cancelled
     scope, so the cancellation surfaces at the socket read and unwinds every layer — the same
     path a cancelled read takes, which closes the connection.
+
+    Call it under a shielded, bounded scope (``trio.move_on_after(CLOSE_TIMEOUT,
+    shield=True)``), so that it runs even inside a cancelled scope.
     """
-    with trio.move_on_after(CLOSE_TIMEOUT, shield=True):
-        # The body's own failure is not reported: the stream is being closed anyway.
-        with contextlib.suppress(Exception):
-            if graceful:
-                with trio.move_on_after(DRAIN_TIMEOUT):
-                    async for _ in body:
-                        pass
-            with trio.CancelScope() as drain:
-                drain.cancel()
+    # The body's own failure is not reported: the stream is being closed anyway.
+    with contextlib.suppress(Exception):
+        if graceful:
+            with trio.move_on_after(DRAIN_TIMEOUT):
                 async for _ in body:
                     pass
-        await response.aclose()
+        with trio.CancelScope() as drain:
+            drain.cancel()
+            async for _ in body:
+                pass
+    await response.aclose()
 
 
 # -- errors ---------------------------------------------------------------------------------

@@ -492,9 +492,15 @@ class Gateway:
         body = await self._body(request)
         try:
             data = parse_json(body, required=required)
-        except HTTPError:
+        except HTTPError as exc:
+            undecoded: HTTPError | None = exc
+        else:
+            undecoded = None
+        if undecoded is not None:
+            # Out of the except block (ASYNC120): cancelled in the check, the request
+            # ends with the Cancelled alone, not with the 400 chained to it.
             await self._authorize(principal, None, action)
-            raise
+            raise undecoded
         session_id = data.get(id_field)
         await self._authorize(
             principal, session_id if isinstance(session_id, str) else None, action
