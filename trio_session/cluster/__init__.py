@@ -7,6 +7,7 @@ expiry plus a fencing counter that Postgres checks on every save.
 
 from __future__ import annotations
 
-from ._errors import FencedOut
+from ._errors import FencedOut as FencedOut
+from ._node import open_cluster_gateway as open_cluster_gateway
 
-__all__ = ["FencedOut"]
+__all__ = ["FencedOut", "open_cluster_gateway"]
