@@ -22,10 +22,8 @@ import httpx
 import pytest
 import trio
 from _gateway_helpers import HTTPX_GENERATORS, SSE, Frame
-from _postgres import postgres_dsn as postgres_dsn
-from _postgres import postgres_server as postgres_server
-from _redis import redis_server as redis_server
-from _redis import redis_url as redis_url
+from _postgres import postgres_dsn as postgres_dsn, postgres_server as postgres_server
+from _redis import redis_server as redis_server, redis_url as redis_url
 
 pytestmark = [pytest.mark.slow, *HTTPX_GENERATORS]
 
@@ -60,7 +58,8 @@ class Cluster:
 
     async def start(self, worker_id: str, *, speed: float = 0.05) -> Node:
         log = self.tmp / f"{worker_id}.log"
-        with open(log, "ab") as stderr:
+        stderr = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
             process = await trio.lowlevel.open_process(
                 [
                     sys.executable, "-m", "trio_session", "serve",
@@ -76,6 +75,8 @@ class Cluster:
                 stderr=stderr,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )  # fmt: skip
+        finally:
+            os.close(stderr)
         assert process.stdout is not None
         line = b""
         with trio.fail_after(DEADLINE):
@@ -140,7 +141,7 @@ async def until(sse: SSE, done: Callable[[Frame], bool]) -> list[Frame]:
 
 
 def text_of(frames: list[Frame]) -> str:
-    return "".join(f.data.get("text", "") for f in frames if f.event == "content_delta")
+    return "".join(f.data.get("delta", "") for f in frames if f.event == "content_delta")
 
 
 async def test_posted_on_a_streamed_from_b_confirmed_on_c(cluster: Cluster) -> None:
@@ -310,8 +311,10 @@ async def test_a_paused_holder_is_fenced_out(cluster: Cluster) -> None:
             frames += await until(
                 events, lambda f: f.event == "execution_end" and f.data["status"] == "completed"
             )
-        late = [f for f in frames[frames.index(frames[-1]) :] if f.data["execution_id"] == orphan]
+        lost = next(i for i, f in enumerate(frames) if f.data.get("reason") == "node lost")
+        late = [f for f in frames[lost + 1 :] if f.data["execution_id"] == orphan]
         assert late == [], "node A emitted nothing after it lost the lease"
+        assert any(f.event == "execution_start" for f in frames[lost + 1 :])
         async with PostgresStore(cluster.dsn) as store:
             assert await store.fence_of("s4") > token_a
             snapshot = await store.load("s4")

@@ -9,5 +9,6 @@ from __future__ import annotations
 
 from ._errors import FencedOut as FencedOut
 from ._node import open_cluster_gateway as open_cluster_gateway
+from ._postgres import PostgresStore as PostgresStore
 
-__all__ = ["FencedOut", "open_cluster_gateway"]
+__all__ = ["FencedOut", "PostgresStore", "open_cluster_gateway"]
