@@ -15,7 +15,7 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from _snapshots import conversation, snap
+from _snapshots import conversation, snap, tick
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trio_session import (
@@ -25,8 +25,6 @@ from trio_session import (
     SessionSnapshot,
     SnapshotError,
     SQLiteStore,
-    ToolResultBlock,
-    ToolUseBlock,
     TrioSessionError,
     Usage,
     assistant,
@@ -34,14 +32,6 @@ from trio_session import (
 )
 from trio_session.stores import SNAPSHOT_VERSION
 from trio_session.testing import check_store
-
-
-def tick(tag: str) -> tuple[Message, ...]:
-    return (
-        Message("user", f"question {tag}", id=f"{tag}-u"),
-        Message("assistant", [ToolUseBlock(f"{tag}-c", "calc", {"x": 1})], id=f"{tag}-a"),
-        Message("tool", [ToolResultBlock(f"{tag}-c", "calc", "2")], id=f"{tag}-t"),
-    )
 
 
 @contextlib.contextmanager

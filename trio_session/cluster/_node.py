@@ -707,7 +707,10 @@ class _Cluster:
     async def _gone(self, session_id: str, worker: str) -> None:
         """Wait until ``worker`` let go of the deleted session (bounded)."""
         with trio.move_on_after(2 * self.ttl + CLEANUP_TIMEOUT) as bound:
-            while await self.lease.holder(session_id) == worker:
+            # Another process: polled (Redis has no notification of a lease's release).
+            while True:
+                if await self.lease.holder(session_id) != worker:
+                    break
                 await trio.sleep(self.ttl / 10)
         if bound.cancelled_caught:
             logger.warning("node %r is slow to delete session %r", worker, session_id)

@@ -5,13 +5,14 @@ from __future__ import annotations
 import builtins
 import math
 from collections.abc import Mapping, Sequence
+from types import TracebackType
 from typing import Any, Protocol, TypeVar, cast, runtime_checkable
 
 import attrs
 
 from .._errors import SerializationError, SnapshotError
 from .._messages import Message, _copy_mapping
-from .._serde import from_json
+from .._serde import from_json, to_json
 from .._timeline import trusted
 from .._tools import Decision
 from .._usage import Usage
@@ -382,3 +383,192 @@ def decode(session_id: str, what: str, cls: type[T] | Any, text: object) -> T:
     except SerializationError as exc:
         raise SnapshotError(session_id, f"corrupt snapshot: {what}: {exc}") from None
     return result
+
+
+class ClosingStore:
+    """``async with`` for a store that holds resources: leaving the block closes it."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# The layout both database stores share: a row of the snapshot's own fields per
+# session, and a row per message, so that a save writes only the new messages.
+
+SESSION_COLUMNS = (
+    "session_id",
+    "version",
+    "message_count",
+    "queued",
+    "state",
+    "usage",
+    "last_seq",
+    "created_at",
+    "updated_at",
+    "pending_message",
+    "pending_confirmations",
+    "remembered",
+)
+"""The columns of a session's row, in the order of `session_row`."""
+
+
+@attrs.frozen
+class Statements:
+    """The SQL both database stores run, for their table names and placeholder."""
+
+    head: str
+    """The stored (message count, first message id, last message id) of a session."""
+    select: str
+    """A session's row, without the session id, in `SESSION_COLUMNS` order."""
+    upsert: str
+    """Insert or replace a session's row, given `session_row`."""
+    messages: str
+    """A session's message rows (index, message id, JSON), by index."""
+    insert_messages: str
+    """Insert a row of `message_rows`."""
+    delete_messages_from: str
+    """Delete a session's messages from an index on."""
+
+    @classmethod
+    def of(cls, sessions: str, messages: str, mark: str) -> Statements:
+        fields = SESSION_COLUMNS[1:]
+        return cls(
+            head=f"""
+SELECT s.message_count, first.message_id, last.message_id
+FROM {sessions} AS s
+LEFT JOIN {messages} AS first ON first.session_id = s.session_id AND first.idx = 0
+LEFT JOIN {messages} AS last
+    ON last.session_id = s.session_id AND last.idx = s.message_count - 1
+WHERE s.session_id = {mark}
+""",
+            select=f"SELECT {', '.join(fields)} FROM {sessions} WHERE session_id = {mark}",
+            upsert=(
+                f"INSERT INTO {sessions} ({', '.join(SESSION_COLUMNS)}) "
+                f"VALUES ({', '.join([mark] * len(SESSION_COLUMNS))}) "
+                "ON CONFLICT (session_id) DO UPDATE SET "
+                + ", ".join(f"{name} = excluded.{name}" for name in fields)
+            ),
+            messages=(
+                f"SELECT idx, message_id, body FROM {messages} "
+                f"WHERE session_id = {mark} ORDER BY idx"
+            ),
+            insert_messages=(
+                f"INSERT INTO {messages} (session_id, idx, message_id, body) "
+                f"VALUES ({mark}, {mark}, {mark}, {mark})"
+            ),
+            delete_messages_from=(
+                f"DELETE FROM {messages} WHERE session_id = {mark} AND idx >= {mark}"
+            ),
+        )
+
+
+def session_row(snapshot: SessionSnapshot) -> tuple[Any, ...]:
+    """The values of ``snapshot``'s row, in `SESSION_COLUMNS` order.
+
+    Everything but the timeline is serialized here, before the database is
+    touched, so a state JSON cannot represent fails without writing anything.
+    """
+    return (
+        snapshot.session_id,
+        snapshot.version,
+        len(snapshot.timeline),
+        to_json(snapshot.queued_messages),
+        to_json(snapshot.state),
+        to_json(snapshot.usage),
+        snapshot.last_seq,
+        snapshot.created_at,
+        snapshot.updated_at,
+        to_json(snapshot.pending_message),
+        to_json(snapshot.pending_confirmations),
+        to_json(snapshot.remembered),
+    )
+
+
+def first_new(head: Sequence[Any] | None, timeline: Sequence[Message]) -> int:
+    """The index of the first message of ``timeline`` that a save must write.
+
+    ``head`` is what is stored: (message count, first message id, last message
+    id), or None for a new session. The stored messages before the index are
+    kept; those from it on are replaced.
+    """
+    if head is None:
+        return 0
+    count, first_id, last_id = head
+    if isinstance(count, int) and extends(count, first_id, last_id, timeline):
+        return count
+    return 0
+
+
+def message_rows(
+    session_id: str, timeline: Sequence[Message], start: int
+) -> builtins.list[tuple[str, int, str, str]]:
+    """The rows (session id, index, message id, JSON) of the messages from ``start`` on."""
+    return [
+        (session_id, idx, timeline[idx].id, to_json(timeline[idx]))
+        for idx in range(start, len(timeline))
+    ]
+
+
+def restore(
+    session_id: str, row: Sequence[Any], messages: Sequence[Sequence[Any]]
+) -> SessionSnapshot:
+    """The snapshot a session's stored rows hold, or `SnapshotError` when they are corrupt.
+
+    Args:
+        session_id: The session.
+        row: Its row's values in `SESSION_COLUMNS` order, without the session id.
+        messages: Its message rows (index, message id, JSON), by index.
+    """
+    (version, count, queued, state, usage, last_seq, created_at, updated_at) = row[:8]
+    pending_message, pending_confirmations, remembered = row[8:11]
+    # First, so that a newer format is reported as such, not as corruption.
+    check_version(session_id, version)
+    if not isinstance(count, int) or len(messages) != count:
+        raise SnapshotError(
+            session_id,
+            f"corrupt snapshot: {len(messages)} message row(s) stored, "
+            f"but the session row counts {count!r}",
+        )
+    timeline: builtins.list[Message] = []
+    for expected_idx, (idx, message_id, body) in enumerate(messages):
+        if idx != expected_idx:
+            raise SnapshotError(session_id, f"corrupt snapshot: message {expected_idx} is missing")
+        message: Message = decode(session_id, f"message {idx}", Message, body)
+        if message.id != message_id:
+            raise SnapshotError(
+                session_id,
+                f"corrupt snapshot: message {idx} has id {message.id!r}, "
+                f"but its row says {message_id!r}",
+            )
+        timeline.append(message)
+    check_timeline(session_id, timeline)
+    try:
+        return SessionSnapshot(
+            version=version,
+            session_id=session_id,
+            timeline=timeline,
+            queued_messages=decode(session_id, "queued messages", tuple[Message, ...], queued),
+            state=decode(session_id, "state", dict[str, Any], state),
+            usage=decode(session_id, "usage", Usage, usage),
+            last_seq=last_seq,
+            created_at=created_at,
+            updated_at=updated_at,
+            pending_message=decode(session_id, "pending message", Message | None, pending_message),
+            pending_confirmations=decode(
+                session_id,
+                "pending confirmations",
+                tuple[PendingConfirmation, ...],
+                pending_confirmations,
+            ),
+            remembered=decode(session_id, "remembered answers", dict[str, Decision], remembered),
+        )
+    except (TypeError, ValueError) as exc:
+        raise SnapshotError(session_id, f"corrupt snapshot: {exc}") from None

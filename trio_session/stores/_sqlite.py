@@ -14,18 +14,17 @@ import trio
 
 from .._errors import SnapshotError, TrioSessionError
 from .._messages import Message
-from .._serde import to_json
-from .._tools import Decision
-from .._usage import Usage
 from ._base import (
-    PendingConfirmation,
+    ClosingStore,
     SessionSnapshot,
+    Statements,
     check_session_id,
     check_snapshot,
-    check_timeline,
     check_version,
-    decode,
-    extends,
+    first_new,
+    message_rows,
+    restore,
+    session_row,
 )
 
 __all__ = ["SQLiteStore"]
@@ -67,41 +66,10 @@ CREATE TABLE IF NOT EXISTS messages (
 );
 """
 
-_SELECT_HEAD = """
-SELECT s.message_count, first.message_id, last.message_id
-FROM sessions AS s
-LEFT JOIN messages AS first ON first.session_id = s.session_id AND first.idx = 0
-LEFT JOIN messages AS last ON last.session_id = s.session_id AND last.idx = s.message_count - 1
-WHERE s.session_id = ?
-"""
-
-_SELECT_SESSION = """
-SELECT version, message_count, queued, state, usage, last_seq, created_at, updated_at,
-       pending_message, pending_confirmations, remembered
-FROM sessions WHERE session_id = ?
-"""
-
-_UPSERT_SESSION = """
-INSERT INTO sessions (session_id, version, message_count, queued, state, usage, last_seq,
-                      created_at, updated_at, pending_message, pending_confirmations,
-                      remembered)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-ON CONFLICT (session_id) DO UPDATE SET
-    version = excluded.version,
-    message_count = excluded.message_count,
-    queued = excluded.queued,
-    state = excluded.state,
-    usage = excluded.usage,
-    last_seq = excluded.last_seq,
-    created_at = excluded.created_at,
-    updated_at = excluded.updated_at,
-    pending_message = excluded.pending_message,
-    pending_confirmations = excluded.pending_confirmations,
-    remembered = excluded.remembered
-"""
+_SQL = Statements.of("sessions", "messages", "?")
 
 
-class SQLiteStore:
+class SQLiteStore(ClosingStore):
     """A `SessionStore` in one SQLite file: the embedded default.
 
     It uses the standard library's `sqlite3` in a worker thread
@@ -174,14 +142,6 @@ class SQLiteStore:
         await self._run(_noop)
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc_value: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
     async def aclose(self) -> None:
         """Close the connection; later calls raise `trio.ClosedResourceError`.
 
@@ -214,24 +174,10 @@ class SQLiteStore:
             trio.ClosedResourceError: The store was closed.
         """
         check_snapshot(snapshot)
-        # Serialize the small fields here, so a bad state fails before the
+        # The small fields are serialized here, so a bad state fails before the
         # database is touched; new messages are serialized in the worker,
         # which alone knows which ones are new.
-        fields = (
-            snapshot.session_id,
-            snapshot.version,
-            len(snapshot.timeline),
-            to_json(snapshot.queued_messages),
-            to_json(snapshot.state),
-            to_json(snapshot.usage),
-            snapshot.last_seq,
-            snapshot.created_at,
-            snapshot.updated_at,
-            to_json(snapshot.pending_message),
-            to_json(snapshot.pending_confirmations),
-            to_json(snapshot.remembered),
-        )
-        await self._run(_save, snapshot.timeline, fields)
+        await self._run(_save, snapshot.timeline, session_row(snapshot))
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The snapshot stored under ``session_id``, or None.
@@ -377,82 +323,26 @@ def _noop(conn: sqlite3.Connection) -> None:
     pass
 
 
-def _save(conn: sqlite3.Connection, timeline: tuple[Message, ...], fields: tuple[Any, ...]) -> None:
-    session_id = fields[0]
+def _save(conn: sqlite3.Connection, timeline: tuple[Message, ...], row: tuple[Any, ...]) -> None:
+    session_id = row[0]
     with _transaction(conn):
-        head = conn.execute(_SELECT_HEAD, (session_id,)).fetchone()
-        start = 0
-        if head is not None:
-            count, first_id, last_id = head
-            if isinstance(count, int) and extends(count, first_id, last_id, timeline):
-                start = count
+        start = first_new(conn.execute(_SQL.head, (session_id,)).fetchone(), timeline)
         # Also clears rows a corrupt or foreign writer left past the stored count.
-        conn.execute("DELETE FROM messages WHERE session_id = ? AND idx >= ?", (session_id, start))
-        conn.executemany(
-            "INSERT INTO messages (session_id, idx, message_id, body) VALUES (?, ?, ?, ?)",
-            [
-                (session_id, idx, message.id, to_json(message))
-                for idx, message in enumerate(timeline[start:], start)
-            ],
-        )
-        conn.execute(_UPSERT_SESSION, fields)
+        conn.execute(_SQL.delete_messages_from, (session_id, start))
+        conn.executemany(_SQL.insert_messages, message_rows(session_id, timeline, start))
+        conn.execute(_SQL.upsert, row)
 
 
 def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:
     # One read transaction, so the row and its messages come from one commit.
     with _transaction(conn, "DEFERRED"):
-        row = conn.execute(_SELECT_SESSION, (session_id,)).fetchone()
+        row = conn.execute(_SQL.select, (session_id,)).fetchone()
         if row is None:
             return None
-        (version, count, queued, state, usage, last_seq, created_at, updated_at) = row[:8]
-        pending_message, pending_confirmations, remembered = row[8:]
         # First, so that a newer format is reported as such, not as corruption.
-        check_version(session_id, version)
-        messages = conn.execute(
-            "SELECT idx, message_id, body FROM messages WHERE session_id = ? ORDER BY idx",
-            (session_id,),
-        ).fetchall()
-    if not isinstance(count, int) or len(messages) != count:
-        raise SnapshotError(
-            session_id,
-            f"corrupt snapshot: {len(messages)} message row(s) stored, "
-            f"but the session row counts {count!r}",
-        )
-    timeline: list[Message] = []
-    for expected_idx, (idx, message_id, body) in enumerate(messages):
-        if idx != expected_idx:
-            raise SnapshotError(session_id, f"corrupt snapshot: message {expected_idx} is missing")
-        message: Message = decode(session_id, f"message {idx}", Message, body)
-        if message.id != message_id:
-            raise SnapshotError(
-                session_id,
-                f"corrupt snapshot: message {idx} has id {message.id!r}, "
-                f"but its row says {message_id!r}",
-            )
-        timeline.append(message)
-    check_timeline(session_id, timeline)
-    try:
-        return SessionSnapshot(
-            version=version,
-            session_id=session_id,
-            timeline=timeline,
-            queued_messages=decode(session_id, "queued messages", tuple[Message, ...], queued),
-            state=decode(session_id, "state", dict[str, Any], state),
-            usage=decode(session_id, "usage", Usage, usage),
-            last_seq=last_seq,
-            created_at=created_at,
-            updated_at=updated_at,
-            pending_message=decode(session_id, "pending message", Message | None, pending_message),
-            pending_confirmations=decode(
-                session_id,
-                "pending confirmations",
-                tuple[PendingConfirmation, ...],
-                pending_confirmations,
-            ),
-            remembered=decode(session_id, "remembered answers", dict[str, Decision], remembered),
-        )
-    except (TypeError, ValueError) as exc:
-        raise SnapshotError(session_id, f"corrupt snapshot: {exc}") from None
+        check_version(session_id, row[0])
+        messages = conn.execute(_SQL.messages, (session_id,)).fetchall()
+    return restore(session_id, row, messages)
 
 
 def _delete(conn: sqlite3.Connection, session_id: str) -> None:
