@@ -46,7 +46,7 @@ from ..stores import SessionSnapshot, SessionStore
 from ._errors import FencedOut
 from ._lease import Lease
 from ._postgres import PostgresStore
-from ._redis import CommandFailed, Commands, EventLog, open_redis
+from ._redis import CommandFailed, Commands, EventLog, Workers, open_redis
 
 __all__ = ["open_cluster_gateway"]
 
@@ -82,9 +82,8 @@ def decode_entry(value: bytes) -> tuple[str, str]:
 
 
 class _Registry:
-    """What nodes tell each other beyond events, leases and commands.
+    """What nodes tell each other beyond events, leases, commands and heartbeats.
 
-    - ``{prefix}::node:{worker}``: a heartbeat with expiry (the node is alive);
     - ``{prefix}::running``: session id -> ``{"execution_id", "worker"}`` while an execution
       runs (scanned for orphans); an empty ``execution_id`` means the orphan's end was
       published and the new holder must still continue it;
@@ -96,18 +95,6 @@ class _Registry:
         self._redis = redis
         self._prefix = prefix
         self._running = f"{prefix}::running"
-
-    async def beat(self, worker: str, ttl: float) -> None:
-        await self._redis.set(self._node(worker), b"1", px=max(1, int(ttl * 1000)))
-
-    def _node(self, worker: str) -> str:
-        return f"{self._prefix}::node:{worker}"
-
-    async def alive(self, worker: str) -> bool:
-        return bool(await self._redis.exists([self._node(worker)]))
-
-    async def forget(self, worker: str) -> None:
-        await self._redis.delete([self._node(worker)])
 
     async def mark_running(self, session_id: str, execution_id: str, worker: str) -> None:
         record = json.dumps({"execution_id": execution_id, "worker": worker})
@@ -241,6 +228,7 @@ class _Cluster:
         self.lease = Lease(redis, prefix=prefix)
         self.commands = Commands(redis, prefix=prefix)
         self.registry = _Registry(redis, prefix)
+        self.workers = Workers(redis, prefix=prefix)
         self.node: str | None = worker_id
         self.worker_id = worker_id
         self.ttl = lease_ttl
@@ -356,7 +344,7 @@ class _Cluster:
                 if await self._take(session_id) == "missing":
                     raise HTTPError(404, f"no session {session_id!r}")
                 continue
-            if holder != self.worker_id and await self.registry.alive(holder):
+            if holder != self.worker_id and await self.workers.is_alive(holder):
                 return holder
             # A holder that stopped beating (or our own lease, being let go of).
             left = deadline - trio.current_time()
@@ -720,7 +708,7 @@ class _Cluster:
     async def _heartbeat(self) -> None:
         while True:
             try:
-                await self.registry.beat(self.worker_id, self.ttl)
+                await self.workers.beat(self.worker_id, self.ttl)
             except Exception:
                 logger.warning("node %r: heartbeat failed", self.worker_id, exc_info=True)
             await trio.sleep(self.ttl / 3)
@@ -973,7 +961,7 @@ async def open_cluster_gateway(
                 idle_timeout=float(idle_timeout),
                 max_buffered_events=max_buffered_events,
             )
-            await cluster.registry.beat(worker_id, float(lease_ttl))
+            await cluster.workers.beat(worker_id, float(lease_ttl))
             async with serve_gateway(
                 cluster,
                 host=host,
@@ -985,7 +973,12 @@ async def open_cluster_gateway(
                 keepalive=float(keepalive),
             ) as gateway:
                 yield gateway
-            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True):
-                await cluster.registry.forget(worker_id)
+            with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as bound:
+                try:
+                    await cluster.workers.gone(worker_id)
+                except Exception:
+                    logger.warning("node %r: removing its heartbeat failed", worker_id)
+            if bound.cancelled_caught:
+                logger.warning("node %r: removing its heartbeat timed out", worker_id)
     except BaseExceptionGroup as group:
         reraise(unwrap(group))

@@ -140,6 +140,16 @@ async def _serve(args: argparse.Namespace) -> int:
                     f"trio-session: cannot serve on {args.host}:{args.port}: {exc}", file=sys.stderr
                 )
                 return 2
+            except Exception as exc:
+                if args.postgres is None:
+                    raise
+                # psycopg's own errors (PostgreSQL unreachable, refused login, ...).
+                logger.debug("the cluster node failed", exc_info=True)
+                print(
+                    f"trio-session: cannot join the cluster: {type(exc).__name__}: {exc}",
+                    file=sys.stderr,
+                )
+                return 2
     return 0
 
 
