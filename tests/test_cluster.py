@@ -142,6 +142,14 @@ async def until(sse: SSE, done: Callable[[Frame], bool]) -> list[Frame]:
     return frames
 
 
+async def _frames(sse: SSE) -> AsyncIterator[Frame]:
+    """AG-UI frames up to the run's end."""
+    while (frame := await sse.frame()) is not None:
+        yield frame
+        if frame.data["type"] in ("RUN_FINISHED", "RUN_ERROR"):
+            return
+
+
 def text_of(frames: list[Frame]) -> str:
     return "".join(f.data.get("delta", "") for f in frames if f.event == "content_delta")
 
@@ -197,6 +205,26 @@ async def test_posted_on_a_streamed_from_b_confirmed_on_c(cluster: Cluster) -> N
         async with stream(c, "s1", **{"last-event-id": str(middle)}) as replay:
             again_frames = await until(replay, lambda f: f.event == "execution_end")
         assert [f.id for f in again_frames] == [s for s in seqs if s > middle]
+
+        # AG-UI on a node that does not hold the session: run on the holder, read from Redis.
+        body = {
+            "threadId": "s1",
+            "runId": "run-1",
+            "messages": [{"id": "agui-1", "role": "user", "content": "what is 2 + 3?"}],
+            "state": {"theme": "dark"},
+            "tools": [],
+            "context": [],
+            "forwardedProps": {},
+        }
+        async with SSE(on_c, "/ag-ui", method="POST", json=body) as agui:
+            assert agui.response is not None
+            assert agui.response.headers["x-trio-session-node"] == "node-c"
+            with trio.fail_after(DEADLINE):
+                kinds = [f.data["type"] async for f in _frames(agui)]
+        assert kinds[:2] == ["RUN_STARTED", "STATE_SNAPSHOT"]
+        assert "TEXT_MESSAGE_CONTENT" in kinds and "TOOL_CALL_RESULT" in kinds
+        assert kinds[-1] == "RUN_FINISHED"
+        assert (await on_b.get("/sessions/s1")).json()["timeline"][-1]["role"] == "assistant"
 
         deleted = await on_b.delete("/sessions/s1")
         assert deleted.status_code == 204

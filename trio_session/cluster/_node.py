@@ -29,6 +29,7 @@ from .._events import ExecutionEnd, ExecutionStart, StreamEvent
 from .._messages import Message
 from .._serde import from_json, to_json
 from .._session import Session, open_session
+from ..server._agui import AGUITranslator, RunInput
 from ..server._gateway import (
     AgentFactory,
     Authenticate,
@@ -671,6 +672,8 @@ class _Cluster:
                 result = await ref.abort(body)
             elif op == "interrupt":
                 result = await ref.interrupt(body)
+            elif op == "agui":
+                result = await _agui_start(ref, _run_from_json(command["run"]))
             else:
                 return {"status": 400, "error": {"message": f"unknown command {op!r}"}}
         except HTTPError as exc:
@@ -849,18 +852,72 @@ class _Ref:
 
         return produce
 
-    async def agui(self, run: Any, *, keepalive: float) -> Produce:
-        where = await self._cluster.route(self._id)
+    async def agui(self, run: RunInput, *, keepalive: float) -> Produce:
+        cluster, session_id = self._cluster, self._id
+        where = await cluster.route(session_id)
         if isinstance(where, str):
-            raise Unavailable(
-                f"AG-UI runs on the node holding the session: {where!r}",
-                retry_after=self._cluster.ttl,
+            started = await cluster.forward(
+                session_id, where, {"op": "agui", "run": _run_to_json(run)}
             )
-        try:
-            return await where.agui(run, keepalive=keepalive)
-        except BaseException:
-            where.release()
-            raise
+        else:
+            try:
+                started = await _agui_start(where, run)
+            finally:
+                where.release()
+        execution_id = str(started["execution_id"])
+        translator = AGUITranslator(run.thread_id, run.run_id)
+
+        def frames(events: list[dict[str, Any]]) -> bytes:
+            return b"".join(
+                sse_frame(json.dumps(e, ensure_ascii=False), event=None) for e in events
+            )
+
+        async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+            await write(frames(translator.start(started["state"])))
+            cursor = int(started["after_seq"])
+            while not translator.finished:
+                entries = await cluster.events.read(session_id, after_seq=cursor, block=keepalive)
+                if not entries:
+                    await write(KEEPALIVE)
+                    continue
+                cursor = entries[-1][0]
+                out: list[dict[str, Any]] = []
+                for _, value in entries:
+                    event: StreamEvent = from_json(StreamEvent, decode_entry(value)[1])
+                    # The run's execution only (a spawned child's events are forwarded in it).
+                    if event.spawn_path or event.execution_id == execution_id:
+                        out.extend(translator.feed(event))
+                if out:
+                    await write(frames(out))
+
+        return produce
+
+
+async def _agui_start(local: LocalSession, run: RunInput) -> dict[str, Any]:
+    handle, after_seq = await local.agui_run(run)
+    return {
+        "execution_id": handle.execution_id,
+        "after_seq": after_seq,
+        "state": local.session.state,
+    }
+
+
+def _run_to_json(run: RunInput) -> dict[str, Any]:
+    return {
+        "thread_id": run.thread_id,
+        "run_id": run.run_id,
+        "messages": [to_json(m) for m in run.messages],
+        "state": None if run.state is None else dict(run.state),
+    }
+
+
+def _run_from_json(data: Mapping[str, Any]) -> RunInput:
+    return RunInput(
+        thread_id=str(data["thread_id"]),
+        run_id=str(data["run_id"]),
+        messages=tuple(from_json(Message, m) for m in data["messages"]),
+        state=data["state"],
+    )
 
 
 # ---------------------------------------------------------------------------

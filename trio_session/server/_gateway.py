@@ -30,11 +30,12 @@ from .._agent import Agent
 from .._engine import CLEANUP_TIMEOUT, reraise, unwrap
 from .._errors import EventsLagged, InvalidToolArguments, SessionClosed, UnknownToolUse
 from .._events import StreamEvent
+from .._handle import SessionExecutionHandle
 from .._messages import Message
 from .._serde import converter, to_json
 from .._session import Session, open_session
 from ..stores import SessionStore
-from ._agui import AGUITranslator, parse_run_input
+from ._agui import AGUITranslator, RunInput, parse_run_input
 from ._protocol import (
     KEEPALIVE,
     RESERVED_STATE_KEY,
@@ -127,7 +128,7 @@ class SessionRef(Protocol):
     def events(
         self, after: int | None, types: frozenset[str] | None, *, keepalive: float
     ) -> Produce: ...
-    async def agui(self, run: Any, *, keepalive: float) -> Produce: ...
+    async def agui(self, run: RunInput, *, keepalive: float) -> Produce: ...
 
 
 class Backend(Protocol):
@@ -830,11 +831,15 @@ class LocalSession:
                 raise HTTPError(409, str(exc)) from None
         return {"execution_id": handle.execution_id if handle else None}
 
-    async def agui(self, run: Any, *, keepalive: float) -> Produce:
+    async def agui_run(self, run: RunInput) -> tuple[SessionExecutionHandle, int]:
+        """Start (or join) the run of an AG-UI request: its handle and the ``seq`` before it."""
         session = self._entry.session
         known = {m.id for m in session.timeline} | {m.id for m in session.queued_messages}
         new = [m for m in run.messages if m.id not in known]
         with trio.CancelScope(shield=True):
+            if new and self._accepting is not None:
+                for message in new:
+                    await self._accepting(message)
             if run.state is not None:
                 reserved = session.state.get(RESERVED_STATE_KEY)
                 state = dict(run.state)
@@ -846,6 +851,11 @@ class LocalSession:
                 handle = await (session.send(new) if new else session.render())
             except SessionClosed as exc:
                 raise HTTPError(409, str(exc)) from None
+        return handle, after_seq
+
+    async def agui(self, run: RunInput, *, keepalive: float) -> Produce:
+        session = self._entry.session
+        handle, after_seq = await self.agui_run(run)
         subscription = handle.events.subscribe(after_seq=after_seq)
         translator = AGUITranslator(run.thread_id, run.run_id)
 
