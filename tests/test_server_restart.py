@@ -4,18 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
 from _gateway_helpers import HTTPX_GENERATORS, SSE, ChannelModel, agent, is_end, running
 
-from trio_session import ScriptedModel, Session, SQLiteStore, StopChunk, ToolCallChunk
+from trio_session import ScriptedModel, SQLiteStore, StopChunk, ToolCallChunk
 
-pytestmark = [
-    *HTTPX_GENERATORS,
-    pytest.mark.skipif(
-        not hasattr(Session, "pending_confirmations"),
-        reason="durable confirmations (SPEC §7) are not in this build yet",
-    ),
-]
+pytestmark = HTTPX_GENERATORS
 
 
 async def test_a_pending_confirmation_survives_a_restart(tmp_path: Path) -> None:

@@ -26,7 +26,14 @@ import trio
 from ._agent import Agent
 from ._buffer import EventSubscription, SeqCounter, SessionChain
 from ._engine import Execution, current_tool_call, reraise, unwrap
-from ._errors import MaxSpawnDepth, SerializationError, SessionClosed, StoreError, UnknownTool
+from ._errors import (
+    MaxSpawnDepth,
+    SerializationError,
+    SessionClosed,
+    StoreError,
+    UnknownTool,
+    UnknownToolUse,
+)
 from ._events import CustomEvent
 from ._handle import SessionExecutionHandle, as_message
 from ._messages import ContentBlock, Message
@@ -150,6 +157,10 @@ class _Conversation:
         self.current: Execution | None = None
         # Async on_message hooks not yet awaited, by message id.
         self.hooks: dict[str, Awaitable[Any]] = {}
+        # One save at a time, each writing the state as it is when it starts: a
+        # slower earlier save never overwrites a later one (several confirmations
+        # of one tick save concurrently).
+        self.saving = trio.Lock()
 
     @property
     def owner(self) -> Session:
@@ -192,6 +203,26 @@ class _Conversation:
     def remember(self, tool_name: str, decision: Decision) -> None:
         self.always[tool_name] = decision
 
+    def hold(self, message: Message, confirmation: PendingConfirmation) -> None:
+        self.pending_message = message
+        # Kept in the order of the tick's calls, however their confirmations raced.
+        order = {block.tool_use_id: i for i, block in enumerate(message.tool_uses)}
+        self.pending_confirmations = tuple(
+            sorted(
+                (*self.pending_confirmations, confirmation),
+                key=lambda p: order.get(p.tool_use_id, len(order)),
+            )
+        )
+
+    def release(self, tool_use_id: str) -> None:
+        self.pending_confirmations = tuple(
+            p for p in self.pending_confirmations if p.tool_use_id != tool_use_id
+        )
+
+    def clear_pending(self) -> None:
+        self.pending_message = None
+        self.pending_confirmations = ()
+
     def snapshot(self, last_seq: int | None = None) -> SessionSnapshot:
         return SessionSnapshot(
             session_id=self.id,
@@ -221,6 +252,10 @@ class _Conversation:
         store = self.store
         if store is None:
             return
+        async with self.saving:
+            await self._save(store, exact=exact)
+
+    async def _save(self, store: SessionStore, *, exact: bool) -> None:
         if exact:
             last_seq = self.seq.last
         else:
@@ -415,6 +450,20 @@ class Session:
         """The running execution's handle, else the last one's, else None."""
         current = self._core.current
         return current.handle if current is not None else None
+
+    @property
+    def pending_confirmations(self) -> tuple[PendingConfirmation, ...]:
+        """Tool calls waiting for ``submit_tool_result``.
+
+        While an execution runs, its own (and its spawned children's). Otherwise,
+        with a store, the ones a previous process left pending (SPEC §7): the
+        tick that asked is restored with them (in the order of its calls), and
+        answering one resumes it.
+        """
+        current = self._core.current
+        if current is not None and not current.finished:
+            return current.pending_confirmations()
+        return self._core.pending_confirmations
 
     @property
     def children(self) -> Sequence[Session]:
@@ -676,6 +725,84 @@ class Session:
         if message is None:
             return None
         return await self.send(message)
+
+    def submit_tool_result(
+        self,
+        tool_use_id: str,
+        *,
+        approved: bool,
+        modified_arguments: Mapping[str, Any] | None = None,
+        reason: str | None = None,
+        always: bool = False,
+    ) -> None:
+        """Answer a pending confirmation, as the running execution's handle does.
+
+        With an execution running, it answers through that execution. With none,
+        it answers a confirmation restored from the store after a restart: it
+        starts an execution (then ``current_execution``) that runs or denies the
+        tool, waits for the tick's other pending calls, commits the tick and goes
+        on with the model. Arguments are those of
+        `SessionExecutionHandle.submit_tool_result`.
+
+        Raises:
+            SessionClosed: The session is closed.
+            UnknownToolUse: No confirmation with that id is pending (never asked,
+                or already answered).
+            InvalidToolArguments: ``modified_arguments`` do not fit the tool's
+                schema; nothing is started and the confirmation stays pending.
+            TypeError: A badly typed answer.
+
+        Example:
+            >>> import trio
+            >>> from trio_session import Agent, ScriptedModel, open_session, tool
+            >>> from trio_session.models import Reply
+            >>> @tool(requires_confirmation=True)
+            ... def rm(path: str) -> str:
+            ...     '''Delete a file.'''
+            ...     return f"deleted {path}"
+            >>> model = ScriptedModel([Reply(tool_calls=[("rm", {"path": "/x"})]), "Done."])
+            >>> async def main():
+            ...     async with open_session(Agent(model, tools=[rm])) as session:
+            ...         handle = await session.send("delete /x")
+            ...         async for event in handle:
+            ...             if event.type == "tool_confirmation_required":
+            ...                 session.submit_tool_result(event.tool_use_id, approved=True)
+            ...         print((await handle.result).response)
+            >>> trio.run(main)
+            Done.
+        """
+        self._check_open()
+        current = self._core.current
+        if current is not None and not current.finished:
+            current.handle.submit_tool_result(
+                tool_use_id,
+                approved=approved,
+                modified_arguments=modified_arguments,
+                reason=reason,
+                always=always,
+            )
+            return
+        record = next(
+            (p for p in self._core.pending_confirmations if p.tool_use_id == tool_use_id), None
+        )
+        if record is None:
+            raise UnknownToolUse(
+                f"no confirmation is pending for tool use {tool_use_id!r} "
+                "(unknown id, or already answered)"
+            )
+        # Checked before anything starts: a refused answer leaves it all as it was.
+        Decision(approved, modified_arguments=modified_arguments, reason=reason, always=always)
+        found = self.agent.tool(record.name)
+        if found is not None and modified_arguments is not None:
+            found.validate(modified_arguments)
+        handle = self._start([], None, None)
+        handle.submit_tool_result(
+            tool_use_id,
+            approved=approved,
+            modified_arguments=modified_arguments,
+            reason=reason,
+            always=always,
+        )
 
     def subscribe(
         self, *, after_seq: int | None = None, types: Collection[str] | None = None

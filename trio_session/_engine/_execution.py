@@ -31,11 +31,14 @@ from .._handle import Status, new_session_handle
 from .._messages import Message
 from .._result import SendResult
 from .._timeline import Timeline
-from .._tools import Confirmations, Decision
+from .._tools import Confirmations, ConfirmationWait, Decision
 from .._tracing import NO_TRACE, start_execution
 from .._usage import Usage
+from ..stores._base import PendingConfirmation
+from ._confirm import restore
 from ._hooks import call_hook
 from ._spawn import adopt
+from ._tick import Tick
 from ._ticks import run_ticks
 from ._tool_calls import unfinished
 from ._transcript import Transcript
@@ -53,6 +56,10 @@ class ExecutionHost(Protocol):
     state: dict[str, Any]
     usage: Usage
     max_buffered_events: int | None
+    pending_message: Message | None
+    """The assistant message of a tick waiting for confirmation (SPEC §7), if any."""
+    pending_confirmations: tuple[PendingConfirmation, ...]
+    """That tick's calls still waiting for an answer, as the store keeps them."""
 
     @property
     def owner(self) -> Any:
@@ -85,6 +92,18 @@ class ExecutionHost(Protocol):
 
     def remember(self, tool_name: str, decision: Decision) -> None:
         """Keep an ``always`` answer for the rest of the session."""
+        ...
+
+    def hold(self, message: Message, confirmation: PendingConfirmation) -> None:
+        """Keep ``message``'s tick pending, and ``confirmation`` among its waiting calls."""
+        ...
+
+    def release(self, tool_use_id: str) -> None:
+        """The call was answered: it no longer waits."""
+        ...
+
+    def clear_pending(self) -> None:
+        """The pending tick was committed: nothing waits anymore."""
         ...
 
     @property
@@ -149,6 +168,14 @@ class Execution:
         self.confirmations: Confirmations = (
             parent.confirmations if parent is not None else Confirmations()
         )
+        # What `pending_confirmations` lists, shared with the children like the above.
+        self.asked: dict[str, PendingConfirmation] = parent.asked if parent is not None else {}
+        # The restored confirmations not yet reached by their tick (registered already).
+        self.restored: dict[str, ConfirmationWait] = {}
+        self.resumed: Tick | None = None
+        """The pending tick a restart left, run as this execution's first tick."""
+        if parent is None:
+            self.resumed = restore(self)
         self.transcript = Transcript(host, self.publisher, messages)
         self.current_tick = 0
         """The tick now running; 0 before the first."""
@@ -218,6 +245,10 @@ class Execution:
             reason=reason,
             always=always,
         )
+
+    def pending_confirmations(self) -> tuple[PendingConfirmation, ...]:
+        """The calls of this execution (and its children) waiting for an answer."""
+        return tuple(p for i, p in self.asked.items() if i in self.confirmations)
 
     def update_props(self, props: Mapping[str, Any]) -> None:
         """New props, seen from the next tick on (``render()`` while running)."""
@@ -317,7 +348,9 @@ class Execution:
         self.transcript.accepting = False
         outcome = self.outcome
         # abort() and cancel() settle the status at once; the salvaged tick names it.
-        self._salvage_tick(outcome.status if outcome.done else status)
+        ended = outcome.status if outcome.done else status
+        if not self._keeps_pending(ended):
+            self._salvage_tick(ended)
         self.transcript.return_pending()
         if self.host.persistent:
             # Before execution_end and the final status, so that a caller who saw
@@ -357,13 +390,34 @@ class Execution:
         outcome.finish()
         self.host.execution_finished(self)
 
+    def _keeps_pending(self, status: Status) -> bool:
+        """Whether the tick in flight stays pending in the store, uncommitted.
+
+        A tick waiting for confirmation outlives its execution only when the
+        execution was cancelled from outside (its session closed: the process
+        is going down) and the session has a store: the next process restores
+        it and answers it. Aborted or failed, it is committed like any tick
+        cut short, its unanswered calls denied: it is never resurrected.
+        """
+        state = self.transcript.current or self.resumed
+        host = self.host
+        return (
+            status == "cancelled"
+            and host.persistent
+            and bool(host.pending_confirmations)
+            and state is not None
+            and not state.committed
+            and state.message is host.pending_message
+        )
+
     def _salvage_tick(self, status: Status) -> None:
         """Commit a tick cut short after its model message was complete.
 
         The model's message and the tools that finished are kept; calls that
         did not finish get an error result, so no tool_use is left unanswered.
         """
-        state = self.transcript.current
+        # A restored tick ended before it ran is ended the same way.
+        state = self.transcript.current or self.resumed
         if state is None or state.committed or state.message is None:
             return
         unfinished(self, state, status)

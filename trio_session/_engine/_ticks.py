@@ -16,6 +16,7 @@ from ..models._base import ModelRequest
 from ._assembler import Assembler
 from ._hooks import call_hook
 from ._output import ask_for_output, check_output
+from ._resume import resume_tick
 from ._tick import Tick
 from ._tool_calls import run_tools
 from ._unwrap import bounded
@@ -35,6 +36,9 @@ async def run_ticks(execution: Execution) -> SendResult:
     agent = execution.agent
     publisher = execution.publisher
     transcript = execution.transcript
+    if execution.resumed is not None:
+        # The tick a restart left waiting for confirmation comes first (SPEC §7).
+        await resume_tick(execution, execution.resumed)
     queued = host.take_queued()
     await _message_hooks(execution, [*queued, *transcript.input])
     transcript.deliver(queued)

@@ -84,6 +84,8 @@ class Transcript:
             blocks = tuple(r for r in state.results if r is not None)
             self.commit(Message("tool", blocks))
         state.committed = True
+        # The tick that waited for confirmation (if it was this one) is done waiting.
+        self.host.clear_pending()
         self.usage = self.usage + state.usage
         self.host.usage = self.host.usage + state.usage
 

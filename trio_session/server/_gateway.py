@@ -413,39 +413,11 @@ def _page() -> str:
 
 
 def _pending_confirmations(session: Session) -> list[dict[str, Any]]:
-    listed = getattr(session, "pending_confirmations", None)
-    if listed is not None:
-        return [converter.unstructure(p) for p in listed]
-    # Until durable confirmations land, the running execution's registry is all there is.
-    handle = session.current_execution
-    registry = getattr(getattr(handle, "_control", None), "confirmations", None)
-    if handle is None or handle.done or registry is None:
-        return []
-    found = []
-    for tool_use_id in registry.pending():
-        pending = registry.get(tool_use_id)
-        if pending is not None:
-            found.append(
-                {
-                    "tool_use_id": tool_use_id,
-                    "name": pending.tool.name,
-                    "input": dict(pending.arguments),
-                    "message": pending.tool.confirmation_text(pending.arguments),
-                    "execution_id": handle.execution_id,
-                    "created_at": None,
-                }
-            )
-    return found
+    return [converter.unstructure(p) for p in session.pending_confirmations]
 
 
 def _submit_tool_result(session: Session, tool_use_id: str, **answer: Any) -> None:
-    submit = getattr(session, "submit_tool_result", None)
-    if submit is None:
-        handle = session.current_execution
-        if handle is None or handle.done:
-            raise UnknownToolUse(f"no confirmation is pending for tool use {tool_use_id!r}")
-        submit = handle.submit_tool_result
-    submit(tool_use_id, **answer)
+    session.submit_tool_result(tool_use_id, **answer)
 
 
 @final
