@@ -25,8 +25,6 @@ from _gateway_helpers import HTTPX_GENERATORS, SSE, Frame
 from _postgres import postgres_dsn as postgres_dsn, postgres_server as postgres_server
 from _redis import redis_server as redis_server, redis_url as redis_url
 
-from trio_session import Session
-
 pytestmark = [pytest.mark.slow, *HTTPX_GENERATORS]
 
 TOKEN = "cluster-token"
@@ -283,10 +281,6 @@ async def test_kill_9_of_the_holder_mid_answer(cluster: Cluster) -> None:
         assert [f.id for f in replayed] == [s for s in seen if s > cursor]
 
 
-@pytest.mark.skipif(
-    not hasattr(Session, "submit_tool_result"),
-    reason="needs durable confirmations (SPEC §7): a confirmation kept in the snapshot",
-)
 async def test_pending_confirmation_survives_kill_9(cluster: Cluster) -> None:
     a, b, c = [await cluster.start(name, speed=0.001) for name in ("node-a", "node-b", "node-c")]
     async with a.client() as on_a, c.client() as on_c:

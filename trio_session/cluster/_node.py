@@ -747,10 +747,7 @@ def _saved_hook(cluster: _Cluster, held: _Held) -> Callable[[SessionSnapshot], A
 
 def _waiting(session: Session) -> bool:
     """Whether the session waits on a confirmation (then the next execution waits too)."""
-    pending = getattr(session, "pending_confirmations", None)
-    if pending is not None:
-        return bool(pending)
-    return bool(session.snapshot().pending_confirmations)
+    return bool(session.pending_confirmations)
 
 
 async def _watch(entry: Entry, idle_timeout: float) -> None:
