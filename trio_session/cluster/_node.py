@@ -370,6 +370,8 @@ class _Cluster:
                 retry_after=self.ttl,
             ) from None
         status = int(reply.get("status", 500))
+        if reply.get("moving"):
+            raise _Moving
         if status >= 400:
             error = reply.get("error") or {}
             message = error.get("message", "") if isinstance(error, Mapping) else str(error)
@@ -514,6 +516,7 @@ class _Cluster:
             with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as bound:
                 await store.delete(session_id)
                 await self.registry.clear(session_id)
+                await self.events.delete(session_id)
             if bound.cancelled_caught:
                 logger.error("deleting session %r timed out", session_id)
 
@@ -653,7 +656,7 @@ class _Cluster:
         body = str(command.get("body", "")).encode("latin-1")
         entry = held.entry
         if entry is None or entry.closing:
-            return {"status": 503, "error": {"message": "the session is moving to another node"}}
+            return {"status": 503, "moving": True, "error": {"message": "the session is closing"}}
         if op == "delete":
             # Not awaited here: the session's close ends this command loop. The node that
             # asked waits until the session is gone.
@@ -776,6 +779,10 @@ async def _watch(entry: Entry, idle_timeout: float) -> None:
 # ---------------------------------------------------------------------------
 
 
+class _Moving(Exception):
+    """The holder answered that it is closing its copy of the session."""
+
+
 class _Ref:
     """A session of the cluster as the routes use it: run here, or forwarded."""
 
@@ -793,14 +800,25 @@ class _Ref:
         here: Callable[[LocalSession], Awaitable[dict[str, Any]]],
         **extra: Any,
     ) -> dict[str, Any]:
-        where = await self._cluster.route(self._id)
-        if isinstance(where, str):
+        deadline = trio.current_time() + 2 * self._cluster.ttl
+        while True:
+            where = await self._cluster.route(self._id)
+            if not isinstance(where, str):
+                try:
+                    return await here(where)
+                finally:
+                    where.release()
             command = {"op": op, "body": body.decode("latin-1"), **extra}
-            return await self._cluster.forward(self._id, where, command)
-        try:
-            return await here(where)
-        finally:
-            where.release()
+            try:
+                return await self._cluster.forward(self._id, where, command)
+            except _Moving:
+                # The holder was closing its copy: ask again, wherever it runs next.
+                if trio.current_time() > deadline:
+                    raise Unavailable(
+                        f"session {self._id!r} is moving between nodes",
+                        retry_after=self._cluster.ttl,
+                    ) from None
+                await trio.sleep(self._cluster.ttl / 10)
 
     async def describe(self) -> dict[str, Any]:
         async def here(local: LocalSession) -> dict[str, Any]:
@@ -853,9 +871,14 @@ class _Ref:
         cluster, session_id = self._cluster, self._id
         where = await cluster.route(session_id)
         if isinstance(where, str):
-            started = await cluster.forward(
-                session_id, where, {"op": "agui", "run": _run_to_json(run)}
-            )
+            try:
+                started = await cluster.forward(
+                    session_id, where, {"op": "agui", "run": _run_to_json(run)}
+                )
+            except _Moving:
+                raise Unavailable(
+                    f"session {session_id!r} is moving between nodes", retry_after=cluster.ttl
+                ) from None
         else:
             try:
                 started = await _agui_start(where, run)
