@@ -336,6 +336,8 @@ async def test_a_paused_holder_is_fenced_out(cluster: Cluster) -> None:
                 return "lost the lease of session 's4'" in a.log.read_text()
 
             await poll(a_let_go, "node A to find its lease lost")
+            # Its last save, on the way out, was refused by PostgreSQL's fence.
+            assert "FencedOut: session 's4': fenced at token" in a.log.read_text()
             frames += await until(
                 events, lambda f: f.event == "execution_end" and f.data["status"] == "completed"
             )
