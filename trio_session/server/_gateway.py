@@ -515,11 +515,13 @@ class Gateway:
             headers=exc.headers,
         )
 
-    @staticmethod
-    async def _internal_error(request: Request, exc: Exception) -> Response:
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         error = HTTPError(500, f"internal error: {type(exc).__name__}: {exc}")
-        return JSONResponse(error.body(), status_code=500)
+        # Answered outside the middleware stack: the node header is added here.
+        node = self._sessions.node
+        headers = {"x-trio-session-node": node} if node is not None else None
+        return JSONResponse(error.body(), status_code=500, headers=headers)
 
     # -- the checks, in SPEC order: 401, 413, 403, 404, then 400/409/422 ----
 
