@@ -224,9 +224,20 @@ async def test_posted_on_a_streamed_from_b_confirmed_on_c(cluster: Cluster) -> N
         assert kinds[-1] == "RUN_FINISHED"
         assert (await on_b.get("/sessions/s1")).json()["timeline"][-1]["role"] == "assistant"
 
+        # Node A leaves cleanly: it lets go of its lease, and nobody holds the session.
+        timeline = (await on_c.get("/sessions/s1")).json()["timeline"]
+        a.process.terminate()
+        with trio.fail_after(DEADLINE):
+            assert await a.process.wait() == 0
+        unheld = (await on_c.get("/sessions/s1")).json()
+        assert unheld["node"] is None
+        assert unheld["status"] == "idle"
+        assert unheld["timeline"] == timeline
+        assert unheld["last_seq"] >= seqs[-1]
+
         deleted = await on_b.delete("/sessions/s1")
         assert deleted.status_code == 204
-        assert (await on_a.get("/sessions")).json() == {"sessions": []}
+        assert (await on_c.get("/sessions")).json() == {"sessions": []}
         assert (await on_c.get("/sessions/s1")).status_code == 404
 
 

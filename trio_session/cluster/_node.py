@@ -27,7 +27,7 @@ from .._agent import Agent
 from .._engine import CLEANUP_TIMEOUT, reraise, unwrap
 from .._events import ExecutionEnd, ExecutionStart, StreamEvent
 from .._messages import Message
-from .._serde import from_json, to_json
+from .._serde import converter, from_json, to_json
 from .._session import Session, open_session
 from ..server._agui import AGUITranslator, RunInput
 from ..server._gateway import (
@@ -709,6 +709,34 @@ class _Cluster:
         if bound.cancelled_caught:
             logger.warning("node %r is slow to delete session %r", worker, session_id)
 
+    async def describe_unheld(self, session_id: str) -> dict[str, Any] | None:
+        """``GET /sessions/{id}`` of a session nobody holds (``"node": null``), from storage.
+
+        None when a node holds it, or when it must be taken anyway (an orphan to continue).
+        """
+        if session_id in self._held or session_id in self._opening:
+            return None
+        if await self.lease.holder(session_id) is not None:
+            return None
+        if await self.registry.running_of(session_id) is not None:
+            return None
+        snapshot = await self.postgres.load(session_id)
+        if snapshot is None:
+            return None  # let the route say 404 (or find it created meanwhile)
+        return {
+            "session_id": session_id,
+            "status": "idle",
+            "last_seq": await self.events.last_seq(session_id),
+            "usage": converter.unstructure(snapshot.usage),
+            "timeline": [converter.unstructure(m) for m in snapshot.timeline],
+            "queued_messages": [converter.unstructure(m) for m in snapshot.queued_messages],
+            "pending_confirmations": [
+                converter.unstructure(p) for p in snapshot.pending_confirmations
+            ],
+            "current_execution": None,
+            "node": None,
+        }
+
     # -- background work of the node ----------------------------------------
 
     async def _heartbeat(self) -> None:
@@ -821,6 +849,10 @@ class _Ref:
                 await trio.sleep(self._cluster.ttl / 10)
 
     async def describe(self) -> dict[str, Any]:
+        unheld = await self._cluster.describe_unheld(self._id)
+        if unheld is not None:
+            return unheld
+
         async def here(local: LocalSession) -> dict[str, Any]:
             return {**await local.describe(), "node": self._cluster.worker_id}
 
