@@ -1,28 +1,38 @@
 """The cost of one tick's save, for a short and a long conversation.
 
-A tick appends three messages — a user message, an assistant message with a
-tool call, and the tool's result — and then the session saves its snapshot.
+An execution appends four messages — a user message, an assistant message
+with a tool call, the tool's result and the answer — and the session saves
+its snapshot.
 Saving is incremental, so that save should cost about the same whatever the
 length of the conversation: the target is a ratio of at most 2x between a
 timeline of 10,000 messages and one of 100.
 
-For each size, ``--samples`` sessions are first filled to exactly that many
-messages (one full save each, timed separately as "first save"); then each
-session takes one timed tick-save, the two sizes interleaved, so every
-sample is taken at exactly the stated size. Times are wall-clock
-(``time.perf_counter``) around ``await store.save(...)``, medians printed.
+For each size, ``--samples`` real sessions are restored with that many
+messages, and each is saved once in full ("first save"); then each session
+runs one execution (a tool call and an answer: four new messages) and is
+saved, the two sizes interleaved. Times are wall-clock
+(``time.perf_counter``) around ``await store.save(session.snapshot())``:
+what a session pays for a save, snapshot included. Medians printed.
 SQLiteStore runs on a temporary file with its defaults (WAL,
-``synchronous=FULL``: every save is fsync-durable); MemoryStore is shown for
+``durability="normal"``: ``synchronous=NORMAL``); MemoryStore is shown for
 comparison.
+
+Then the case where sessions share a file: ``--sessions`` (16) sessions, each a real
+session (`open_session` with a zero-latency `ScriptedModel` that calls one tool a tick)
+saving into one SQLiteStore, for each durability setting. Two figures: ticks per second of
+the sessions running concurrently (every tick saves), and the saves per second and median
+latency of ``store.save(session.snapshot())`` timed together, all sessions at once.
 
 Usage::
 
-    python bench/store.py [--samples N] [--sizes 100,10000] [--dir PATH]
+    python bench/store.py [--samples N] [--sizes 100,10000] [--sessions N] [--dir PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import inspect
 import statistics
 import sys
 import tempfile
@@ -30,18 +40,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import attrs
 import trio
 
 from trio_session import (
+    Agent,
     MemoryStore,
     Message,
+    Reply,
+    ScriptedModel,
+    Session,
     SessionSnapshot,
     SQLiteStore,
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
     Usage,
+    open_session,
+    tool,
 )
 from trio_session.stores import SessionStore
 
@@ -89,9 +104,10 @@ def base_snapshot(session_id: str, size: int) -> SessionSnapshot:
     )
 
 
-async def timed_save(store: SessionStore, snapshot: SessionSnapshot) -> float:
+async def timed_save(store: SessionStore, session: Session) -> float:
+    """What a session pays for a save: its ``snapshot()`` and the store's ``save()``."""
     start = time.perf_counter()
-    await store.save(snapshot)
+    await store.save(session.snapshot())
     return time.perf_counter() - start
 
 
@@ -101,30 +117,33 @@ async def measure(
     """(first full save times, tick-save times) per size."""
     first: dict[int, list[float]] = {size: [] for size in sizes}
     tick: dict[int, list[float]] = {size: [] for size in sizes}
-    sessions: dict[int, list[SessionSnapshot]] = {size: [] for size in sizes}
-    for size in sizes:
-        for k in range(samples):
-            snapshot = base_snapshot(f"bench-{size}-{k}", size)
-            first[size].append(await timed_save(store, snapshot))
-            sessions[size].append(snapshot)
-    for k in range(samples):
+    sessions: dict[int, list[Session]] = {size: [] for size in sizes}
+    async with contextlib.AsyncExitStack() as stack:
         for size in sizes:
-            snapshot = sessions[size][k]
-            # Built outside the timed region: the session does this anyway.
-            grown = attrs.evolve(
-                snapshot,
-                timeline=snapshot.timeline + tick_messages(f"tick-{k}"),
-                last_seq=snapshot.last_seq + 25,
-                updated_at=time.time(),
-                usage=snapshot.usage + Usage(input_tokens=900, output_tokens=150, ticks=1),
-            )
-            tick[size].append(await timed_save(store, grown))
-            sessions[size][k] = grown
-    # The numbers mean nothing unless the saves were right.
-    for size in sizes:
-        expected = sessions[size][-1]
-        if await store.load(expected.session_id) != expected:
-            raise AssertionError(f"{store!r}: session of {size} messages did not load back")
+            for k in range(samples):
+                # A real session, restored from its own MemoryStore: its own saves do not
+                # touch the store measured, which gets only the timed ones.
+                seed = MemoryStore()
+                await seed.save(base_snapshot(f"bench-{size}-{k}", size))
+                replies: list[Reply | str] = [Reply(tool_calls=[("add", {"a": 1, "b": 2})]), "ok"]
+                agent = Agent(ScriptedModel(replies * samples), tools=[add])
+                session = await stack.enter_async_context(
+                    open_session(agent, session_id=f"bench-{size}-{k}", store=seed)
+                )
+                first[size].append(await timed_save(store, session))
+                sessions[size].append(session)
+        for k in range(samples):
+            for size in sizes:
+                session = sessions[size][k]
+                # One execution of two ticks (four new messages), then the timed save.
+                await session.send(f"tick {k}: " + PARAGRAPH).result
+                tick[size].append(await timed_save(store, session))
+        # The numbers mean nothing unless the saves were right.
+        for size in sizes:
+            expected = sessions[size][-1].snapshot()
+            loaded = await store.load(expected.session_id)
+            if loaded is None or loaded.timeline != expected.timeline:
+                raise AssertionError(f"{store!r}: session of {size} messages did not load back")
     return first, tick
 
 
@@ -147,7 +166,107 @@ def report(
     return ratio
 
 
-async def main(samples: int, sizes: list[int], directory: Path) -> int:
+@tool
+async def add(a: int, b: int) -> int:
+    """Add two integers."""
+    return a + b
+
+
+TICKS = 10
+
+
+def reply(request: object) -> Reply | str:
+    if getattr(request, "tick", TICKS) < TICKS:
+        return Reply(tool_calls=[("add", {"a": 1, "b": 2})])
+    return "done"
+
+
+class Counting:
+    """A store that counts the saves passing through it."""
+
+    def __init__(self, store: SessionStore) -> None:
+        self.store = store
+        self.saves = 0
+
+    async def save(self, snapshot: SessionSnapshot) -> None:
+        await self.store.save(snapshot)
+        self.saves += 1
+
+    async def load(self, session_id: str) -> SessionSnapshot | None:
+        return await self.store.load(session_id)
+
+    async def delete(self, session_id: str) -> None:
+        await self.store.delete(session_id)
+
+    async def list(self) -> list[str]:
+        return await self.store.list()
+
+
+def durabilities() -> list[str | None]:
+    """The settings this SQLiteStore has (None: it has no durability setting)."""
+    if "durability" in inspect.signature(SQLiteStore).parameters:
+        return ["normal", "full"]
+    return [None]
+
+
+def open_store(path: Path, durability: str | None) -> SQLiteStore:
+    if durability is None:
+        return SQLiteStore(path)
+    return SQLiteStore(path, durability=durability)  # type: ignore[arg-type]
+
+
+async def shared_file(path: Path, durability: str | None, sessions: int, rounds: int) -> None:
+    """Many sessions saving into one file at once: ticks/s, and snapshot() + save()."""
+    async with open_store(path, durability) as sqlite:
+        store = Counting(sqlite)
+        ticks = 0
+        latencies: list[float] = []
+        executions = 3
+
+        async def run(i: int) -> None:
+            nonlocal ticks
+            model = ScriptedModel([reply] * (executions * TICKS))
+            agent = Agent(model, tools=[add], max_ticks=TICKS + 1)
+            async with open_session(agent, session_id=f"shared-{i}", store=store) as session:
+                for _ in range(executions):
+                    handle = await session.send("go")
+                    async for event in handle:
+                        ticks += event.type == "tick_end"
+                    assert handle.status == "completed", handle.status
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(sessions):
+                nursery.start_soon(run, i)
+        elapsed = time.perf_counter() - start
+        run_saves = store.saves
+
+        async def snapshot_and_save(i: int) -> None:
+            agent = Agent(ScriptedModel([]))
+            async with open_session(agent, session_id=f"shared-{i}", store=sqlite) as session:
+                for _ in range(rounds):
+                    t0 = time.perf_counter()
+                    await sqlite.save(session.snapshot())
+                    latencies.append(time.perf_counter() - t0)
+
+        start = time.perf_counter()
+        async with trio.open_nursery() as nursery:
+            for i in range(sessions):
+                nursery.start_soon(snapshot_and_save, i)
+        saving = time.perf_counter() - start
+    label = f"durability={durability!r}" if durability else "(no durability setting)"
+    print(f"\nSQLiteStore, {sessions} sessions sharing one file, {label}")
+    print(
+        f"  sessions running: {ticks / elapsed:8.0f} ticks/s, "
+        f"{run_saves / elapsed:8.0f} saves/s ({run_saves} saves)"
+    )
+    print(
+        f"  snapshot() + save(), all at once: {sessions * rounds / saving:8.0f} saves/s, "
+        f"median {statistics.median(latencies) * 1e3:.3f} ms"
+    )
+
+
+async def main(samples: int, sizes: list[int], sessions: int, directory: Path) -> int:
     stores: list[tuple[str, Callable[[], SQLiteStore | MemoryStore]]] = [
         ("SQLiteStore", lambda: SQLiteStore(directory / "bench.db")),
         ("MemoryStore", MemoryStore),
@@ -163,6 +282,8 @@ async def main(samples: int, sizes: list[int], directory: Path) -> int:
                 await store.aclose()
         ratio = report(name, sizes, first, tick)
         ok = ok and ratio <= 2.0
+    for n, durability in enumerate(durabilities()):
+        await shared_file(directory / f"shared-{n}.db", durability, sessions, samples)
     return 0 if ok else 1
 
 
@@ -175,6 +296,9 @@ def parse_args() -> argparse.Namespace:
         type=lambda text: [int(part) for part in text.split(",")],
         help="timeline lengths, comma-separated; the ratio is last / first",
     )
+    parser.add_argument(
+        "--sessions", type=int, default=16, help="sessions sharing one file at once"
+    )
     parser.add_argument("--dir", type=Path, default=None, help="where the database goes")
     return parser.parse_args()
 
@@ -182,4 +306,4 @@ def parse_args() -> argparse.Namespace:
 if __name__ == "__main__":
     args = parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
-        sys.exit(trio.run(main, args.samples, args.sizes, Path(tmp)))
+        sys.exit(trio.run(main, args.samples, args.sizes, args.sessions, Path(tmp)))

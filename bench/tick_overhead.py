@@ -4,12 +4,18 @@ Library: one execution of N ticks on a zero-latency `ScriptedModel`; each tick
 the model streams a short text and one tool call, the tool runs, and one
 subscriber reads the whole event stream.
 
-Bare loop: the same `ScriptedModel` stream, the same tool function called with
-the same arguments, and the messages appended to a list — no events, no
-validation, no bookkeeping.
+Bare loop: only what any agent loop must do. A fake model that checkpoints once
+and returns a dict, the tool function awaited with its arguments after one
+checkpoint, and three plain dicts appended to a list. It drives no library code
+(no `ScriptedModel`, no `Message`).
 
 Also: microseconds per streamed ``content_delta`` end to end (model chunk ->
-event -> subscriber), against iterating the same model stream bare.
+event -> ``async for`` reader), against a bare async generator of N pre-built
+strings that checkpoints once per 64 (what ``ScriptedModel(delay=0)`` does),
+appended to a list.
+
+Both time what the caller waits for: from ``send()`` (or the loop's start) until
+the last event was read.
 
 Run: ``python bench/tick_overhead.py [--ticks N] [--deltas N] [--repeat R]``.
 Figures are ratios measured in the same run; absolute times vary by machine.
@@ -20,23 +26,12 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import trio
 
-from trio_session import (
-    Agent,
-    Message,
-    ModelRequest,
-    Reply,
-    ScriptedModel,
-    TextBlock,
-    ToolCallChunk,
-    ToolResultBlock,
-    Usage,
-    open_session,
-    tool,
-)
+from trio_session import Agent, Reply, ScriptedModel, Usage, open_session, tool
 
 
 @tool
@@ -72,26 +67,25 @@ async def library_ticks(ticks: int) -> float:
 
 
 async def bare_ticks(ticks: int) -> float:
-    model = ScriptedModel(tick_script(ticks))
-    messages: list[Message] = [Message("user", "go")]
+    async def model(history: list[dict[str, Any]], tick: int) -> dict[str, Any]:
+        await trio.lowlevel.checkpoint()
+        if tick <= ticks:
+            return {"text": "Checking.", "tool": "lookup", "args": {"key": f"k{tick}"}}
+        return {"text": "Done."}
+
+    async def run_tool(key: str) -> str:
+        await trio.lowlevel.checkpoint()
+        return f"value of {key}"
+
+    history: list[dict[str, Any]] = [{"role": "user", "text": "go"}]
     start = time.perf_counter()
     for tick in range(1, ticks + 2):
-        request = ModelRequest(None, tuple(messages), (lookup.spec(),), tick)
-        text: list[str] = []
-        calls: list[ToolCallChunk] = []
-        async for chunk in model.stream(request):
-            if isinstance(chunk, ToolCallChunk):
-                calls.append(chunk)
-            elif hasattr(chunk, "text"):
-                text.append(chunk.text)
-        messages.append(Message("assistant", "".join(text)))
-        for call in calls:
-            output = lookup.fn(**call.input)
-            messages.append(
-                Message(
-                    "tool", (ToolResultBlock(call.tool_use_id, call.name, (TextBlock(output),)),)
-                )
-            )
+        out = await model(history, tick)
+        history.append({"role": "assistant", "out": out})
+        if "tool" in out:
+            result = await run_tool(**out["args"])
+            history.append({"role": "tool", "result": result})
+            history.append({"role": "note"})
     elapsed = time.perf_counter() - start
     return elapsed / (ticks + 1)
 
@@ -111,12 +105,18 @@ async def library_deltas(deltas: int) -> float:
 
 
 async def bare_deltas(deltas: int) -> float:
-    model = ScriptedModel([Reply("x" * deltas, usage=USAGE)], chunk_size=1)
-    request = ModelRequest(None, (Message("user", "go"),))
+    pieces = ["x"] * deltas
+
+    async def stream() -> AsyncIterator[str]:
+        for i, piece in enumerate(pieces):
+            if i % 64 == 0:
+                await trio.lowlevel.checkpoint()
+            yield piece
+
     start = time.perf_counter()
-    pieces: list[Any] = []
-    async for chunk in model.stream(request):
-        pieces.append(chunk)
+    received: list[str] = []
+    async for piece in stream():
+        received.append(piece)
     elapsed = time.perf_counter() - start
     return elapsed / deltas
 
@@ -145,7 +145,7 @@ def main() -> None:
     print(f"  trio-session        {lib_tick * 1e6:8.1f} µs/tick")
     print(f"  ratio               {lib_tick / bare_tick:8.2f}x   (target <= 10x)")
     print(f"content_delta: {args.deltas} per run, best of {args.repeat}")
-    print(f"  bare model stream   {bare_delta * 1e6:8.2f} µs/chunk")
+    print(f"  bare async stream   {bare_delta * 1e6:8.2f} µs/chunk")
     print(f"  trio-session        {lib_delta * 1e6:8.2f} µs/delta end to end")
     print(f"  ratio               {lib_delta / bare_delta:8.2f}x")
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import sqlite3
 import subprocess
 import sys
 import uuid
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import attrs
 import pytest
@@ -212,6 +213,7 @@ def add_audit(path: Path) -> None:
 
 def take_audit(path: Path) -> list[tuple[str, int]]:
     with raw(path) as conn:
+        ops: list[tuple[str, int]]
         ops = conn.execute("SELECT op, idx FROM audit ORDER BY rowid").fetchall()
         conn.execute("DELETE FROM audit")
     return ops
@@ -620,3 +622,193 @@ async def test_any_sequence_of_saves_loads_back(tmp_path: Path, ops: list[tuple[
             snapshot = attrs.evolve(snapshot, timeline=timeline, state=state)
             await store.save(snapshot)
             assert await store.load(session_id) == snapshot
+
+
+# --- durability and group commit ----------------------------------------------------------
+
+
+def synchronous_of(path: Path) -> list[int]:
+    """``PRAGMA synchronous`` of every open connection to ``path`` in this process.
+
+    The setting belongs to a connection, not to the file, so the test asks the store's own
+    connection (found among the live objects; idle, since the store is between calls).
+    """
+    values: list[int] = []
+    for obj in gc.get_objects():
+        if not isinstance(obj, sqlite3.Connection):
+            continue
+        try:
+            files = [row[2] for row in obj.execute("PRAGMA database_list")]
+            if any(file and Path(file) == path for file in files):
+                values.append(obj.execute("PRAGMA synchronous").fetchone()[0])
+        except sqlite3.ProgrammingError:  # a closed connection
+            continue
+    return values
+
+
+def wal_commits(path: Path) -> int:
+    """How many transactions the file's write-ahead log holds: its commit frames."""
+    wal = path.with_name(path.name + "-wal").read_bytes()
+    if len(wal) < 32:
+        return 0
+    page_size = int.from_bytes(wal[8:12], "big")
+    salts = wal[16:24]
+    commits = 0
+    offset = 32
+    while offset + 24 + page_size <= len(wal):
+        frame = wal[offset : offset + 24]
+        if frame[8:16] != salts:  # left over from before the log was restarted
+            break
+        commits += int.from_bytes(frame[4:8], "big") != 0  # a commit frame: the size after it
+        offset += 24 + page_size
+    return commits
+
+
+@pytest.mark.parametrize(("durability", "synchronous"), [("normal", 1), ("full", 2)])
+async def test_durability_sets_the_connections_synchronous_pragma(
+    tmp_path: Path, durability: Literal["normal", "full"], synchronous: int
+) -> None:
+    path = (tmp_path / "s.db").resolve()
+    async with SQLiteStore(path, durability=durability) as store:
+        await store.save(snap(timeline=conversation(2)))
+        assert store.durability == durability
+        assert synchronous_of(path) == [synchronous]
+    async with SQLiteStore(path) as store:
+        assert store.durability == "normal"
+        assert synchronous_of(path) == [1]
+        assert await store.load("s1") == snap(timeline=conversation(2))
+
+
+@pytest.mark.parametrize("durability", ["fast", "FULL", None, 2])
+def test_a_bad_durability_is_named(durability: Any) -> None:
+    with pytest.raises(ValueError, match=f"durability .*{durability!r}"):
+        SQLiteStore("x.db", durability=durability)
+
+
+async def concurrent_saves(
+    path: Path, store: SQLiteStore, snapshots: list[SessionSnapshot]
+) -> tuple[dict[str, BaseException | None], int]:
+    """Save ``snapshots`` at once, while another connection holds the write lock.
+
+    The first save takes the lock's wait in its worker thread, the others queue behind it;
+    then the lock is let go. Returns each session's outcome and the commits it took.
+    """
+    outcomes: dict[str, BaseException | None] = {}
+
+    async def save(snapshot: SessionSnapshot) -> None:
+        try:
+            await store.save(snapshot)
+        except Exception as exc:
+            outcomes[snapshot.session_id] = exc
+        else:
+            outcomes[snapshot.session_id] = None
+
+    before = wal_commits(path)
+    with raw(path) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(save, snapshots[0])
+            await trio.testing.wait_all_tasks_blocked()  # in its thread, with the batch taken
+            for snapshot in snapshots[1:]:
+                nursery.start_soon(save, snapshot)
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.execute("ROLLBACK")
+    return outcomes, wal_commits(path) - before
+
+
+async def test_concurrent_saves_share_one_transaction(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path, durability="full") as store:
+        await store.save(snap("warm-up"))
+        snapshots = [snap(f"s{i}", tick(str(i)), last_seq=i) for i in range(8)]
+        outcomes, commits = await concurrent_saves(path, store, snapshots)
+        assert outcomes == {f"s{i}": None for i in range(8)}
+        # The first save alone, then the seven that queued behind it together.
+        assert commits == 2
+        for snapshot in snapshots:
+            assert await store.load(snapshot.session_id) == snapshot
+    async with SQLiteStore(path) as reopened:
+        assert await reopened.list() == sorted(["warm-up", *(f"s{i}" for i in range(8))])
+
+
+async def test_a_failing_save_in_a_batch_fails_alone(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    bad_message = Message("assistant", (JsonBlock({"bad": object()}),), id="bad")
+    async with SQLiteStore(path) as store:
+        stored = snap("s2", tick("old"))
+        await store.save(stored)
+        snapshots = [
+            snap("s0", tick("0")),
+            snap("s1", tick("1")),
+            attrs.evolve(stored, timeline=stored.timeline + tick("new") + (bad_message,)),
+            snap("s3", tick("3")),
+            # The same session again, after its failed save: it starts from what is stored.
+            attrs.evolve(stored, timeline=stored.timeline + tick("again"), last_seq=5),
+        ]
+        outcomes, commits = await concurrent_saves(path, store, snapshots[:4])
+        assert commits == 2
+        assert outcomes["s0"] is None and outcomes["s1"] is None and outcomes["s3"] is None
+        assert isinstance(outcomes["s2"], TrioSessionError | TypeError | ValueError)
+        assert await store.load("s2") == stored  # the failed save left it as it was
+        for snapshot in (snapshots[0], snapshots[1], snapshots[3]):
+            assert await store.load(snapshot.session_id) == snapshot
+        await store.save(snapshots[4])
+        assert await store.load("s2") == snapshots[4]
+
+
+async def test_a_waiting_save_cancelled_writes_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    async with SQLiteStore(path) as store:
+        await store.save(snap("warm-up"))
+        done: list[str] = []
+        waiting = trio.CancelScope()
+
+        async def save(snapshot: SessionSnapshot, scope: trio.CancelScope) -> None:
+            with scope:
+                await store.save(snapshot)
+                done.append(snapshot.session_id)
+
+        with raw(path) as blocker:
+            blocker.execute("BEGIN IMMEDIATE")
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(save, snap("first"), trio.CancelScope())
+                await trio.testing.wait_all_tasks_blocked()  # its batch taken, in its thread
+                nursery.start_soon(save, snap("cancelled"), waiting)
+                nursery.start_soon(save, snap("last"), trio.CancelScope())
+                await trio.testing.wait_all_tasks_blocked()
+                waiting.cancel()
+                await trio.testing.wait_all_tasks_blocked()
+                # It left at once, while the first save still waits for the lock.
+                assert waiting.cancelled_caught and done == []
+                blocker.execute("ROLLBACK")
+        assert sorted(done) == ["first", "last"]
+        assert await store.list() == ["first", "last", "warm-up"]
+
+
+async def test_saves_queued_when_the_store_closes_are_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    store = SQLiteStore(path)
+    await store.save(snap("warm-up"))
+    outcomes, _ = await concurrent_saves(path, store, [snap("first"), snap("second")])
+    assert outcomes == {"first": None, "second": None}
+    errors: list[BaseException] = []
+
+    async def save(snapshot: SessionSnapshot) -> None:
+        try:
+            await store.save(snapshot)
+        except trio.ClosedResourceError as exc:
+            errors.append(exc)
+
+    with raw(path) as blocker:
+        blocker.execute("BEGIN IMMEDIATE")
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(save, snap("in flight"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(save, snap("queued"))
+            await trio.testing.wait_all_tasks_blocked()
+            nursery.start_soon(store.aclose)
+            await trio.testing.wait_all_tasks_blocked()
+            blocker.execute("ROLLBACK")
+    assert len(errors) == 1
+    async with SQLiteStore(path) as reopened:
+        assert await reopened.list() == ["first", "in flight", "second", "warm-up"]

@@ -127,6 +127,12 @@ class Agent:
     settings: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, converter=dict)
     retry: RetryPolicy | None = attrs.field(factory=RetryPolicy, kw_only=True)
     output_type: Any = attrs.field(default=None, kw_only=True)
+    _by_name: Mapping[str, Tool] = attrs.field(
+        init=False,
+        eq=False,
+        repr=False,
+        default=attrs.Factory(lambda self: {t.name: t for t in self.tools}, takes_self=True),
+    )
 
     @retry.validator
     def _check_retry(self, _attr: object, value: object) -> None:
@@ -152,10 +158,7 @@ class Agent:
 
     def tool(self, name: str) -> Tool | None:
         """The tool called ``name``, or None."""
-        for candidate in self.tools:
-            if candidate.name == name:
-                return candidate
-        return None
+        return self._by_name.get(name)
 
 
 @attrs.frozen

@@ -6,7 +6,7 @@ import collections.abc
 import functools
 import typing
 from collections.abc import Mapping
-from typing import Any, Literal, get_args, get_origin
+from typing import Any, Final, Literal, get_args, get_origin
 
 import cattrs
 from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
@@ -133,6 +133,11 @@ def _structure_pydantic(value: object, model: Any) -> Any:
         raise ValueError("; ".join(problems)) from None
 
 
+# Scalars the converter structures by calling the type, which gives back an
+# instance of exactly that type unchanged.
+_EXACT: Final = frozenset({int, str, bool, float})
+
+
 def structure_arguments(
     hints: Mapping[str, Any], arguments: Mapping[str, Any]
 ) -> tuple[dict[str, Any], list[str]]:
@@ -149,7 +154,8 @@ def structure_arguments(
     problems: list[str] = []
     for key, value in arguments.items():
         hint = hints.get(key, Any)
-        if hint is Any:
+        if hint is Any or (type(value) is hint and hint in _EXACT):
+            # What the converter would give back: the value itself.
             kwargs[key] = value
             continue
         try:

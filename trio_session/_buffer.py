@@ -399,7 +399,8 @@ class Publisher:
         Raises:
             trio.ClosedResourceError: The buffer already published ``execution_end``.
         """
-        if self._feed.closed:
+        feed = self._feed
+        if feed.closed:
             raise trio.ClosedResourceError(_CLOSED)
         buffer = self._buffer
         counter = self._seq
@@ -415,7 +416,13 @@ class Publisher:
             **fields,
         )
         counter.last = seq
-        self._append(event)
+        # _append, inlined: this runs for every event.
+        index = feed.append(event)
+        listeners = self._listeners
+        if listeners.registrations:
+            listeners.dispatch(index, event)
+        elif feed.closed:
+            listeners.drop()
         return event
 
     @enable_ki_protection
@@ -450,7 +457,7 @@ class Publisher:
         feed = self._feed
         index = feed.append(event)
         listeners = self._listeners
-        if listeners:
+        if listeners.registrations:
             listeners.dispatch(index, event)
         elif feed.closed:
             listeners.drop()

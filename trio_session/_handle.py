@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import collections
 import math
-import uuid
 from collections.abc import AsyncIterator, Generator, Mapping
 from types import TracebackType
 from typing import (
@@ -32,7 +31,7 @@ from typing import (
 import trio
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
-from ._messages import Message
+from ._messages import Message, new_id
 from ._result import SendResult
 from ._util import NoPublicConstructor
 
@@ -201,7 +200,7 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         self, events: EventBuffer, outcome: Outcome[R], *, trace_id: str | None = None
     ) -> None:
         self.events: EventBuffer = events
-        self.trace_id: str = trace_id or uuid.uuid4().hex
+        self.trace_id: str = trace_id or new_id()
         self._outcome = outcome
 
     def __repr__(self) -> str:

@@ -73,23 +73,27 @@ class Listeners:
     current one, in seq order. Once the execution's own ``execution_end`` was
     dispatched (or `drop` was called), every listener is let go and new ones
     are refused silently: nothing can be published any more.
+
+    Attributes:
+        registrations: The active registrations, in order; empty (falsy) when
+            there is nothing to dispatch to, which the publisher checks per event.
     """
 
-    __slots__ = ("_dispatching", "_dropped", "_pending", "_registrations")
+    __slots__ = ("_dispatching", "_dropped", "_pending", "registrations")
 
     def __init__(self) -> None:
-        self._registrations: tuple[_Registration, ...] = ()
+        self.registrations: tuple[_Registration, ...] = ()
         self._dropped = False
         self._dispatching = False
         # Events published by listeners during a dispatch, waiting for theirs.
         self._pending: list[tuple[int, StreamEvent]] = []
 
     def __bool__(self) -> bool:
-        return bool(self._registrations)
+        return bool(self.registrations)
 
     def drop(self) -> None:
         """Let go of every listener and refuse new ones."""
-        self._registrations = ()
+        self.registrations = ()
         self._dropped = True
 
     def register(
@@ -100,7 +104,7 @@ class Listeners:
             # Nothing can be published any more; keeping it would only leak it.
             return _noop
         registration = _Registration(type_, handler, once, from_index)
-        self._registrations = (*self._registrations, registration)
+        self.registrations = (*self.registrations, registration)
 
         def unsubscribe() -> None:
             self._unregister(registration)
@@ -111,11 +115,11 @@ class Listeners:
         if not registration.active:
             return
         registration.active = False
-        self._registrations = tuple(r for r in self._registrations if r is not registration)
+        self.registrations = tuple(r for r in self.registrations if r is not registration)
 
     def remove(self, type_: str | None, handler: Listener) -> bool:
         """Remove the first registration of ``handler`` for ``type_``; whether one was."""
-        for registration in self._registrations:
+        for registration in self.registrations:
             if registration.type == type_ and registration.handler == handler:
                 self._unregister(registration)
                 return True
@@ -145,7 +149,7 @@ class Listeners:
         try:
             while True:
                 event_type = event.type
-                for registration in self._registrations:
+                for registration in self.registrations:
                     if (
                         registration.active
                         and (registration.type is None or registration.type == event_type)

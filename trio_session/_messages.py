@@ -6,8 +6,9 @@ bad input raises `TypeError` or `ValueError` naming the field.
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterable, Mapping
+import itertools
+import os
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import attrs
@@ -230,8 +231,53 @@ BLOCK_TYPES: tuple[type[Any], ...] = get_args(ContentBlock)
 BLOCK_CLASSES: dict[str, type[Any]] = {cls.type: cls for cls in BLOCK_TYPES}
 
 
-def _new_id() -> str:
-    return uuid.uuid4().hex
+class _Ids:
+    """Unique ids without a system call each: a random per-process prefix and a counter.
+
+    The prefix (74 random bits, from ``os.urandom``) is drawn again in a forked child
+    and when the counter wraps, so ids stay unique across processes and restarts; the
+    counter (48 bits) makes them unique within one. Ids are the hex of a valid version-4
+    UUID (SPEC §1): the prefix carries the version and variant bits.
+    """
+
+    __slots__ = ("counter", "prefix")
+
+    def __init__(self) -> None:
+        self.prefix = ""
+        self.counter: Iterator[int] = iter(())
+        self.reseed()
+
+    def reseed(self) -> None:
+        bits = int.from_bytes(os.urandom(10), "big")
+        # Hex digit 12 is the UUID version (4), the top bits of digit 16 the variant (10).
+        bits = (bits & ~(0xF << 28) | (0x4 << 28)) & ~(0xC << 12) | (0x8 << 12)
+        self.prefix = f"{bits:020x}"
+        self.counter = itertools.count(1)
+
+    def next(self) -> str:
+        n = next(self.counter)
+        if n > 0xFFFFFFFFFFFF:
+            self.reseed()
+            n = next(self.counter)
+        return f"{self.prefix}{n:012x}"
+
+
+_IDS = _Ids()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_IDS.reseed)
+
+
+def new_id() -> str:
+    """A fresh unique id of 32 hex digits (message, execution and call ids).
+
+    Example:
+        >>> len(new_id()), new_id() != new_id()
+        (32, True)
+    """
+    return _IDS.next()
+
+
+_new_id = new_id
 
 
 def _check_role(_inst: object, _attr: object, value: object) -> None:
@@ -246,7 +292,7 @@ class Message:
     Args:
         role: ``"system"``, ``"user"``, ``"assistant"``, ``"tool"`` or ``"event"``.
         content: A str (becomes one `TextBlock`) or a sequence of blocks.
-        id: A unique id; a fresh uuid4 hex by default.
+        id: A unique id; by default a fresh one of 32 hex digits (see `new_id`).
         metadata: Free-form JSON-able data that travels with the message.
 
     Raises:
@@ -289,6 +335,45 @@ class Message:
     def tool_results(self) -> tuple[ToolResultBlock, ...]:
         """The tool results in this message, in order."""
         return tuple(b for b in self.content if isinstance(b, ToolResultBlock))
+
+
+_new = object.__new__
+_set = object.__setattr__
+
+
+def built_message(role: Role, content: tuple[ContentBlock, ...], id: str) -> Message:
+    """A `Message` of blocks the engine built itself, without checking them again.
+
+    For the engine's hot path only: ``content`` must be a tuple of valid blocks that
+    fit ``role`` (the public constructor's checks, which this skips), ``id`` a str.
+    """
+    message = _new(Message)
+    _set(message, "role", role)
+    _set(message, "content", content)
+    _set(message, "id", id)
+    _set(message, "metadata", {})
+    return message
+
+
+def built_tool_use(tool_use_id: str, name: str, input: dict[str, Any]) -> ToolUseBlock:
+    """A `ToolUseBlock` of checked parts (see `built_message`): str ids, a dict of str keys."""
+    block = _new(ToolUseBlock)
+    _set(block, "tool_use_id", tool_use_id)
+    _set(block, "name", name)
+    _set(block, "input", input)
+    return block
+
+
+def built_tool_result(
+    tool_use_id: str, name: str, content: tuple[ContentBlock, ...], is_error: bool = False
+) -> ToolResultBlock:
+    """A `ToolResultBlock` of checked parts (see `built_message`): str ids, valid blocks."""
+    result = _new(ToolResultBlock)
+    _set(result, "tool_use_id", tool_use_id)
+    _set(result, "name", name)
+    _set(result, "content", content)
+    _set(result, "is_error", is_error)
+    return result
 
 
 def _make(role: Role, parts: tuple[str | ContentBlock, ...], metadata: dict[str, Any]) -> Message:

@@ -171,6 +171,8 @@ class ExecutionTrace(_Traced):
 
     def chat(self, model: object) -> ChatSpan:
         """A span for one call of ``model``, a child of the execution's span."""
+        if self._span is None:
+            return _NO_CHAT
         span = self._child(
             f"chat {getattr(model, 'name', '')}".rstrip(),
             {
@@ -185,6 +187,8 @@ class ExecutionTrace(_Traced):
 
     def tool(self, name: str, tool_use_id: str) -> ToolSpan:
         """A span for one tool call, a child of the execution's span."""
+        if self._span is None:
+            return _NO_TOOL
         span = self._child(
             f"execute_tool {name}",
             {
@@ -237,6 +241,10 @@ class ExecutionTrace(_Traced):
             attributes=attributes,
         )
 
+
+# Without a span they do nothing and keep no state: one of each serves every call.
+_NO_CHAT = ChatSpan(None)
+_NO_TOOL = ToolSpan(None)
 
 NO_TRACE = ExecutionTrace(None, "")
 """What `start_execution` gives without OpenTelemetry: every method does nothing."""

@@ -18,6 +18,9 @@ def _count() -> int:
     return attrs.field(default=0, validator=_non_negative_int)
 
 
+_new = object.__new__
+_set = object.__setattr__
+
 # Shown by repr only when set, so the common case reads as it always did.
 _OPTIONAL = ("cache_read_tokens", "cache_write_tokens", "unreported_ticks")
 
@@ -62,15 +65,17 @@ class Usage:
     def __add__(self, other: object) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        return Usage(
-            self.input_tokens + other.input_tokens,
-            self.output_tokens + other.output_tokens,
-            self.total_tokens + other.total_tokens,
-            self.ticks + other.ticks,
-            self.cache_read_tokens + other.cache_read_tokens,
-            self.cache_write_tokens + other.cache_write_tokens,
-            self.unreported_ticks + other.unreported_ticks,
-        )
+        # Sums of two valid counts are valid: built without running the validators
+        # again (the engine adds usages on every tick).
+        total = _new(Usage)
+        _set(total, "input_tokens", self.input_tokens + other.input_tokens)
+        _set(total, "output_tokens", self.output_tokens + other.output_tokens)
+        _set(total, "total_tokens", self.total_tokens + other.total_tokens)
+        _set(total, "ticks", self.ticks + other.ticks)
+        _set(total, "cache_read_tokens", self.cache_read_tokens + other.cache_read_tokens)
+        _set(total, "cache_write_tokens", self.cache_write_tokens + other.cache_write_tokens)
+        _set(total, "unreported_ticks", self.unreported_ticks + other.unreported_ticks)
+        return total
 
     def __repr__(self) -> str:
         fields = [

@@ -65,6 +65,8 @@ def validate(schema: Mapping[str, Any] | bool, value: Any) -> list[str]:
         >>> validate(schema, {})
         ["missing required argument 'city'"]
     """
+    if _plainly_valid(schema, value):
+        return []
     errors: list[str] = []
     try:
         _Checker(schema).check(schema, value, "", errors)
@@ -73,6 +75,46 @@ def validate(schema: Mapping[str, Any] | bool, value: Any) -> list[str]:
         # (``{"allOf": [{"$ref": "#"}]}``); the value is refused, not the caller.
         return [f"{_label('')}: the schema refers to itself without end"]
     return errors
+
+
+# The schemas most tools have (what signatures of scalar parameters give): an object
+# of scalar-typed properties. Annotations are ignored, as everywhere here.
+_ANNOTATIONS = frozenset({"title", "description", "default", "examples", "format"})
+_PLAIN_OBJECT = _ANNOTATIONS | {"type", "properties", "required", "additionalProperties"}
+_PLAIN_SCALAR = _ANNOTATIONS | {"type"}
+_SCALARS = frozenset({"string", "integer", "number", "boolean", "null"})
+
+
+def _plainly_valid(schema: object, value: object) -> bool:
+    """A quick yes for a plain object schema and a value that fits it.
+
+    True only when the full check would find no problem; False means "check in
+    full" (a problem, or a schema with more than scalar-typed properties), so the
+    messages always come from `_Checker`.
+    """
+    if not isinstance(schema, dict) or type(value) is not dict:
+        return False
+    if schema.get("type") != "object" or not _PLAIN_OBJECT.issuperset(schema):
+        return False
+    properties = schema.get("properties", {})
+    additional = schema.get("additionalProperties", True)
+    if not isinstance(properties, dict) or not isinstance(additional, bool):
+        return False
+    for name in schema.get("required", ()):
+        if name not in value:
+            return False
+    for key, item in value.items():
+        sub = properties.get(key) if type(key) is str else None
+        if sub is None:
+            if additional is not True or type(key) is not str:
+                return False
+            continue
+        if not isinstance(sub, dict) or not _PLAIN_SCALAR.issuperset(sub):
+            return False
+        kind = sub.get("type")
+        if type(kind) is not str or kind not in _SCALARS or not is_json_type(kind, item):
+            return False
+    return True
 
 
 def check_schema(schema: object, where: str = "schema") -> None:
@@ -485,21 +527,26 @@ class _Checker:
             ex_low, low = low, None
         if ex_high is True:
             ex_high, high = high, None
-        shown = show_value(value)
+        # The value is shown only in a problem's message (json.dumps is not free).
         if is_json_type("number", low) and value < low:
-            errors.append(f"{_label(path)}: must be >= {show_value(low)}, got {shown}")
+            errors.append(f"{_label(path)}: must be >= {show_value(low)}, got {show_value(value)}")
         if is_json_type("number", high) and value > high:
-            errors.append(f"{_label(path)}: must be <= {show_value(high)}, got {shown}")
+            errors.append(f"{_label(path)}: must be <= {show_value(high)}, got {show_value(value)}")
         if is_json_type("number", ex_low) and value <= ex_low:
-            errors.append(f"{_label(path)}: must be > {show_value(ex_low)}, got {shown}")
+            errors.append(
+                f"{_label(path)}: must be > {show_value(ex_low)}, got {show_value(value)}"
+            )
         if is_json_type("number", ex_high) and value >= ex_high:
-            errors.append(f"{_label(path)}: must be < {show_value(ex_high)}, got {shown}")
+            errors.append(
+                f"{_label(path)}: must be < {show_value(ex_high)}, got {show_value(value)}"
+            )
         step = schema.get("multipleOf")
         if step is not None:
             quotient = value / step
             if not (math.isfinite(quotient) and math.isclose(quotient, round(quotient))):
                 errors.append(
-                    f"{_label(path)}: must be a multiple of {show_value(step)}, got {shown}"
+                    f"{_label(path)}: must be a multiple of {show_value(step)}, "
+                    f"got {show_value(value)}"
                 )
 
 

@@ -10,7 +10,6 @@ the model events (``message_start`` < content / tool-call events <
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,7 +30,16 @@ from .._events import (
     ToolCallDelta,
     ToolCallStart,
 )
-from .._messages import ContentBlock, Message, ReasoningBlock, TextBlock, ToolUseBlock
+from .._messages import (
+    ContentBlock,
+    Message,
+    ReasoningBlock,
+    TextBlock,
+    ToolUseBlock,
+    built_message,
+    built_tool_use,
+    new_id,
+)
 from .._usage import Usage
 from ..models._base import (
     INVALID_JSON_KEY,
@@ -130,7 +138,7 @@ class Assembler:
         self._usage_reported = False
         self._stop_reason: str | None = None
         # Fixed now, so a client streaming the message knows the id it will be committed as.
-        self._message_id = uuid.uuid4().hex
+        self._message_id = new_id()
         emit(MessageStart, model=model_name, message_id=self._message_id)
 
     def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
@@ -206,7 +214,7 @@ class Assembler:
         self._close_block()
         call_id = model_id
         if call_id in self._seen:
-            call_id = f"{model_id}_{uuid.uuid4().hex[:8]}"
+            call_id = f"{model_id}_{new_id()[-8:]}"
             self._rejected[call_id] = (
                 f"The tool_use_id {model_id!r} was already used in this turn, so this call "
                 f"to {name!r} was not run. Give every tool call its own id."
@@ -231,7 +239,11 @@ class Assembler:
             except (TypeError, ValueError):
                 text = repr(arguments)
             arguments = {INVALID_JSON_KEY: text}
-        block = ToolUseBlock(call_id, call.name, arguments)
+        if type(call_id) is str and type(call.name) is str:
+            # Checked above and here: what the constructor would check, without a second pass.
+            block = built_tool_use(call_id, call.name, dict(arguments))
+        else:
+            block = ToolUseBlock(call_id, call.name, arguments)  # raises, naming the field
         self._blocks[call.index] = block
         self._emit(ToolCall, tool_use_id=call_id, name=call.name, input=block.input)
 
@@ -266,6 +278,7 @@ class Assembler:
             unreported_ticks=0 if self._usage_reported else 1,
         )
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
-        message = Message("assistant", content, id=self._message_id)
+        # Every block was built (and checked) by its constructor above.
+        message = built_message("assistant", content, self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
         return Assembled(message, calls, usage, stop_reason, dict(self._rejected))

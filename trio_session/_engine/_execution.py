@@ -12,7 +12,6 @@ the session module.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
@@ -28,7 +27,7 @@ from .._events import (
     ResultEvent,
 )
 from .._handle import Status, new_session_handle
-from .._messages import Message
+from .._messages import Message, new_id
 from .._result import SendResult
 from .._timeline import Timeline
 from .._tools import Confirmations, ConfirmationWait, Decision
@@ -149,7 +148,7 @@ class Execution:
     ) -> None:
         self.host = host
         self.agent = agent
-        self.id = uuid.uuid4().hex
+        self.id = new_id()
         self.parent = parent
         self.props: Mapping[str, Any] = dict(props or {})
         self.max_ticks = max_ticks if max_ticks is not None else agent.max_ticks

@@ -10,6 +10,9 @@ from .._usage import Usage
 __all__ = ["Tick"]
 
 
+_NO_USAGE = Usage()  # frozen: one serves every tick until its model call ends
+
+
 @attrs.define
 class Tick:
     """What one tick produced so far; committed all at once."""
@@ -18,7 +21,7 @@ class Tick:
     message: Message | None = None
     calls: tuple[ToolUseBlock, ...] = ()
     results: list[ToolResultBlock | None] = attrs.Factory(list)
-    usage: Usage = attrs.field(factory=Usage)
+    usage: Usage = _NO_USAGE
     stop_reason: str = "end_turn"
     started: set[int] = attrs.Factory(set)
     rejected: dict[str, str] = attrs.Factory(dict)

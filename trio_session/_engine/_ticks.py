@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from types import AsyncGeneratorType
 from typing import TYPE_CHECKING, Any, Final
 
 import trio
@@ -53,6 +54,11 @@ async def run_ticks(execution: Execution) -> SendResult:
     spec = agent.output
     output: Any = None
     corrected = False
+    # TickContext and TickResult are built only for the hooks that read them.
+    needs_context = agent.on_tick_start is not None or agent.build is not None
+    needs_result = agent.should_continue is not None or agent.on_tick_end is not None
+    # What TickContext.default_request() sends; the agent's tools do not change.
+    specs = tuple(t.spec() for t in agent.tools if t.visible_to_model)
     while True:
         # An execution aborted before its tick does not call the model.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -62,19 +68,26 @@ async def run_ticks(execution: Execution) -> SendResult:
         publisher.emit(TickStart)
         state = Tick(tick)
         transcript.current = state
-        ctx = TickContext(
-            props=execution.props,
-            timeline=host.timeline.view(),
-            tick=tick,
-            state=host.state,
-            tools=agent.tools,
-            session_id=host.id,
-            execution_id=execution.id,
-            agent=agent,
-        )
-        await call_hook(agent.on_tick_start, ctx)
-        await host.reserve_seq()
-        request = await _build(execution, ctx)
+        if needs_context:
+            ctx = TickContext(
+                props=execution.props,
+                timeline=host.timeline.view(),
+                tick=tick,
+                state=host.state,
+                tools=agent.tools,
+                session_id=host.id,
+                execution_id=execution.id,
+                agent=agent,
+            )
+            if agent.on_tick_start is not None:
+                await call_hook(agent.on_tick_start, ctx)
+            if host.persistent:
+                await host.reserve_seq()
+            request = await _build(execution, ctx)
+        else:
+            if host.persistent:
+                await host.reserve_seq()
+            request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
         await _call_model(execution, request, state)
@@ -84,16 +97,20 @@ async def run_ticks(execution: Execution) -> SendResult:
         transcript.commit_tick(state)
 
         default = bool(state.calls) or bool(transcript.pending)
-        result = TickResult(
-            tick=tick,
-            message=state.message,
-            tool_calls=state.calls,
-            tool_results=tuple(r for r in state.results if r is not None),
-            usage=state.usage,
-            stop_reason=state.stop_reason,
-            should_continue=default,
-        )
-        decided = await call_hook(agent.should_continue, result)
+        result: TickResult | None = None
+        if needs_result:
+            result = TickResult(
+                tick=tick,
+                message=state.message,
+                tool_calls=state.calls,
+                tool_results=tuple(r for r in state.results if r is not None),
+                usage=state.usage,
+                stop_reason=state.stop_reason,
+                should_continue=default,
+            )
+        decided = None
+        if agent.should_continue is not None:
+            decided = await call_hook(agent.should_continue, result)
         go_on = default if decided is None else bool(decided)
         stop_reason = state.stop_reason
         if go_on and tick >= execution.max_ticks:
@@ -111,7 +128,8 @@ async def run_ticks(execution: Execution) -> SendResult:
             # and the end-of-execution save covers this tick.
             transcript.accepting = False
             transcript.return_pending()
-        await call_hook(agent.on_tick_end, result)
+        if agent.on_tick_end is not None:
+            await call_hook(agent.on_tick_end, result)
         publisher.emit(
             TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
         )
@@ -191,6 +209,7 @@ async def _stream(
     assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
     with execution.trace.chat(model) as span:
         stream = model.stream(request)
+        exhausted = False
         try:
             count = 0
             async for chunk in stream:
@@ -201,13 +220,16 @@ async def _stream(
                     # (nor let the task that calls it run).
                     await trio.lowlevel.checkpoint()
                     await execution.host.reserve_seq()
+            exhausted = True
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.
             if not retried(exc):
                 assembler.fail(exc)
             raise
         finally:
-            await _close_stream(stream)
+            # An async generator that ran to its end has nothing left to close.
+            if not (exhausted and isinstance(stream, AsyncGeneratorType)):
+                await _close_stream(stream)
         assembled = assembler.finish()
         span.finish(assembled.usage, assembled.stop_reason)
     state.message = assembled.message

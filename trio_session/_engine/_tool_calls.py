@@ -10,7 +10,7 @@ import trio
 
 from .._errors import InvalidToolArguments
 from .._events import ToolResultEvent, ToolResultStart
-from .._messages import TextBlock, ToolResultBlock, ToolUseBlock
+from .._messages import TextBlock, ToolResultBlock, ToolUseBlock, built_tool_result
 from .._tools import ToolContext
 from ..models._base import INVALID_JSON_KEY
 from ._confirm import confirm
@@ -27,36 +27,47 @@ logger: Final = logging.getLogger("trio_session")
 
 def error_result(call: ToolUseBlock, text: str) -> ToolResultBlock:
     """An error result for ``call`` that tells the model ``text``."""
-    return ToolResultBlock(call.tool_use_id, call.name, (TextBlock(text),), is_error=True)
+    return built_tool_result(call.tool_use_id, call.name, (TextBlock(text),), is_error=True)
 
 
 async def run_tools(execution: Execution, state: Tick) -> None:
     """Run every call of ``state`` and record its result there."""
-    limiter = trio.CapacityLimiter(execution.agent.max_tool_concurrency)
     if len(state.calls) == 1:
-        await _run_tool(execution, state, 0, limiter)
+        # One call: nothing to bound and no task to start. Cancellation is still
+        # seen before it runs (an async tool may not checkpoint before its work).
+        await trio.lowlevel.checkpoint_if_cancelled()
+        await _run_tool(execution, state, 0, None)
         return
+    limiter = trio.CapacityLimiter(execution.agent.max_tool_concurrency)
     async with trio.open_nursery() as nursery:
         for index in range(len(state.calls)):
             nursery.start_soon(_run_tool, execution, state, index, limiter)
 
 
 async def _run_tool(
-    execution: Execution, state: Tick, index: int, limiter: trio.CapacityLimiter
+    execution: Execution, state: Tick, index: int, limiter: trio.CapacityLimiter | None
 ) -> None:
+    if limiter is None:
+        await _handle_call(execution, state, index)
+    else:
+        async with limiter:
+            await _handle_call(execution, state, index)
+
+
+async def _handle_call(execution: Execution, state: Tick, index: int) -> None:
     call = state.calls[index]
-    async with limiter:
-        state.started.add(index)
-        execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
-        rejected = state.rejected.get(call.tool_use_id)
-        with execution.trace.tool(call.name, call.tool_use_id) as span:
-            if rejected is not None:
-                await trio.lowlevel.checkpoint()
-                result = error_result(call, rejected)
-            else:
-                result = await _tool_result(execution, call, state.number)
-            span.finish(result.is_error, _text(result))
-        answer(execution, state, index, result)
+    state.started.add(index)
+    execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
+    rejected = state.rejected.get(call.tool_use_id)
+    with execution.trace.tool(call.name, call.tool_use_id) as span:
+        if rejected is not None:
+            await trio.lowlevel.checkpoint()
+            result = error_result(call, rejected)
+        else:
+            result = await _tool_result(execution, call, state.number)
+        # The text is the span's error description: only an error needs it.
+        span.finish(result.is_error, _text(result) if result.is_error else "")
+    answer(execution, state, index, result)
 
 
 def answer(execution: Execution, state: Tick, index: int, result: ToolResultBlock) -> None:
@@ -121,17 +132,20 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
             return error_result(call, f"The user denied the call to {call.name!r}{why}.")
         if decision.modified_arguments is not None:
             arguments = decision.modified_arguments
-    host = execution.host
-    context = ToolContext(
-        session=host.owner,
-        execution=execution.handle,
-        tool_use_id=call.tool_use_id,
-        tick=tick,
-        props=execution.props,
-        state=host.state,
-        emit_fn=execution.emit_custom,
-        spawn_fn=host.owner.spawn,
-    )
+    context: ToolContext | None = None
+    if tool.takes_context:
+        # Built only for a tool that reads it.
+        host = execution.host
+        context = ToolContext(
+            session=host.owner,
+            execution=execution.handle,
+            tool_use_id=call.tool_use_id,
+            tick=tick,
+            props=execution.props,
+            state=host.state,
+            emit_fn=execution.emit_custom,
+            spawn_fn=host.owner.spawn,
+        )
     token = current_tool_call.set(ToolCallContext(execution, call.tool_use_id))
     try:
         content = await tool.run(context, arguments)
@@ -142,7 +156,8 @@ async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> T
         return error_result(call, f"Tool {call.name!r} failed: {type(exc).__name__}: {exc}")
     finally:
         current_tool_call.reset(token)
-    return ToolResultBlock(call.tool_use_id, call.name, content)
+    # tool.run checked the content (to_blocks); the ids are the model's call's.
+    return built_tool_result(call.tool_use_id, call.name, content)
 
 
 def _text(result: ToolResultBlock) -> str:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._buffer import Publisher
 from .._events import EntryCommitted, MessageDelivered, MessageQueued
-from .._messages import Message
+from .._messages import Message, built_message, new_id
 from .._result import SendResult
 from .._usage import Usage
 from ._tick import Tick
@@ -82,7 +82,8 @@ class Transcript:
             self.last_message = state.message
         if state.calls:
             blocks = tuple(r for r in state.results if r is not None)
-            self.commit(Message("tool", blocks))
+            # Tool results the engine built, in a tool message: nothing to check again.
+            self.commit(built_message("tool", blocks, new_id()))
         state.committed = True
         # The tick that waited for confirmation (if it was this one) is done waiting.
         self.host.clear_pending()

@@ -7,6 +7,7 @@ on a pooled connection in a worker thread, at most ``max_connections`` at a time
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import logging
 import threading
 from collections.abc import Callable
@@ -127,7 +128,8 @@ class PostgresStore(ClosingStore):
         max_connections: The most connections (and worker threads) used at once.
 
     Raises:
-        psycopg_pool.PoolTimeout: (on first use) the server could not be reached.
+        ModuleNotFoundError: psycopg or psycopg_pool is not installed.
+        psycopg_pool.PoolTimeout: (on first use) the server could not be reached in 30 s.
 
     Example:
         ::
@@ -144,6 +146,12 @@ class PostgresStore(ClosingStore):
             raise TypeError(f"max_connections must be an int, got {type(max_connections).__name__}")
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
+        for module in ("psycopg", "psycopg_pool"):
+            if importlib.util.find_spec(module) is None:
+                raise ModuleNotFoundError(
+                    f"PostgresStore needs {module}: pip install 'trio-session[cluster]'",
+                    name=module,
+                )
         self._dsn = dsn
         self._max_connections = max_connections
         self._limiter = trio.CapacityLimiter(max_connections)

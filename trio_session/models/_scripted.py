@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -12,6 +11,7 @@ import attrs
 import trio
 
 from .._errors import ModelError
+from .._messages import new_id
 from .._usage import Usage
 from ._base import (
     ModelChunk,
@@ -38,7 +38,7 @@ def _tool_calls(value: Iterable[Any]) -> tuple[tuple[str, dict[str, Any], str], 
                 f"Reply.tool_calls[{i}] must be (name, input) or (name, input, id), got {call!r}"
             )
         name, arguments = call[0], call[1]
-        call_id = call[2] if len(call) == 3 else f"call_{uuid.uuid4().hex[:16]}"
+        call_id = call[2] if len(call) == 3 else f"call_{new_id()}"
         if not isinstance(name, str) or not isinstance(arguments, Mapping):
             raise TypeError(f"Reply.tool_calls[{i}] must be (str, mapping), got {call!r}")
         if not isinstance(call_id, str):
@@ -150,12 +150,8 @@ class ScriptedModel:
         item = self.script[self._position]
         self._position += 1
         reply = await _resolve(item, request)
-        async for chunk in self._play(reply, request):
-            yield chunk
-
-    async def _play(self, reply: Reply, request: ModelRequest) -> AsyncIterator[ModelChunk]:
+        # The chunks are yielded here, not through a second generator: one frame a chunk.
         pause = Pacer(self.delay)
-
         for piece in self._pieces(reply.reasoning):
             await pause()
             yield ReasoningChunk(piece)
@@ -165,16 +161,20 @@ class ScriptedModel:
         if reply.error is not None:
             await pause()
             raise reply.error
+        encoded: list[str] = []
         for name, arguments, call_id in reply.tool_calls:
             await pause()
             yield ToolCallStartChunk(call_id, name)
-            for piece in self._pieces(json.dumps(arguments)):
+            text = json.dumps(arguments)
+            encoded.append(text)
+            for piece in self._pieces(text):
                 await pause()
                 yield ToolCallDeltaChunk(call_id, piece)
             yield ToolCallChunk(call_id, name, arguments)
         await pause()
         if reply.usage is None:
-            yield estimate_usage(request, reply.text, (a for _, a, _ in reply.tool_calls))
+            # The arguments' JSON counts as output text: encoded once, above.
+            yield estimate_usage(request, reply.text + "".join(encoded))
         else:
             usage = reply.usage
             yield UsageChunk(

@@ -6,10 +6,11 @@ import builtins
 import os
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Final, Literal, TypeVar
 
+import outcome
 import trio
 
 from .._errors import SnapshotError, TrioSessionError
@@ -30,6 +31,13 @@ from ._base import (
 __all__ = ["SQLiteStore"]
 
 T = TypeVar("T")
+
+Durability = Literal["normal", "full"]
+
+_SYNCHRONOUS: Final[dict[str, str]] = {"normal": "NORMAL", "full": "FULL"}
+
+MAX_BATCH = 256
+"""The most saves one transaction of a group commit takes."""
 
 SCHEMA_VERSION = 2
 """The layout of the tables, kept in ``PRAGMA user_version``."""
@@ -79,6 +87,19 @@ class SQLiteStore(ClosingStore):
     or the new one, never a mix. Several processes can share one file: a
     writer waits up to ``busy_timeout`` seconds for another to finish.
 
+    Durability: with ``"normal"`` (the default, ``synchronous=NORMAL``) a
+    committed save survives any crash of the process, the crash this library
+    promises to survive; only a power loss or an operating-system crash may
+    undo the last saves (never half of one). ``"full"`` (``synchronous=FULL``)
+    syncs the file at every commit, so a save also survives a power loss, at
+    the cost of one fsync per commit.
+
+    Group commit: saves that arrive while another save is being written (from
+    several sessions sharing this store) are written together, in one
+    transaction and one sync, each in a savepoint of its own: each save is
+    still atomic, and each caller gets its own result — a snapshot that fails
+    (one JSON cannot represent) fails alone.
+
     Saving is incremental: after a tick, a save writes that tick's new
     messages and the session's fields, not the whole timeline again. Messages
     are told apart by id: when the new timeline has the stored first and last
@@ -92,10 +113,12 @@ class SQLiteStore(ClosingStore):
     Args:
         path: The database file; created if missing. ``":memory:"`` gives a
             private in-memory database.
+        durability: ``"normal"`` or ``"full"``, as above.
         busy_timeout: Seconds to wait for another connection's write lock
             before failing with `sqlite3.OperationalError`.
 
     Raises:
+        ValueError: ``durability`` is neither ``"normal"`` nor ``"full"``.
         TrioSessionError: (on first use) the file was written by a newer
             trio-session with a different table layout.
 
@@ -113,25 +136,43 @@ class SQLiteStore(ClosingStore):
         'hi'
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        durability: Durability = "normal",
+        busy_timeout: float = 30.0,
+    ) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         if isinstance(busy_timeout, bool) or not isinstance(busy_timeout, int | float):
             raise TypeError(f"busy_timeout must be a number, got {type(busy_timeout).__name__}")
         if not busy_timeout >= 0:
             raise ValueError(f"busy_timeout must be >= 0 seconds, got {busy_timeout!r}")
+        if not isinstance(durability, str) or durability not in _SYNCHRONOUS:
+            raise ValueError(f'durability must be "normal" or "full", got {durability!r}')
         self._path: str = os.fspath(path)
+        self._durability: Durability = durability
         self._busy_timeout = float(busy_timeout)
         self._conn: sqlite3.Connection | None = None
         # One connection, used by one worker thread at a time: the lock is the
         # only thing that serializes access, because check_same_thread is off.
         self._lock = trio.Lock()
         self._closed = False
+        # The group commit: saves waiting to be written, and whether one of the
+        # saving tasks is writing (it then writes whatever waits, as one batch).
+        self._queue: list[_Save] = []
+        self._writing = False
 
     @property
     def path(self) -> str:
         """The database file."""
         return self._path
+
+    @property
+    def durability(self) -> Durability:
+        """``"normal"`` or ``"full"``: what a committed save survives."""
+        return self._durability
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
@@ -164,6 +205,9 @@ class SQLiteStore(ClosingStore):
     async def save(self, snapshot: SessionSnapshot) -> None:
         """Store ``snapshot`` in one transaction, writing only what changed.
 
+        Saves from several tasks at once are written together (group commit),
+        each in a savepoint of its own, so each is atomic on its own.
+
         If this raises — `trio.Cancelled` included — nothing was written.
         A cancellation that arrives while the transaction runs waits for it
         to finish (it is never abandoned halfway) and the save completes.
@@ -177,7 +221,83 @@ class SQLiteStore(ClosingStore):
         # The small fields are serialized here, so a bad state fails before the
         # database is touched; new messages are serialized in the worker,
         # which alone knows which ones are new.
-        await self._run(_save, snapshot.timeline, session_row(snapshot))
+        request = _Save(snapshot.timeline, session_row(snapshot))
+        await trio.lowlevel.checkpoint_if_cancelled()
+        if self._closed:
+            raise trio.ClosedResourceError("this SQLiteStore was closed")
+        self._queue.append(request)
+        if self._writing and not await self._wait(request):
+            return request.result.unwrap()
+        # This task writes: its own save and whatever else waits by then.
+        self._writing = True
+        try:
+            await self._write_batch(request)
+        finally:
+            self._pass_on()
+        return request.result.unwrap()
+
+    async def _wait(self, request: _Save) -> bool:
+        """Wait until ``request`` is written (False) or its task is to write (True)."""
+        request.task = trio.lowlevel.current_task()
+
+        def abort(_raise_cancel: Any) -> trio.lowlevel.Abort:
+            if request.taken:
+                # Being written: it is not abandoned halfway, as a save in a
+                # thread is not; the cancellation reaches the caller after it.
+                return trio.lowlevel.Abort.FAILED
+            self._queue.remove(request)
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        lead: bool = await trio.lowlevel.wait_task_rescheduled(abort)
+        return lead
+
+    async def _write_batch(self, request: _Save) -> None:
+        try:
+            await self._lock.acquire()
+        except BaseException:
+            # Cancelled while a load or delete runs: nothing written.
+            self._queue.remove(request)
+            raise
+        batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+        try:
+            for queued in batch:
+                queued.taken = True
+            if self._closed:
+                for queued in batch:
+                    queued.result = outcome.Error(
+                        trio.ClosedResourceError("this SQLiteStore was closed")
+                    )
+            else:
+                # Shielded: the batch is taken and its savers wait for their
+                # results; a write is never abandoned halfway.
+                with trio.CancelScope(shield=True):
+                    written = await trio.to_thread.run_sync(
+                        outcome.capture, self._call, _save_batch, (batch,)
+                    )
+                if isinstance(written, outcome.Value):
+                    for queued, result in zip(batch, written.unwrap(), strict=True):
+                        queued.result = result
+                else:
+                    # The transaction as a whole failed (BEGIN, COMMIT, the
+                    # disk): every save of the batch failed with it.
+                    for queued in batch:
+                        queued.result = outcome.Error(written.error)
+        finally:
+            self._lock.release()
+            # Whatever happened, no saver is left waiting.
+            for queued in batch:
+                if queued is not request:
+                    assert queued.task is not None
+                    trio.lowlevel.reschedule(queued.task, outcome.Value(False))
+
+    def _pass_on(self) -> None:
+        """Hand the writing over to the first waiting save, if any."""
+        if self._queue:
+            task = self._queue[0].task
+            assert task is not None
+            trio.lowlevel.reschedule(task, outcome.Value(True))
+        else:
+            self._writing = False
 
     async def load(self, session_id: str) -> SessionSnapshot | None:
         """The snapshot stored under ``session_id``, or None.
@@ -216,7 +336,7 @@ class SQLiteStore(ClosingStore):
     def _call(self, fn: Callable[..., T], args: tuple[Any, ...]) -> T:
         # In a worker thread, under the lock.
         if self._conn is None:
-            self._conn = _connect(self._path, self._busy_timeout)
+            self._conn = _connect(self._path, self._busy_timeout, self._durability)
         return fn(self._conn, *args)
 
 
@@ -228,7 +348,7 @@ def _corrupt(exc: sqlite3.DatabaseError) -> bool:
     return not isinstance(exc, sqlite3.OperationalError)
 
 
-def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
+def _connect(path: str, busy_timeout: float, durability: Durability) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; every write below runs
     # inside an explicit BEGIN IMMEDIATE ... COMMIT.
     conn = sqlite3.connect(
@@ -240,6 +360,8 @@ def _connect(path: str, busy_timeout: float) -> sqlite3.Connection:
         (schema,) = conn.execute("PRAGMA user_version").fetchone()
         _check_layout(path, schema)
         _use_wal(conn, busy_timeout)
+        # Per connection, not kept in the file.
+        conn.execute(f"PRAGMA synchronous = {_SYNCHRONOUS[durability]}")
         if schema != SCHEMA_VERSION:
             with _transaction(conn):
                 # Again under the write lock: another process may have won the race.
@@ -323,14 +445,46 @@ def _noop(conn: sqlite3.Connection) -> None:
     pass
 
 
-def _save(conn: sqlite3.Connection, timeline: tuple[Message, ...], row: tuple[Any, ...]) -> None:
-    session_id = row[0]
+class _Save:
+    """One save waiting for (or in) a group commit."""
+
+    __slots__ = ("result", "row", "taken", "task", "timeline")
+
+    def __init__(self, timeline: Sequence[Message], row: tuple[Any, ...]) -> None:
+        self.timeline = timeline
+        self.row = row
+        self.task: trio.lowlevel.Task | None = None  # set while it waits
+        self.taken = False  # in a batch being written
+        self.result: outcome.Outcome[None] = outcome.Error(RuntimeError("not written"))
+
+
+def _save_batch(conn: sqlite3.Connection, batch: list[_Save]) -> list[outcome.Outcome[None]]:
+    """Write the batch in one transaction, each save in a savepoint of its own."""
+    results: list[outcome.Outcome[None]] = []
     with _transaction(conn):
-        start = first_new(conn.execute(_SQL.head, (session_id,)).fetchone(), timeline)
-        # Also clears rows a corrupt or foreign writer left past the stored count.
-        conn.execute(_SQL.delete_messages_from, (session_id, start))
-        conn.executemany(_SQL.insert_messages, message_rows(session_id, timeline, start))
-        conn.execute(_SQL.upsert, row)
+        for save in batch:
+            conn.execute("SAVEPOINT save")
+            try:
+                _write(conn, save.timeline, save.row)
+            except Exception as exc:
+                # Undo this save alone. If even that fails, the exception
+                # leaves the transaction, and every save of the batch fails.
+                conn.execute("ROLLBACK TO save")
+                conn.execute("RELEASE save")
+                results.append(outcome.Error(exc))
+            else:
+                conn.execute("RELEASE save")
+                results.append(outcome.Value(None))
+    return results
+
+
+def _write(conn: sqlite3.Connection, timeline: Sequence[Message], row: tuple[Any, ...]) -> None:
+    session_id = row[0]
+    start = first_new(conn.execute(_SQL.head, (session_id,)).fetchone(), timeline)
+    # Also clears rows a corrupt or foreign writer left past the stored count.
+    conn.execute(_SQL.delete_messages_from, (session_id, start))
+    conn.executemany(_SQL.insert_messages, message_rows(session_id, timeline, start))
+    conn.execute(_SQL.upsert, row)
 
 
 def _load(conn: sqlite3.Connection, session_id: str) -> SessionSnapshot | None:

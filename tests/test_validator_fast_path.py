@@ -1,0 +1,77 @@
+"""The validator's quick yes for plain object schemas agrees with the full check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hypothesis import given, strategies as st
+
+from trio_session._validator import _Checker, _plainly_valid, validate
+
+SCALARS = ("string", "integer", "number", "boolean", "null")
+NAMES = st.sampled_from(["a", "b", "c", "d"])
+
+values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+    st.lists(st.integers(), max_size=2),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+
+property_schemas = st.one_of(
+    st.builds(lambda t: {"type": t}, st.sampled_from(SCALARS)),
+    st.builds(lambda t: {"type": t, "description": "x"}, st.sampled_from(SCALARS)),
+    # Not plain: the full check must decide.
+    st.builds(lambda t: {"type": [t, "null"]}, st.sampled_from(SCALARS)),
+    st.just({"type": "integer", "minimum": 0}),
+    st.just({"anyOf": [{"type": "number"}, {"type": "null"}]}),
+)
+
+object_schemas = st.builds(
+    lambda props, required, additional: {
+        "type": "object",
+        "properties": props,
+        "required": sorted(required & props.keys()),
+        **({} if additional is None else {"additionalProperties": additional}),
+    },
+    st.dictionaries(NAMES, property_schemas, max_size=4),
+    st.sets(NAMES),
+    st.sampled_from([None, True, False]),
+)
+
+
+def full_check(schema: dict[str, Any], value: object) -> list[str]:
+    errors: list[str] = []
+    _Checker(schema).check(schema, value, "", errors)
+    return errors
+
+
+@given(object_schemas, st.dictionaries(NAMES, values, max_size=4))
+def test_quick_yes_only_when_the_full_check_finds_nothing(
+    schema: dict[str, Any], value: dict[str, Any]
+) -> None:
+    if _plainly_valid(schema, value):
+        assert full_check(schema, value) == []
+    assert validate(schema, value) == full_check(schema, value)
+
+
+def test_quick_yes_for_a_fitting_value_and_the_full_messages_otherwise() -> None:
+    schema = {
+        "type": "object",
+        "properties": {"a": {"type": "integer"}, "b": {"type": "string"}},
+        "required": ["a"],
+        "additionalProperties": False,
+    }
+    assert _plainly_valid(schema, {"a": 1, "b": "x"})
+    assert not _plainly_valid(schema, {"a": 1.0})
+    assert not _plainly_valid(schema, {"a": True})
+    assert not _plainly_valid(schema, {"b": "x"})
+    assert not _plainly_valid(schema, {"a": 1, "c": 2})
+    assert validate(schema, {"a": True, "c": 2}) == [
+        "a: expected integer, got boolean",
+        "unexpected argument 'c'",
+    ]
+    assert validate(schema, {"b": "x"}) == ["missing required argument 'a'"]
