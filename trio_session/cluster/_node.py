@@ -472,9 +472,11 @@ class _Cluster:
         session_id, token = held.session_id, held.token
         agent = await self._agent_for(session_id)
         orphan = await self.registry.running_of(session_id)
-        min_seq = 0
         if orphan is not None:
             min_seq = await self._end_orphan(held, orphan, snapshot)
+        else:
+            # Whatever happened before: never behind the stream (Redis refuses an old id).
+            min_seq = await self.events.last_seq(session_id)
         store = _HolderStore(
             self.postgres.fenced(session_id, token),
             saved=_saved_hook(self, held),
