@@ -386,3 +386,44 @@ def test_cli_rejects_bad_cluster_options() -> None:
     assert ttl.returncode == 2
     assert "--lease-ttl" in ttl.stderr
     assert json.dumps(both.stdout) == '""'
+
+
+async def test_the_stream_is_trimmed_behind_a_durable_snapshot(
+    postgres_dsn: str, redis_url: str
+) -> None:
+    from trio_session import Agent, ScriptedModel
+    from trio_session.cluster import open_cluster_gateway
+    from trio_session.cluster._redis import EventLog, open_redis
+
+    agent = Agent(ScriptedModel(["x" * 50] * 2, chunk_size=1))
+    async with (
+        open_cluster_gateway(
+            agent,
+            postgres=postgres_dsn,
+            redis=redis_url,
+            worker_id="solo",
+            lease_ttl=LEASE_TTL,
+            port=0,
+            token=TOKEN,
+            max_buffered_events=10,
+        ) as gateway,
+        httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.port}", headers=AUTH, timeout=DEADLINE
+        ) as client,
+        open_redis(redis_url) as redis,
+    ):
+        assert (await client.post("/sessions", json={"session_id": "t1"})).status_code == 201
+        log = EventLog(redis)
+        for text in ("one", "two"):
+            sent = (await client.post("/sessions/t1/messages", json={"message": text})).json()
+            path = f"/sessions/t1/events?after_seq={sent['after_seq']}"
+            async with SSE(client, path) as events:
+                frames = await until(events, lambda f: f.event == "execution_end")
+            assert frames[-1].data["execution_id"] == sent["execution_id"]
+        last = await log.last_seq("t1")
+        kept = await log.read("t1", after_seq=None, count=1000)
+        # The first execution's events (all in the snapshot saved since) are gone but the
+        # last 10 behind that save; everything after it is kept.
+        assert kept[0][0] > 1
+        assert kept[-1][0] == last
+        assert [seq for seq, _ in kept] == list(range(kept[0][0], last + 1))

@@ -234,7 +234,6 @@ class _Cluster:
         self.worker_id = worker_id
         self.ttl = lease_ttl
         self._idle_timeout = idle_timeout
-        self._max_buffered_events = max_buffered_events
         self._retention = max_buffered_events or RETENTION
         self._held: dict[str, _Held] = {}
         self._opening: dict[str, trio.Event] = {}
@@ -484,12 +483,9 @@ class _Cluster:
             min_seq=min_seq,
         )
         async with trio.open_nursery() as nursery:
-            async with open_session(
-                agent,
-                session_id=session_id,
-                store=store,
-                max_buffered_events=self._max_buffered_events,
-            ) as session:
+            # No retention bound in the process: the forwarder must never lag behind and
+            # lose events; readers read the stream, where the bound applies (`saved`).
+            async with open_session(agent, session_id=session_id, store=store) as session:
                 entry = held.entry = Entry(session, idle_since=trio.current_time())
                 subscription = session.subscribe(after_seq=session.last_seq)
                 held.forwarded = session.last_seq
@@ -1025,8 +1021,9 @@ async def open_cluster_gateway(
         idle_timeout: Seconds an unused session stays on its node before its lease is
             let go of.
         max_body: As in `open_gateway`.
-        max_buffered_events: As in `open_gateway`; also the events a stream keeps
-            behind its latest snapshot (default `RETENTION`).
+        max_buffered_events: How many events a session's stream keeps behind its latest
+            durable snapshot (default `RETENTION`); readers with an older cursor resume
+            from the oldest kept event.
         keepalive: As in `open_gateway`.
 
     Raises:
