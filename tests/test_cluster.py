@@ -427,3 +427,23 @@ async def test_the_stream_is_trimmed_behind_a_durable_snapshot(
         assert kept[0][0] > 1
         assert kept[-1][0] == last
         assert [seq for seq, _ in kept] == list(range(kept[0][0], last + 1))
+
+
+async def test_a_node_stopped_mid_answer_closes_cleanly(cluster: Cluster) -> None:
+    a, b = [await cluster.start(name) for name in ("node-a", "node-b")]
+    async with a.client() as on_a, b.client() as on_b:
+        assert (await on_a.post("/sessions", json={"session_id": "s6"})).status_code == 201
+        async with stream(b, "s6") as events:
+            sent = await on_a.post("/sessions/s6/messages", json={"message": STORY})
+            await until(events, lambda f: f.event == "content_delta")
+            a.process.terminate()
+            with trio.fail_after(DEADLINE):
+                assert await a.process.wait() == 0
+            frames = await until(events, lambda f: f.event == "execution_end")
+        assert frames[-1].data["execution_id"] == sent.json()["execution_id"]
+        assert frames[-1].data["status"] == "cancelled"
+        # Saved and let go of: node B answers from storage, then runs it on demand.
+        assert (await on_b.get("/sessions/s6")).json()["node"] is None
+        again = await on_b.post("/sessions/s6/messages", json={"message": "what is 6 * 7?"})
+        assert again.status_code == 202
+        assert (await on_b.get("/sessions/s6")).json()["node"] == "node-b"

@@ -779,6 +779,11 @@ def _waiting(session: Session) -> bool:
     return bool(session.pending_confirmations)
 
 
+async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.CancelScope) -> None:
+    await wait()
+    scope.cancel()
+
+
 async def _watch(entry: Entry, idle_timeout: float) -> None:
     """Return when the held session should close: asked to, or idle long enough."""
     session = entry.session
@@ -787,9 +792,10 @@ async def _watch(entry: Entry, idle_timeout: float) -> None:
         handle = session.current_execution
         if entry.users or session.status == "running":
             if handle is not None and not handle.done:
-                with trio.move_on_after(idle_timeout):
-                    await handle.wait()
-                # Woken by the end of the execution, or a change.
+                # Woken by the end of the execution, or a change (a close asked for).
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(_then_cancel, handle.wait, nursery.cancel_scope)
+                    nursery.start_soon(_then_cancel, entry.changed.wait, nursery.cancel_scope)
             else:
                 await entry.changed.wait()
             entry.idle_since = trio.current_time()
