@@ -6,6 +6,7 @@ import json
 import math
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import TracebackType
 from typing import Any
 
 import attrs
@@ -81,9 +82,14 @@ class SSE:
         self._lines = self.response.aiter_lines()
         return self
 
-    async def __aexit__(self, *exc: object) -> None:
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         await self._lines.aclose()  # type: ignore[attr-defined]
-        await self._cm.__aexit__(*exc)
+        await self._cm.__aexit__(exc_type, exc, tb)
 
     async def frame(self) -> Frame | None:
         """The next frame with data; None at the end of the stream."""

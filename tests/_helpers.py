@@ -2,16 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
-from trio_session import ExecutionHandle, Message, StreamEvent
+from trio_session import (
+    ContentBlock,
+    Event,
+    ExecutionHandle,
+    JsonBlock,
+    Message,
+    StreamEvent,
+    TextBlock,
+)
+
+T = TypeVar("T")
 
 
-async def collect(handle: ExecutionHandle[object]) -> list[StreamEvent]:
+async def collect(handle: ExecutionHandle[Any]) -> list[Event]:
     """Every event of an execution, through execution_end (errors swallowed)."""
-    events: list[StreamEvent] = []
+    events: list[Event] = []
     async with handle.events.subscribe() as subscription:
         async for event in subscription:
+            assert isinstance(event, Event), event
             events.append(event)
     return events
 
@@ -27,8 +39,8 @@ def assert_transcript_integrity(timeline: Sequence[Message]) -> None:
         for block in message.tool_results:
             answered.add(block.tool_use_id)
     for message in timeline:
-        for block in message.tool_uses:
-            assert block.tool_use_id in answered, f"unanswered tool_use {block.tool_use_id}"
+        for use in message.tool_uses:
+            assert use.tool_use_id in answered, f"unanswered tool_use {use.tool_use_id}"
     for i, message in enumerate(timeline):
         if message.tool_uses:
             assert i + 1 < len(timeline), "tool_use at the end of the timeline"
@@ -79,3 +91,26 @@ def assert_well_formed(events: Sequence[StreamEvent]) -> None:
             rank = r
         if event.type == "tick_end":
             rank = -1
+
+
+def text_of(block: ContentBlock) -> str:
+    """The text of a block the test expects to be a `TextBlock`."""
+    assert isinstance(block, TextBlock), block
+    return block.text
+
+
+def data_of(block: ContentBlock) -> Any:
+    """The data of a block the test expects to be a `JsonBlock`."""
+    assert isinstance(block, JsonBlock), block
+    return block.data
+
+
+def narrow(value: object, cls: type[T]) -> T:
+    """``value``, asserted to be a ``cls`` (an event of a known type, say)."""
+    assert isinstance(value, cls), value
+    return value
+
+
+def narrow_all(values: Iterable[object], cls: type[T]) -> list[T]:
+    """Every one of ``values``, each asserted to be a ``cls``."""
+    return [narrow(value, cls) for value in values]

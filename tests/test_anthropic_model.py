@@ -330,7 +330,7 @@ async def test_settings_passed_through(server: FakeServer) -> None:
 async def test_reserved_settings_refused(server: FakeServer, key: str) -> None:
     async with make_client(server) as client:
         with pytest.raises(ValueError, match=key):
-            AnthropicModel("claude-test", client=client, **{key: 1})
+            AnthropicModel("claude-test", client=client, **{key: 1})  # type: ignore[arg-type]
         model = AnthropicModel("claude-test", client=client)
         with pytest.raises(ValueError, match=key):
             await collect(model, ModelRequest(None, (user("?"),), settings={key: 1}))
@@ -551,7 +551,7 @@ def test_constructor_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="ANTHROPIC_API_KEY"):
         AnthropicModel("claude-test")
     with pytest.raises(TypeError, match="AsyncAnthropic"):
-        AnthropicModel("claude-test", client=anthropic.Anthropic(api_key="k"))
+        AnthropicModel("claude-test", client=anthropic.Anthropic(api_key="k"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="either client"):
         AnthropicModel("claude-test", client=anthropic.AsyncAnthropic(api_key="k"), api_key="k")
     with pytest.raises(ValueError, match="max_tokens"):

@@ -88,7 +88,7 @@ def test_events_follow_the_spec_order_and_rebuild_the_message(chunks: list[Any])
             open_index = fields["block_index"]
             texts[open_index] = ""
         elif event_type in ("content_delta", "reasoning_delta"):
-            assert fields["block_index"] == open_index
+            assert open_index is not None and fields["block_index"] == open_index
             texts[open_index] += fields["delta"]
         elif event_type == "content_end":
             assert fields["block_index"] == open_index

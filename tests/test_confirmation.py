@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 import trio
-from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
+from _helpers import assert_transcript_integrity, assert_well_formed, collect, text_of, types_of
 
 from trio_session import (
     Agent,
@@ -16,6 +16,7 @@ from trio_session import (
     ScriptedModel,
     StreamEvent,
     ToolConfirmationRequired,
+    ToolConfirmationResult,
     UnknownToolUse,
     open_session,
     tool,
@@ -67,6 +68,7 @@ async def test_listener_answers_synchronously_and_nothing_is_lost() -> None:
         "tool_result",
     ]
     required = events[start + 1]
+    assert required.type == "tool_confirmation_required"
     assert required.message == "Delete /tmp/a?"
     assert required.input == {"path": "/tmp/a"}
     assert_well_formed(events)
@@ -77,6 +79,7 @@ async def test_modified_arguments_are_validated_then_used() -> None:
         handle = await session.send("clean up")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         with pytest.raises(InvalidToolArguments, match="path"):
             handle.submit_tool_result(event.tool_use_id, approved=True, modified_arguments={})
         # Still pending after the invalid answer.
@@ -97,13 +100,14 @@ async def test_denial_gives_an_error_result_with_the_reason() -> None:
         handle = await session.send("clean up")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         handle.submit_tool_result(event.tool_use_id, approved=False, reason="too risky")
         await handle.result
         result_block = session.timeline[2].tool_results[0]
     assert deleted == []
     assert result_block.is_error
-    assert "denied" in result_block.content[0].text
-    assert "too risky" in result_block.content[0].text
+    assert "denied" in text_of(result_block.content[0])
+    assert "too risky" in text_of(result_block.content[0])
 
 
 async def test_always_is_remembered_for_the_session() -> None:
@@ -119,6 +123,7 @@ async def test_always_is_remembered_for_the_session() -> None:
         handle = await session.send("one")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         handle.submit_tool_result(event.tool_use_id, approved=True, always=True)
         await handle.result
         second = await session.send("two")
@@ -145,9 +150,9 @@ async def test_confirmation_timeout_denies(autojump_clock: trio.abc.Clock) -> No
         block = session.timeline[2].tool_results[0]
     assert result.response == "gave up"
     assert deleted == []
-    assert block.is_error and "timed out" in block.content[0].text
+    assert block.is_error and "timed out" in text_of(block.content[0])
     # Nobody answered: the model is not told that the user denied it.
-    assert "denied" not in block.content[0].text
+    assert "denied" not in text_of(block.content[0])
 
 
 async def test_policy_hook_decides_and_none_defers_to_a_person() -> None:
@@ -168,14 +173,15 @@ async def test_policy_hook_decides_and_none_defers_to_a_person() -> None:
         handle = await session.send("clean")
         async with handle.events.subscribe(types={"tool_confirmation_result"}) as sub:
             decided = [await sub.receive(), await sub.receive()]
-            assert {e.tool_use_id for e in decided} == {"call_0", "call_1"}
+            ids = {e.tool_use_id for e in decided if isinstance(e, ToolConfirmationResult)}
+            assert ids == {"call_0", "call_1"}
         handle.submit_tool_result("call_2", approved=True)
         await handle.result
         results = session.timeline[2].tool_results
     assert sorted(asked) == ["/etc/y", "/home/z", "/tmp/x"]
     assert sorted(deleted) == ["/home/z", "/tmp/x"]
     assert [r.is_error for r in results] == [False, True, False]
-    assert "off limits" in results[1].content[0].text
+    assert "off limits" in text_of(results[1].content[0])
 
 
 async def test_abort_ends_pending_confirmation_and_tool_never_runs() -> None:
@@ -183,6 +189,7 @@ async def test_abort_ends_pending_confirmation_and_tool_never_runs() -> None:
         handle = await session.send("clean")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         handle.abort("never mind")
         await handle.wait()
         with pytest.raises(UnknownToolUse):
@@ -220,8 +227,9 @@ async def test_confirmation_predicate_and_callable_message() -> None:
         handle = await session.send("pay")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         assert event.message == "Pay 500?"
         handle.submit_tool_result("big", approved=True)
         await handle.result
-        texts = [r.content[0].text for r in session.timeline[2].tool_results]
+        texts = [text_of(r.content[0]) for r in session.timeline[2].tool_results]
     assert texts == ["paid 5", "paid 500"]

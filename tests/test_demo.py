@@ -23,7 +23,14 @@ import attrs
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
+from _helpers import (
+    assert_transcript_integrity,
+    assert_well_formed,
+    collect,
+    narrow,
+    text_of,
+    types_of,
+)
 from _servers import (
     FakeServer,
     anthropic_message_events,
@@ -38,6 +45,7 @@ from hypothesis import given, settings, strategies as st
 
 from trio_session import (
     Agent,
+    ContentDelta,
     Decision,
     MemoryStore,
     ModelError,
@@ -331,7 +339,7 @@ async def test_research_uses_the_parent_model_when_it_is_not_the_demo() -> None:
         result = await handle.result
         events = await collect(handle)
     results = [e for e in events if e.type == "tool_result" and not e.spawn_path]
-    assert results[0].content[0].text == "child answer"  # type: ignore[attr-defined]
+    assert text_of(results[0].content[0]) == "child answer"
     assert result.response == "parent answer"
     assert model.requests[1].system is not None and "research assistant" in model.requests[1].system
 
@@ -341,7 +349,7 @@ async def test_fail_shows_a_tool_error_and_goes_on() -> None:
         handle = await session.send("please fail")
         result = await handle.result
         events = await collect(handle)
-    errors = [e for e in events if e.type == "tool_result" and e.is_error]  # type: ignore[attr-defined]
+    errors = [e for e in events if e.type == "tool_result" and e.is_error]
     assert len(errors) == 1
     assert handle.status == "completed"
     assert "division by zero" in result.response
@@ -353,7 +361,7 @@ async def test_queued_message_is_answered_in_the_same_execution(
     async with open_session(demo_agent(delay=0.5)) as session:
         handle = await session.send("tell me a story")
         async with handle.events.subscribe(types={"content_delta"}) as deltas:
-            assert (await deltas.receive()).delta == "Once "  # type: ignore[attr-defined]
+            assert narrow(await deltas.receive(), ContentDelta).delta == "Once "
         handle.queue_message("what is 6 * 7")
         result = await handle.result
         events = await collect(handle)

@@ -6,7 +6,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import pytest
-from _helpers import assert_transcript_integrity
+from _helpers import assert_transcript_integrity, text_of
 
 from trio_session import (
     Agent,
@@ -304,7 +304,7 @@ async def test_a_session_runs_schema_tools_with_context_and_reports_bad_calls() 
     assert result.response == "Done."
     results = {b.tool_use_id: b for b in timeline[2].content if isinstance(b, ToolResultBlock)}
     assert results["bad"].is_error
-    assert "x: expected integer, got string" in results["bad"].content[0].text  # type: ignore[union-attr]
+    assert "x: expected integer, got string" in text_of(results["bad"].content[0])
     assert not results["good"].is_error
     assert results["good"].content == (TextBlock("moved"),)
     assert ticks == [1]

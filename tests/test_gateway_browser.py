@@ -36,7 +36,8 @@ def _timeline(base: str, token: str, session_id: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(request) as response:
         state = json.loads(response.read())
     assert state["current_execution"] is None
-    return state["timeline"]
+    timeline: list[dict[str, Any]] = state["timeline"]
+    return timeline
 
 
 def _drive(url: str, screenshot: Path | None) -> None:

@@ -62,7 +62,7 @@ def tool_messages(timeline: Sequence[Any]) -> tuple[list[Any], list[Any]]:
     return uses, results
 
 
-MALFORMED = [
+MALFORMED: list[tuple[str, list[ModelChunk]]] = [
     ("invalid json", [ToolCallStartChunk("c1", "add"), ToolCallDeltaChunk("c1", "{oops")]),
     ("truncated", [ToolCallStartChunk("c1", "add"), ToolCallDeltaChunk("c1", '{"a": 1, "b"')]),
     ("a list", [ToolCallStartChunk("c1", "add"), ToolCallDeltaChunk("c1", "[1, 2]")]),
@@ -88,7 +88,7 @@ async def test_each_malformed_call_is_answered_with_an_error_and_the_model_told(
 
 
 async def test_a_duplicated_tool_use_id_gets_a_fresh_id_and_an_error() -> None:
-    chunks = [
+    chunks: list[ModelChunk] = [
         ToolCallChunk("same", "add", {"a": 1, "b": 2}),
         ToolCallChunk("same", "add", {"a": 3, "b": 4}),
     ]
@@ -104,7 +104,10 @@ async def test_a_duplicated_tool_use_id_gets_a_fresh_id_and_an_error() -> None:
 
 
 async def test_streamed_arguments_without_a_final_chunk_are_used() -> None:
-    chunks = [ToolCallStartChunk("c1", "add"), ToolCallDeltaChunk("c1", '{"a": 1, "b": 2}')]
+    chunks: list[ModelChunk] = [
+        ToolCallStartChunk("c1", "add"),
+        ToolCallDeltaChunk("c1", '{"a": 1, "b": 2}'),
+    ]
     _, _, timeline = await run_turn(chunks)
     _, results = tool_messages(timeline)
     assert not results[0].is_error and results[0].content[0].text == "3"

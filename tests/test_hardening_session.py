@@ -5,7 +5,15 @@ from __future__ import annotations
 import pytest
 import trio
 
-from trio_session import Agent, EventsLagged, Message, ScriptedModel, open_session, tool
+from trio_session import (
+    Agent,
+    EventsLagged,
+    Message,
+    ScriptedModel,
+    ToolConfirmationRequired,
+    open_session,
+    tool,
+)
 from trio_session.models import Reply
 
 
@@ -35,10 +43,10 @@ def test_confirmation_templates_refuse_lookups() -> None:
 
     for template in ("{path.__class__}", "{path[0]}", "{}", "{0}", "{path:{path}}"):
         with pytest.raises(ValueError, match="confirmation_message"):
-            tool(delete, requires_confirmation=True, confirmation_message=template)
-    ok = tool(delete, requires_confirmation=True, confirmation_message="Delete {path!r:>5}?")
+            tool(delete, requires_confirmation=True, confirmation_message=template)  # type: ignore[call-overload]
+    ok = tool(delete, requires_confirmation=True, confirmation_message="Delete {path!r:>5}?")  # type: ignore[call-overload]
     assert ok.confirmation_text({"path": "{x.__class__}"}) == "Delete '{x.__class__}'?"
-    plain = tool(delete, requires_confirmation=True, confirmation_message="Delete {path}?")
+    plain = tool(delete, requires_confirmation=True, confirmation_message="Delete {path}?")  # type: ignore[call-overload]
     assert plain.confirmation_text({"path": "{a[0]} }{"}) == "Delete {a[0]} }{?"
 
 
@@ -58,8 +66,9 @@ async def test_confirmation_text_shows_braces_in_arguments_as_they_are() -> None
         seen: list[str] = []
 
         def answer(event: object) -> None:
-            seen.append(event.message)  # type: ignore[attr-defined]
-            handle.submit_tool_result(event.tool_use_id, approved=True)  # type: ignore[attr-defined]
+            assert isinstance(event, ToolConfirmationRequired)
+            seen.append(event.message)
+            handle.submit_tool_result(event.tool_use_id, approved=True)
 
         handle.events.on("tool_confirmation_required", answer)
         await handle.result

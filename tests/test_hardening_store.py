@@ -10,9 +10,11 @@ from typing import Any
 
 import pytest
 import trio
+from _helpers import narrow
 
 from trio_session import (
     Agent,
+    ExecutionEnd,
     MemoryStore,
     Message,
     ScriptedModel,
@@ -83,7 +85,7 @@ async def test_a_store_slower_than_any_bound_fails_loudly_and_loses_nothing(
             assert isinstance(failed.value.__cause__, TimeoutError)
             # Nothing lost: in memory, the user's input is still there.
             assert [m.text for m in s.timeline] == ["hello"]
-            ends = [e for e in handle.events.history if e.type == "execution_end"]
+            ends = [e for e in handle.events.history if isinstance(e, ExecutionEnd)]
             assert ends[-1].status == "failed" and "StoreError" in (ends[-1].error or "")
     # The close save is cut off too, and says so (the block raised StoreError).
     assert raised.value.session_id == "s"
@@ -132,7 +134,9 @@ async def test_the_end_save_happens_before_execution_end(autojump_clock: trio.ab
     ) as session:
         handle = await session.send("hello")
         handles.append(handle)
-        handle.events.on("execution_end", lambda e: seen.append(("end", e.status)))
+        handle.events.on(
+            "execution_end", lambda e: seen.append(("end", narrow(e, ExecutionEnd).status))
+        )
         await handle.result
     # The save covering the answer came before execution_end, the status not yet settled.
     assert seen.index(("save", (2, "running"))) < seen.index(("end", "completed"))

@@ -13,11 +13,13 @@ import hypercorn.trio
 import pytest
 import trio
 import trio.testing
-from _helpers import collect
+from _helpers import collect, narrow, text_of
 from mcp_server import PIXEL, server as mcp_server
 
 from trio_session import (
     Agent,
+    Event,
+    ExecutionEnd,
     ImageBlock,
     JsonBlock,
     Reply,
@@ -25,6 +27,7 @@ from trio_session import (
     StreamEvent,
     TextBlock,
     Tool,
+    ToolConfirmationRequired,
     ToolResultEvent,
     open_session,
 )
@@ -44,7 +47,7 @@ PIXEL_URI = "data:image/png;base64," + __import__("base64").b64encode(PIXEL).dec
 
 async def run(
     tools: Sequence[Tool], calls: list[tuple[str, dict[str, Any]]], *, approve: bool = False
-) -> list[StreamEvent]:
+) -> list[Event]:
     """One execution whose first tick calls ``calls`` at once, then answers "done"."""
     model = ScriptedModel([Reply("Calling.", tool_calls=calls), "done"])
     async with open_session(Agent(model, tools=tools)) as session:
@@ -52,7 +55,8 @@ async def run(
         if approve:
 
             def answer(event: StreamEvent) -> None:
-                handle.submit_tool_result(event.tool_use_id, approved=True)  # type: ignore[attr-defined]
+                assert isinstance(event, ToolConfirmationRequired)
+                handle.submit_tool_result(event.tool_use_id, approved=True)
 
             handle.events.on("tool_confirmation_required", answer)
         events = await collect(handle)
@@ -60,7 +64,7 @@ async def run(
     return events
 
 
-def results(events: list[StreamEvent]) -> dict[str, ToolResultEvent]:
+def results(events: Sequence[StreamEvent]) -> dict[str, ToolResultEvent]:
     return {e.name: e for e in events if isinstance(e, ToolResultEvent)}
 
 
@@ -71,7 +75,7 @@ CALLS: list[tuple[str, dict[str, Any]]] = [
 ]
 
 
-def check_results(events: list[StreamEvent]) -> None:
+def check_results(events: Sequence[StreamEvent]) -> None:
     got = results(events)
     assert got["t_greet"].content == (TextBlock("Hello, Ann!"),)
     assert not got["t_greet"].is_error
@@ -102,10 +106,10 @@ async def test_an_error_result_and_bad_arguments_are_error_results() -> None:
         events = await run(tools, [("t_divide", {"a": 1, "b": 0}), ("t_greet", {"name": 5})])
     got = results(events)
     assert got["t_divide"].is_error
-    assert "division by zero" in got["t_divide"].content[0].text  # type: ignore[union-attr]
+    assert "division by zero" in text_of(got["t_divide"].content[0])
     # Validated against the server's schema before the server is asked.
     assert got["t_greet"].is_error
-    assert "name" in got["t_greet"].content[0].text  # type: ignore[union-attr]
+    assert "name" in text_of(got["t_greet"].content[0])
 
 
 async def test_a_confirmation_is_approved_through_the_handle() -> None:
@@ -128,9 +132,9 @@ async def test_a_server_that_dies_mid_call_gives_an_error_result() -> None:
         events = await run(tools, [("t_crash", {})])
         crashed = results(events)["t_crash"]
         assert crashed.is_error
-        assert "the MCP server failed to run 'crash'" in crashed.content[0].text  # type: ignore[union-attr]
+        assert "the MCP server failed to run 'crash'" in text_of(crashed.content[0])
         # The execution went on: the model answered after the error result.
-        assert events[-1].status == "completed"  # type: ignore[attr-defined]
+        assert narrow(events[-1], ExecutionEnd).status == "completed"
         # Later calls fail the same way, without hanging.
         again = results(await run(tools, [("t_greet", {"name": "Cy"})]))["t_greet"]
         assert again.is_error
@@ -138,7 +142,7 @@ async def test_a_server_that_dies_mid_call_gives_an_error_result() -> None:
 
 def test_bad_server_arguments_are_refused() -> None:
     with pytest.raises(TypeError, match="not one string"):
-        StdioServer("python", args="server.py")  # type: ignore[arg-type]
+        StdioServer("python", args="server.py")
 
 
 async def test_a_server_that_is_not_a_server_is_refused() -> None:
@@ -173,7 +177,7 @@ async def test_http_tools_are_listed_called_and_mapped() -> None:
         check_results(await run(tools, CALLS))
         failed = results(await run(tools, [("t_divide", {"a": 1, "b": 0})]))["t_divide"]
         assert failed.is_error
-        assert "division by zero" in failed.content[0].text  # type: ignore[union-attr]
+        assert "division by zero" in text_of(failed.content[0])
 
 
 async def test_http_confirmation_and_a_server_stopped_mid_call() -> None:
@@ -188,7 +192,9 @@ async def test_http_confirmation_and_a_server_stopped_mid_call() -> None:
         handle = await session.send("go")
         handle.events.on(
             "tool_confirmation_required",
-            lambda e: handle.submit_tool_result(e.tool_use_id, approved=True),  # type: ignore[attr-defined]
+            lambda e: handle.submit_tool_result(
+                narrow(e, ToolConfirmationRequired).tool_use_id, approved=True
+            ),
         )
         async with handle.events.subscribe(types={"tool_result_start"}) as started:
             await started.receive()
@@ -197,5 +203,5 @@ async def test_http_confirmation_and_a_server_stopped_mid_call() -> None:
         events = await collect(handle)
     hung = results(events)["t_hang"]
     assert hung.is_error
-    assert "the MCP server failed to run 'hang'" in hung.content[0].text  # type: ignore[union-attr]
-    assert events[-1].status == "completed"  # type: ignore[attr-defined]
+    assert "the MCP server failed to run 'hang'" in text_of(hung.content[0])
+    assert narrow(events[-1], ExecutionEnd).status == "completed"

@@ -78,17 +78,17 @@ def test_tool_result_content_normalization() -> None:
 @pytest.mark.parametrize(
     ("build", "exc", "field"),
     [
-        (lambda: TextBlock(5), TypeError, "TextBlock.text"),
-        (lambda: TextBlock(None), TypeError, "TextBlock.text"),
-        (lambda: ImageBlock(b"bytes"), TypeError, "ImageBlock.source"),
-        (lambda: ImageBlock("u", media_type=5), TypeError, "ImageBlock.media_type"),
-        (lambda: ReasoningBlock(1.5), TypeError, "ReasoningBlock.text"),
-        (lambda: ToolUseBlock(1, "n", {}), TypeError, "ToolUseBlock.tool_use_id"),
-        (lambda: ToolUseBlock("c", None, {}), TypeError, "ToolUseBlock.name"),
+        (lambda: TextBlock(5), TypeError, "TextBlock.text"),  # type: ignore[arg-type]
+        (lambda: TextBlock(None), TypeError, "TextBlock.text"),  # type: ignore[arg-type]
+        (lambda: ImageBlock(b"bytes"), TypeError, "ImageBlock.source"),  # type: ignore[arg-type]
+        (lambda: ImageBlock("u", media_type=5), TypeError, "ImageBlock.media_type"),  # type: ignore[arg-type]
+        (lambda: ReasoningBlock(1.5), TypeError, "ReasoningBlock.text"),  # type: ignore[arg-type]
+        (lambda: ToolUseBlock(1, "n", {}), TypeError, "ToolUseBlock.tool_use_id"),  # type: ignore[arg-type]
+        (lambda: ToolUseBlock("c", None, {}), TypeError, "ToolUseBlock.name"),  # type: ignore[arg-type]
         (lambda: ToolUseBlock("c", "n", [("a", 1)]), TypeError, "ToolUseBlock.input"),
         (lambda: ToolUseBlock("c", "n", {1: "a"}), TypeError, "ToolUseBlock.input keys"),
-        (lambda: ToolResultBlock(1, "n", "x"), TypeError, "ToolResultBlock.tool_use_id"),
-        (lambda: ToolResultBlock("c", 2, "x"), TypeError, "ToolResultBlock.name"),
+        (lambda: ToolResultBlock(1, "n", "x"), TypeError, "ToolResultBlock.tool_use_id"),  # type: ignore[arg-type]
+        (lambda: ToolResultBlock("c", 2, "x"), TypeError, "ToolResultBlock.name"),  # type: ignore[arg-type]
         (lambda: tool_result(None), TypeError, "ToolResultBlock.content"),
         (lambda: tool_result({"a": 1}), TypeError, "ToolResultBlock.content"),
         (lambda: tool_result(["ok", 3]), TypeError, r"ToolResultBlock.content\[1\]"),
@@ -245,7 +245,7 @@ def test_evolve_revalidates() -> None:
     m = user("hi", id="m1")
     assert attrs.evolve(m, content="bye").content == (TextBlock("bye"),)
     with pytest.raises(ValueError, match=r"Message\.role"):
-        attrs.evolve(m, role="robot")
+        attrs.evolve(m, role="robot")  # type: ignore[arg-type]
 
 
 # -- helpers -------------------------------------------------------------------------

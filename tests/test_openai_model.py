@@ -379,7 +379,7 @@ async def test_settings_passed_through(server: FakeServer) -> None:
 async def test_reserved_settings_refused(server: FakeServer, key: str) -> None:
     async with make_client(server) as client:
         with pytest.raises(ValueError, match=key):
-            OpenAIModel("gpt-test", client=client, **{key: 1})
+            OpenAIModel("gpt-test", client=client, **{key: 1})  # type: ignore[arg-type]
         model = OpenAIModel("gpt-test", client=client)
         with pytest.raises(ValueError, match=key):
             await collect(model, ModelRequest(None, (user("?"),), settings={key: 1}))
@@ -629,7 +629,7 @@ def test_constructor_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="OPENAI_API_KEY"):
         OpenAIModel("gpt-test")
     with pytest.raises(TypeError, match="AsyncOpenAI"):
-        OpenAIModel("gpt-test", client=openai.OpenAI(api_key="k"))
+        OpenAIModel("gpt-test", client=openai.OpenAI(api_key="k"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="either client"):
         OpenAIModel("gpt-test", client=openai.AsyncOpenAI(api_key="k"), api_key="k")
     with pytest.raises(TypeError, match="model"):

@@ -7,6 +7,7 @@ from typing import Any, NamedTuple, NotRequired, Required, TypedDict
 
 import pydantic
 import pytest
+from _helpers import text_of
 
 from trio_session import (
     Agent,
@@ -229,6 +230,6 @@ async def test_a_session_turns_bad_arguments_into_an_error_result_naming_the_fie
         await (await session.send("go")).result
         results = [b for b in session.timeline[2].content if isinstance(b, ToolResultBlock)]
     assert [r.is_error for r in results] == [True, False]
-    assert "unexpected field 'where.z'" in results[0].content[0].text  # type: ignore[union-attr]
+    assert "unexpected field 'where.z'" in text_of(results[0].content[0])
     assert len(received) == 1
     assert isinstance(received[0][3], Order)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from _helpers import assert_transcript_integrity
+from _helpers import assert_transcript_integrity, text_of
 
 from trio_session import (
     Agent,
@@ -18,6 +18,8 @@ from trio_session import (
     SessionSnapshot,
     SnapshotError,
     SQLiteStore,
+    ToolConfirmationRequired,
+    ToolConfirmationResult,
     ToolContext,
     open_session,
     tool,
@@ -162,7 +164,7 @@ async def test_crash_in_tick_three_keeps_ticks_one_and_two(tmp_path: Path) -> No
         ("assistant", "tick 2"),
         ("tool", ""),
     ]
-    assert [b.content[0].text for m in snapshot.timeline for b in m.tool_results] == [
+    assert [text_of(b.content[0]) for m in snapshot.timeline for b in m.tool_results] == [
         "step 1 done",
         "step 2 done",
     ]
@@ -189,6 +191,7 @@ async def test_always_answer_survives_a_restart(store: object) -> None:
         handle = await session.send("wipe one")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         handle.submit_tool_result(event.tool_use_id, approved=True, always=True)
         await handle.result
     second = Agent(
@@ -202,5 +205,5 @@ async def test_always_answer_survives_a_restart(store: object) -> None:
         assert_transcript_integrity(restored.timeline)
     assert ran == ["/1", "/2"]
     assert "tool_confirmation_required" not in types
-    result = next(e for e in handle.events.history if e.type == "tool_confirmation_result")
+    result = next(e for e in handle.events.history if isinstance(e, ToolConfirmationResult))
     assert result.approved and result.always

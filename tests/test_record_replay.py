@@ -8,18 +8,22 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _helpers import collect
+from _helpers import collect, narrow
 
 from trio_session import (
     Agent,
+    Event,
     ExecutionAborted,
+    ExecutionEnd,
     Model,
     ModelError,
     ModelRequest,
     Reply,
     ScriptedModel,
+    SessionExecutionHandle,
     StreamEvent,
     Tool,
+    ToolConfirmationRequired,
     ToolContext,
     converter,
     open_session,
@@ -47,7 +51,7 @@ def delegate_to(helper: Model) -> Tool:
         Args:
             question: What to ask.
         """
-        child = await ctx.spawn(Agent(helper, name="helper"), question)
+        child: SessionExecutionHandle = await ctx.spawn(Agent(helper, name="helper"), question)
         return (await child.result).response
 
     return delegate
@@ -83,14 +87,15 @@ def payload(event: StreamEvent) -> Any:
     return strip(converter.unstructure(event))
 
 
-async def run(model: Model, message: str = "What is 2+3?", **agent: Any) -> list[StreamEvent]:
+async def run(model: Model, message: str = "What is 2+3?", **agent: Any) -> list[Event]:
     """One execution; the helper child spawned by ``delegate`` shares the model."""
     agent.setdefault("tools", [add, delegate_to(model)])
     async with open_session(Agent(model, system="Be brief.", **agent)) as session:
         handle = await session.send(message)
 
         def approve(event: StreamEvent) -> None:
-            handle.submit_tool_result(event.tool_use_id, approved=True)  # type: ignore[attr-defined]
+            assert isinstance(event, ToolConfirmationRequired)
+            handle.submit_tool_result(event.tool_use_id, approved=True)
 
         handle.events.on("tool_confirmation_required", approve)
         return await collect(handle)
@@ -99,7 +104,7 @@ async def run(model: Model, message: str = "What is 2+3?", **agent: Any) -> list
 async def test_a_recorded_session_replays_with_identical_events(tmp_path: Path) -> None:
     path = tmp_path / "session.jsonl"
     recorded = await run(RecordingModel(provider(), path))
-    assert recorded[-1].type == "execution_end" and recorded[-1].status == "completed"  # type: ignore[attr-defined]
+    assert recorded[-1].type == "execution_end" and recorded[-1].status == "completed"
     assert len(path.read_text().splitlines()) == 4  # the parent's three calls, the helper's one
 
     replay = ReplayModel(path)
@@ -145,8 +150,8 @@ async def test_tick_matching_ignores_everything_but_the_tick(tmp_path: Path) -> 
     await run(RecordingModel(provider(), path))
 
     replayed = await run(ReplayModel(path, match="tick"), "Something else entirely")
-    end = replayed[-1]
-    assert end.status == "completed"  # type: ignore[attr-defined]
+    end = narrow(replayed[-1], ExecutionEnd)
+    assert end.status == "completed"
 
     # A request for another tick than the next recording's is refused.
     model = ReplayModel(path, match="tick")
@@ -186,7 +191,7 @@ async def test_an_aborted_stream_replays_up_to_the_abort(
 ) -> None:
     path = tmp_path / "aborted.jsonl"
 
-    async def abort_after_three_deltas(model: Model) -> list[StreamEvent]:
+    async def abort_after_three_deltas(model: Model) -> list[Event]:
         async with open_session(Agent(model)) as session:
             handle = await session.send("tell me a story")
             deltas = 0
@@ -206,7 +211,7 @@ async def test_an_aborted_stream_replays_up_to_the_abort(
     recorded = await abort_after_three_deltas(RecordingModel(slow, path))
     replayed = await abort_after_three_deltas(ReplayModel(path))
     assert [payload(e) for e in replayed] == [payload(e) for e in recorded]
-    assert replayed[-1].status == "aborted"  # type: ignore[attr-defined]
+    assert narrow(replayed[-1], ExecutionEnd).status == "aborted"
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:

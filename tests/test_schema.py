@@ -99,7 +99,8 @@ def schema_of(fn: Any, *, skip_first: bool = False) -> dict[str, Any]:
 
 
 def prop(fn: Any, name: str) -> dict[str, Any]:
-    return schema_of(fn)["properties"][name]
+    schema: dict[str, Any] = schema_of(fn)["properties"][name]
+    return schema
 
 
 def walk(value: Any) -> Any:

@@ -19,6 +19,7 @@ from _gateway_helpers import (
     is_end,
     running,
 )
+from starlette.requests import Request
 
 from trio_session import Agent, MemoryStore, ScriptedModel, StopChunk, TextChunk, ToolCallChunk
 
@@ -27,6 +28,11 @@ pytestmark = HTTPX_GENERATORS
 
 def seqs(frames: list[Frame]) -> list[int]:
     return [f.id for f in frames if f.id is not None]
+
+
+def id_of(frame: Frame) -> int:
+    assert frame.id is not None, frame
+    return frame.id
 
 
 def text_of(frames: list[Frame]) -> str:
@@ -133,7 +139,7 @@ async def test_generated_token_is_in_the_url() -> None:
 async def test_authenticate_and_authorize_hooks_and_check_order() -> None:
     calls: list[tuple[Any, str | None, str]] = []
 
-    async def authenticate(request: Any) -> str | None:
+    async def authenticate(request: Request) -> str | None:
         return request.headers.get("x-user")
 
     def authorize(principal: Any, session_id: str | None, action: str) -> bool:
@@ -160,7 +166,8 @@ async def test_authenticate_and_authorize_hooks_and_check_order() -> None:
         assert (
             await client.post("/sessions", json={"session_id": "x"}, headers=user)
         ).status_code == 201
-        assert calls[-1] == ("bob", "x", "send")
+        # mypy keeps the None it narrowed calls[-1] to above, across the await.
+        assert calls[-1] == ("bob", "x", "send")  # type: ignore[comparison-overlap]
         # 413 before 403, 403 before 404, 404 before 400.
         big = await client.post(f"/sessions/{sid}/abort", content=b"{" * 500, headers=user)
         assert big.status_code == 413
@@ -286,7 +293,7 @@ async def test_resume_after_disconnect_mid_answer_has_no_gap_and_no_duplicate() 
         ) as stream:
             rest = await stream.until(is_end)
         every = first + rest
-        assert seqs(every) == list(range(1, rest[-1].id + 1))
+        assert seqs(every) == list(range(1, id_of(rest[-1]) + 1))
         assert text_of(every) == "Once upon a time."
         assert sent.json()["after_seq"] == 0
 
@@ -333,7 +340,7 @@ async def test_resume_mid_confirmation_and_answer_through_the_route() -> None:
         ) as stream:
             rest = await stream.until(is_end)
         every = first + rest
-        assert seqs(every) == list(range(1, every[-1].id + 1))
+        assert seqs(every) == list(range(1, id_of(every[-1]) + 1))
         result = next(f for f in rest if f.event == "tool_result")
         assert result.data["content"][0]["text"] == "deleted /tmp/b"
         assert rest[-1].data["status"] == "completed"
@@ -404,8 +411,8 @@ async def test_a_dropped_cursor_gives_one_lagged_frame() -> None:
             rest = await stream.until(is_end)
         assert lagged is not None
         assert (lagged.event, lagged.id) == ("lagged", None)
-        assert lagged.data["missed"] == rest[0].id - 1
-        assert seqs(rest) == list(range(rest[0].id, rest[-1].id + 1))
+        assert lagged.data["missed"] == id_of(rest[0]) - 1
+        assert seqs(rest) == list(range(id_of(rest[0]), id_of(rest[-1]) + 1))
         assert not any(f.event == "lagged" for f in rest)
 
 

@@ -112,7 +112,7 @@ def test_cursor_and_types() -> None:
 def test_tool_answers() -> None:
     answer = parse_tool_answer({"approved": True, "modified_arguments": {"x": 1}, "always": True})
     assert (answer.approved, answer.modified_arguments, answer.always) == (True, {"x": 1}, True)
-    for body, status in [
+    cases: list[tuple[dict[str, object], int]] = [
         ({}, 400),
         ({"approved": 1}, 400),
         ({"approved": True, "always": "yes"}, 400),
@@ -120,7 +120,8 @@ def test_tool_answers() -> None:
         ({"approved": True, "other": 5}, 400),
         ({"approved": True, "modified_arguments": "x"}, 422),
         ({"approved": True, "modified_arguments": [1]}, 422),
-    ]:
+    ]
+    for body, status in cases:
         with pytest.raises(HTTPError) as caught:
             parse_tool_answer(body)
         assert caught.value.status == status, body

@@ -5,25 +5,38 @@ from __future__ import annotations
 import gc
 import tracemalloc
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed, collect, types_of
+from _helpers import (
+    assert_transcript_integrity,
+    assert_well_formed,
+    collect,
+    data_of,
+    narrow,
+    narrow_all,
+    text_of,
+    types_of,
+)
 
 from trio_session import (
     Agent,
+    CustomEvent,
+    Event,
     EventsLagged,
     ExecutionAborted,
     ExecutionCancelled,
+    ExecutionEnd,
     ExecutionTimeout,
     InvalidToolArguments,
     Message,
     ModelChunk,
     ModelError,
     ModelRequest,
+    ModelRequestEvent,
     Reply,
     ScriptedModel,
     SendResult,
@@ -34,6 +47,7 @@ from trio_session import (
     TickContext,
     TickResult,
     ToolContext,
+    ToolResultBlock,
     UnknownTool,
     UsageChunk,
     open_session,
@@ -84,10 +98,11 @@ async def test_send_streams_and_completes() -> None:
     assert events[0].seq == 1
     assert {e.session_id for e in events} == {session.id}
     assert {e.execution_id for e in events} == {handle.execution_id}
-    request = events[3].request
+    request = narrow(events[3], ModelRequestEvent).request
     assert request.system == "Be kind."
     assert [m.text for m in request.messages] == ["Hi"]
     end = events[-1]
+    assert end.type == "execution_end"
     assert end.status == "completed" and end.new_messages == result.new_messages
     assert session.status == "closed"
 
@@ -102,7 +117,7 @@ async def test_tool_loop_commits_use_and_result_together() -> None:
     assert result.response == "It is 5."
     assert [m.role for m in timeline] == ["user", "assistant", "tool", "assistant"]
     tool_result = timeline[2].tool_results[0]
-    assert tool_result.content[0].data == 5 and not tool_result.is_error
+    assert data_of(tool_result.content[0]) == 5 and not tool_result.is_error
     assert_transcript_integrity(timeline)
     assert_well_formed(events)
     # The second request carries the tool result; model events carry their real tick.
@@ -143,10 +158,10 @@ async def test_tool_errors_become_results_the_model_can_act_on() -> None:
         results = session.timeline[2].tool_results
     assert result.response == "Sorry."
     assert [r.is_error for r in results] == [True, True, True]
-    assert "Unknown tool 'nope'" in results[0].content[0].text
-    assert "add" in results[0].content[0].text
-    assert "a" in results[1].content[0].text
-    assert "kaboom" in results[2].content[0].text
+    assert "Unknown tool 'nope'" in text_of(results[0].content[0])
+    assert "add" in text_of(results[0].content[0])
+    assert "a" in text_of(results[1].content[0])
+    assert "kaboom" in text_of(results[2].content[0])
 
 
 async def test_tool_calls_run_concurrently_with_a_bound_and_keep_order(
@@ -173,13 +188,13 @@ async def test_tool_calls_run_concurrently_with_a_bound_and_keep_order(
         await handle.result
         events = await collect(handle)
     assert peak == 3
-    results = session_results = [r.content[0].data for r in _last_tool_message(events)]
+    results = session_results = [data_of(r.content[0]) for r in _last_tool_message(events)]
     assert results == list(range(6)) == session_results
     starts = [e for e in events if e.type == "tool_result_start"]
     assert len(starts) == 6
 
 
-def _last_tool_message(events: list[Any]) -> tuple[Any, ...]:
+def _last_tool_message(events: Sequence[Event]) -> tuple[ToolResultBlock, ...]:
     committed = [e.message for e in events if e.type == "entry_committed"]
     return next(m for m in reversed(committed) if m.role == "tool").tool_results
 
@@ -204,6 +219,7 @@ async def test_abort_during_model_stream(autojump_clock: trio.abc.Clock) -> None
         assert session.status == "idle"
     assert_well_formed(events)
     end = events[-1]
+    assert end.type == "execution_end"
     assert end.status == "aborted" and end.reason == "user pressed stop"
     assert "result" not in types_of(events)
 
@@ -250,7 +266,7 @@ async def test_with_timeout_aborts_with_reason_timeout(autojump_clock: trio.abc.
         assert isinstance(info.value, TimeoutError)
         assert handle.status == "aborted"
         events = await collect(handle)
-    assert events[-1].reason == "timeout"
+    assert narrow(events[-1], ExecutionEnd).reason == "timeout"
     with pytest.raises(ExecutionTimeout):
         async with open_session(Agent(ScriptedModel(["x " * 50], chunk_size=2, delay=1))) as s:
             await s.send.with_timeout(2)("hi").result
@@ -294,14 +310,15 @@ async def test_setup_failure_does_not_leave_the_session_running() -> None:
     def build(ctx: TickContext) -> ModelRequest:
         raise ValueError("cannot build")
 
-    async with open_session(Agent(ScriptedModel(["never"]), build=build)) as session:
+    model = ScriptedModel(["never"])
+    async with open_session(Agent(model, build=build)) as session:
         handle = await session.send("x")
         with pytest.raises(ValueError, match="cannot build"):
             await handle.result
         assert session.status == "idle"
         assert_well_formed(await collect(handle))
         # And the session still works.
-        session.agent.model.add("works")  # type: ignore[attr-defined]
+        model.add("works")
     async with open_session(Agent(ScriptedModel(["fine"]))) as session:
         assert (await session.send("y").result).response == "fine"
 
@@ -473,7 +490,7 @@ async def test_dispatch_runs_tools_without_the_model() -> None:
         assert await session.dispatch("reset", {}) == (TextBlock("reset"),)
         assert session.state["reset"] is True
         blocks = await session.dispatch("add", {"a": 1, "b": 2})
-        assert blocks[0].data == 3
+        assert data_of(blocks[0]) == 3
         with pytest.raises(UnknownTool, match="nope"):
             await session.dispatch("nope", {})
         with pytest.raises(InvalidToolArguments):
@@ -641,6 +658,6 @@ async def test_tools_emit_custom_events_into_the_stream() -> None:
         handle = await session.send("go")
         custom = handle.events.subscribe(types={"custom"})
         await handle.result
-        events = [event async for event in custom]
+        events = narrow_all([event async for event in custom], CustomEvent)
     assert [(e.name, e.data) for e in events] == [("progress", {"done": 0.5})]
     assert events[0].tick == 1

@@ -15,12 +15,15 @@ from typing import Any
 
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity
+from _helpers import assert_transcript_integrity, narrow
 from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from trio_session import (
     Agent,
+    ExecutionEnd,
+    MessageDelivered,
+    MessageQueued,
     ModelRequest,
     Reply,
     ScriptedModel,
@@ -28,6 +31,8 @@ from trio_session import (
     SessionClosed,
     SessionExecutionHandle,
     StreamEvent,
+    ToolConfirmationRequired,
+    ToolConfirmationResult,
     UnknownToolUse,
     open_session,
     tool,
@@ -203,9 +208,9 @@ class SessionMachine(RuleBasedStateMachine):
     def answer_confirmation(self, approved: bool, always: bool) -> None:
         handle = self.current
         assert handle is not None
-        asked = [e for e in handle.events.history if e.type == "tool_confirmation_required"]
+        asked = [e for e in handle.events.history if isinstance(e, ToolConfirmationRequired)]
         answered = {e.tool_use_id for e in handle.events.history
-                    if e.type == "tool_confirmation_result"}
+                    if isinstance(e, ToolConfirmationResult)}
         waiting = [e for e in asked if e.tool_use_id not in answered]
 
         async def act() -> None:
@@ -279,7 +284,7 @@ class SessionMachine(RuleBasedStateMachine):
             ends = [i for i, e in enumerate(history) if e.type == "execution_end"]
             if handle.events.closed:
                 assert ends == [len(history) - 1]
-                assert history[-1].status == handle.status
+                assert narrow(history[-1], ExecutionEnd).status == handle.status
             else:
                 assert ends == []
 
@@ -319,8 +324,8 @@ class SessionMachine(RuleBasedStateMachine):
         current = self.current
         if current is not None and not current.events.closed:
             history = current.events.history
-            in_flight = {e.message.id for e in history if e.type == "message_queued"} - {
-                e.message_id for e in history if e.type == "message_delivered"
+            in_flight = {e.message.id for e in history if isinstance(e, MessageQueued)} - {
+                e.message_id for e in history if isinstance(e, MessageDelivered)
             }
         for message_id in self.sent:
             assert message_id in committed | waiting | in_flight, f"lost {message_id}"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import trio
-from _helpers import assert_well_formed, collect, types_of
+from _helpers import assert_well_formed, collect, narrow, text_of, types_of
 
 from trio_session import (
     Agent,
@@ -12,6 +12,9 @@ from trio_session import (
     Reply,
     ScriptedModel,
     SessionExecutionHandle,
+    SpawnEnd,
+    SpawnStart,
+    ToolConfirmationRequired,
     ToolContext,
     open_session,
     tool,
@@ -29,7 +32,7 @@ async def research(ctx: ToolContext, question: str) -> str:
     Args:
         question: What to find out.
     """
-    child = await ctx.spawn(_research_agent(), question)
+    child: SessionExecutionHandle = await ctx.spawn(_research_agent(), question)
     result = await child.result
     return result.response
 
@@ -44,11 +47,11 @@ async def test_spawned_child_events_are_forwarded_between_spawn_start_and_end() 
         events = await collect(handle)
         assert session.children == ()
     assert result.response == "Paris."
-    assert session.timeline[2].tool_results[0].content[0].text == "Paris is the capital."
+    assert text_of(session.timeline[2].tool_results[0].content[0]) == "Paris is the capital."
     assert_well_formed(events)
     kinds = types_of(events)
     start, end = kinds.index("spawn_start"), kinds.index("spawn_end")
-    spawn_start, spawn_end = events[start], events[end]
+    spawn_start, spawn_end = narrow(events[start], SpawnStart), narrow(events[end], SpawnEnd)
     assert spawn_start.origin_tool_use_id == "t1"
     forwarded = events[start + 1 : end]
     assert forwarded, "child events were not forwarded"
@@ -70,7 +73,7 @@ async def test_aborting_the_parent_cancels_the_child(autojump_clock: trio.abc.Cl
     @tool
     async def slow_research(ctx: ToolContext) -> str:
         """Research slowly."""
-        child = await ctx.spawn(
+        child: SessionExecutionHandle = await ctx.spawn(
             Agent(ScriptedModel(["x " * 100], chunk_size=1, delay=1.0)), "go"
         )
         children.append(child)
@@ -106,7 +109,7 @@ async def test_child_confirmation_is_answerable_through_the_parent() -> None:
             ScriptedModel([Reply(tool_calls=[("launch", {}, "child_call")]), "child done"]),
             tools=[launch],
         )
-        child = await ctx.spawn(agent, "please launch")
+        child: SessionExecutionHandle = await ctx.spawn(agent, "please launch")
         return (await child.result).response
 
     model = ScriptedModel([Reply(tool_calls=[("delegate", {})]), "all done"])
@@ -114,6 +117,7 @@ async def test_child_confirmation_is_answerable_through_the_parent() -> None:
         handle = await session.send("go")
         async with handle.events.subscribe(types={"tool_confirmation_required"}) as sub:
             event = await sub.receive()
+        assert isinstance(event, ToolConfirmationRequired)
         assert event.tool_use_id == "child_call" and event.spawn_path
         handle.submit_tool_result("child_call", approved=True)
         assert (await handle.result).response == "all done"
@@ -129,14 +133,17 @@ async def test_spawn_depth_is_limited() -> None:
         """Spawn a child that recurses."""
         depths.append(depth)
         try:
-            child = await ctx.spawn(_recursive_agent(depth + 1), "deeper")
+            child: SessionExecutionHandle = await ctx.spawn(_recursive_agent(depth + 1), "deeper")
         except MaxSpawnDepth as exc:
             refused.append((depth, str(exc)))
             return "too deep"
         return (await child.result).response
 
     def _recursive_agent(depth: int) -> Agent:
-        script = [Reply(tool_calls=[("recurse", {"depth": depth})]), f"bottom from {depth}"]
+        script: list[Reply | str] = [
+            Reply(tool_calls=[("recurse", {"depth": depth})]),
+            f"bottom from {depth}",
+        ]
         return Agent(ScriptedModel(script), tools=[recurse], max_ticks=2)
 
     async with open_session(_recursive_agent(0)) as session:

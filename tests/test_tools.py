@@ -756,7 +756,7 @@ def test_decision() -> None:
     assert d.always is True
     assert Decision(False, reason="no").reason == "no"
     with pytest.raises(TypeError):
-        Decision(True, {"a": 1})  # type: ignore[misc]
+        Decision(True, {"a": 1})  # type: ignore[call-arg]
     with pytest.raises(TypeError, match="approved must be a bool"):
         Decision("yes")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="modified_arguments"):

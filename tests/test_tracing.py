@@ -20,6 +20,8 @@ from trio_session import (
     ModelError,
     Reply,
     ScriptedModel,
+    SessionExecutionHandle,
+    SpawnStart,
     StreamEvent,
     ToolContext,
     Usage,
@@ -53,8 +55,9 @@ def parent_of(span: ReadableSpan) -> int | None:
 
 
 def span_id(span: ReadableSpan) -> int:
-    assert span.context is not None
-    return span.context.span_id
+    context = span.get_span_context()
+    assert context is not None
+    return context.span_id
 
 
 def test_helpers_make_the_tree_and_attributes(spans: InMemorySpanExporter) -> None:
@@ -74,7 +77,7 @@ def test_helpers_make_the_tree_and_attributes(spans: InMemorySpanExporter) -> No
 
     named = by_name(spans)
     root = named["invoke_agent helper"]
-    assert format(root.context.trace_id, "032x") == trace.trace_id  # type: ignore[union-attr]
+    assert format(root.context.trace_id, "032x") == trace.trace_id
     assert root.parent is None
     assert dict(root.attributes or {}) == {
         "gen_ai.operation.name": "invoke_agent",
@@ -259,7 +262,7 @@ async def test_the_span_tree_of_an_execution(
     @tool
     async def delegate(ctx: ToolContext, question: str) -> str:
         """Ask a helper."""
-        child = await ctx.spawn(Agent(child_model, name="helper"), question)
+        child: SessionExecutionHandle = await ctx.spawn(Agent(child_model, name="helper"), question)
         return (await child.result).response
 
     model = ScriptedModel(
@@ -280,8 +283,8 @@ async def test_the_span_tree_of_an_execution(
         handle.events.on("content_delta", abort_in_tick_two)
         await handle.wait()
     assert handle.status == "aborted"
-    (spawned,) = (e for e in handle.events.history if e.type == "spawn_start")
-    child_session = spawned.child_session_id  # type: ignore[attr-defined]
+    (spawned,) = (e for e in handle.events.history if isinstance(e, SpawnStart))
+    child_session = spawned.child_session_id
 
     got = tree(spans)
     conversation = {"gen_ai.conversation.id": session.id}
@@ -334,7 +337,7 @@ async def test_the_span_tree_of_an_execution(
     assert len(got) == 6
 
     finished = spans.get_finished_spans()
-    assert {format(s.context.trace_id, "032x") for s in finished} == {handle.trace_id}  # type: ignore[union-attr]
+    assert {format(s.context.trace_id, "032x") for s in finished} == {handle.trace_id}
     assert all(s.status.status_code is StatusCode.UNSET for s in finished)
 
 

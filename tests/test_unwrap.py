@@ -59,7 +59,7 @@ def _hollow() -> BaseExceptionGroup[BaseException]:
 
     class Hollow(BaseExceptionGroup[BaseException]):
         @property
-        def exceptions(self) -> tuple[BaseException, ...]:  # type: ignore[override]
+        def exceptions(self) -> tuple[BaseException, ...]:
             return ()
 
     return Hollow("hollow", [ValueError()])

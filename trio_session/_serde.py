@@ -441,7 +441,11 @@ def to_json(obj: Any) -> str:
         raise SerializationError(f"cannot serialize {type(obj).__name__} to JSON: {exc}") from None
 
 
-def from_json(cls: type[T] | Any, text: str | bytes) -> T:
+@typing.overload
+def from_json(cls: type[T], text: str | bytes | bytearray) -> T: ...
+@typing.overload
+def from_json(cls: Any, text: str | bytes | bytearray) -> Any: ...
+def from_json(cls: type[T] | Any, text: str | bytes | bytearray) -> T | Any:
     """Rebuild an object of ``cls`` from JSON text made by `to_json`.
 
     ``cls`` may be a concrete class, `StreamEvent` (any event, by its type

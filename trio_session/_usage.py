@@ -62,7 +62,7 @@ class Usage:
     cache_write_tokens: int = _count()
     unreported_ticks: int = _count()
 
-    def __add__(self, other: object) -> Usage:
+    def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
         # Sums of two valid counts are valid: built without running the validators
