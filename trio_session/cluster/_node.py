@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import attrs
+import coredis.exceptions
 import trio
 
 from .._agent import Agent
@@ -47,7 +48,15 @@ from ..stores import SessionSnapshot, SessionStore
 from ._errors import FencedOut
 from ._lease import Lease
 from ._postgres import PostgresStore
-from ._redis import CommandFailed, Commands, EventLog, Workers, open_redis
+from ._redis import (
+    CommandFailed,
+    Commands,
+    EventLog,
+    RedisUnavailable,
+    SeqConflict,
+    Workers,
+    open_redis,
+)
 
 __all__ = ["open_cluster_gateway"]
 
@@ -61,6 +70,9 @@ RETENTION: Final = 10_000
 
 REPLIES_KEPT: Final = 1000
 """Command replies a holder remembers, so that a command delivered twice runs once."""
+
+APPEND_ATTEMPTS: Final = 3
+"""Tries of one batch's append when the Redis connection breaks."""
 
 NODE_LOST: Final = "node lost"
 """The reason of an orphaned execution's ``execution_end``."""
@@ -93,7 +105,7 @@ class _Registry:
     """
 
     def __init__(self, redis: Any, prefix: str) -> None:
-        self._redis = redis
+        self._redis = _Retrying(redis)
         self._prefix = prefix
         self._running = f"{prefix}::running"
 
@@ -129,6 +141,25 @@ class _Registry:
     async def clear(self, session_id: str) -> None:
         await self._redis.delete([self._inbox(session_id)])
         await self._redis.hdel(self._running, [session_id])
+
+
+class _Retrying:
+    """The registry's commands (all idempotent), each tried again once on a lost connection."""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+
+    def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        command = getattr(self._redis, name)
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return await command(*args, **kwargs)
+            except coredis.exceptions.ConnectionError:
+                logger.warning("Redis %s: the connection was lost; trying again", name)
+                return await command(*args, **kwargs)
+
+        return call
 
 
 def _text(value: bytes | str) -> str:
@@ -595,15 +626,13 @@ class _Cluster:
                     continue
                 starts = [e for e in batch if isinstance(e, ExecutionStart) and not e.spawn_path]
                 if starts:
-                    await self.registry.mark_running(
-                        session_id, starts[-1].execution_id, self.worker_id
+                    await self._note(
+                        self.registry.mark_running(
+                            session_id, starts[-1].execution_id, self.worker_id
+                        )
                     )
                 try:
-                    await self.events.append(
-                        session_id,
-                        [(e.seq, encode_event(e)) for e in batch],
-                        token=held.token,
-                    )
+                    await self._append(held, batch)
                 except FencedOut:
                     logger.warning("session %r: fenced out of its stream", session_id)
                     held.scope.cancel()
@@ -611,7 +640,33 @@ class _Cluster:
                 held.forwarded = batch[-1].seq
                 ends = [e for e in batch if isinstance(e, ExecutionEnd) and not e.spawn_path]
                 if ends and (not starts or batch.index(ends[-1]) > batch.index(starts[-1])):
-                    await self.registry.mark_done(session_id)
+                    await self._note(self.registry.mark_done(session_id))
+
+    @staticmethod
+    async def _note(bookkeeping: Awaitable[None]) -> None:
+        # Only orphan detection depends on it: a failure is logged, the session goes on.
+        try:
+            await bookkeeping
+        except Exception:
+            logger.warning("updating the running sessions failed", exc_info=True)
+
+    async def _append(self, held: _Held, batch: Sequence[StreamEvent]) -> None:
+        """One fenced round trip; tried again when the connection broke on the way."""
+        entries = [(e.seq, encode_event(e)) for e in batch]
+        for attempt in range(1, APPEND_ATTEMPTS + 1):
+            try:
+                await self.events.append(held.session_id, entries, token=held.token)
+                return
+            except SeqConflict:
+                # The lost attempt did write the batch (its reply was what got lost).
+                if attempt > 1 and await self.events.last_seq(held.session_id) >= batch[-1].seq:
+                    return
+                raise
+            except RedisUnavailable:
+                if attempt == APPEND_ATTEMPTS:
+                    raise
+                logger.warning("session %r: appending events failed; trying again", held.session_id)
+                await trio.sleep(0.05 * attempt)
 
     async def _renew(self, held: _Held) -> None:
         while True:
