@@ -14,6 +14,7 @@ from trio_session import (
     Reply,
     ScriptedModel,
     StreamEvent,
+    TextBlock,
     ToolConfirmationRequired,
     open_session,
     tool,
@@ -68,7 +69,8 @@ async def main() -> list[str]:
         async for event in handle:
             if event.type == "tool_result":
                 status = "error" if event.is_error else "ok"
-                print(f"  {event.name}: {status}: {event.content[0].text}")
+                text = "".join(b.text for b in event.content if isinstance(b, TextBlock))
+                print(f"  {event.name}: {status}: {text}")
         print((await handle.result).response)
     return decisions
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import trio
 
-from trio_session import Agent, ExecutionAborted, ScriptedModel, open_session
+from trio_session import Agent, ContentDelta, ExecutionAborted, ScriptedModel, open_session
 
 model = ScriptedModel(
     [
@@ -33,7 +33,10 @@ async def main() -> list[str]:
         story = await session.send("Tell me a long story.")
         async with story.events.subscribe(types={"content_delta"}) as deltas:
             for _ in range(3):
-                print((await deltas.receive()).delta, end="")
+                delta = await deltas.receive()
+                # Filtered to content_delta; isinstance tells the type checker so too.
+                assert isinstance(delta, ContentDelta)
+                print(delta.delta, end="")
         story.abort("too long")
         try:
             await story.result

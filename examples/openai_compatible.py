@@ -26,7 +26,16 @@ from typing import Any
 
 import trio
 
-from trio_session import Agent, ModelError, OpenAIModel, open_session, tool
+from trio_session import (
+    Agent,
+    ContentBlock,
+    JsonBlock,
+    ModelError,
+    OpenAIModel,
+    TextBlock,
+    open_session,
+    tool,
+)
 
 SYSTEM = "You are a concise assistant. Use the tools when they help; answer in one paragraph."
 
@@ -70,6 +79,15 @@ def make_model(**overrides: Any) -> OpenAIModel:
     return OpenAIModel(model_id, **options)
 
 
+def _shown(block: ContentBlock) -> str:
+    """A tool result's block as one line of text."""
+    if isinstance(block, TextBlock):
+        return block.text
+    if isinstance(block, JsonBlock):
+        return str(block.data)
+    return f"<{block.type}>"
+
+
 async def run(question: str, model: OpenAIModel, out: Any = sys.stdout) -> str:
     """Ask ``question``, streaming the answer and the tool activity to ``out``."""
     agent = Agent(model, system=SYSTEM, tools=[get_weather, add], max_ticks=6)
@@ -82,8 +100,7 @@ async def run(question: str, model: OpenAIModel, out: Any = sys.stdout) -> str:
             elif event.type == "tool_call":
                 out.write(f"\n  -> {event.name}({dict(event.input)})\n")
             elif event.type == "tool_result":
-                text = " ".join(getattr(block, "text", None) or str(getattr(block, "data", ""))
-                                for block in event.content)
+                text = " ".join(_shown(block) for block in event.content)
                 out.write(f"  <- {'error: ' if event.is_error else ''}{text}\n")
         result = await handle.result
     out.write(

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import trio
 
-from trio_session import Agent, Reply, ScriptedModel, open_session, tool
+from trio_session import Agent, Reply, ScriptedModel, TextBlock, open_session, tool
 
 
 @tool
@@ -40,7 +40,8 @@ async def main() -> None:
             elif event.type == "tool_call":
                 print(f"\n[calling {event.name}({event.input})]")
             elif event.type == "tool_result":
-                print(f"[{event.name} -> {event.content[0].text}]")
+                text = "".join(b.text for b in event.content if isinstance(b, TextBlock))
+                print(f"[{event.name} -> {text}]")
         result = await handle.result
         print(f"\n\nresponse: {result.response!r}")
         print(f"ticks: {result.usage.ticks}, tokens: {result.usage.total_tokens}")

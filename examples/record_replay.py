@@ -17,7 +17,7 @@ from pathlib import Path
 
 import trio
 
-from trio_session import Agent, Model, Reply, ScriptedModel, StreamEvent, open_session, tool
+from trio_session import Agent, Event, Model, Reply, ScriptedModel, open_session, tool
 from trio_session.testing import RecordingModel, ReplayModel
 
 
@@ -41,7 +41,7 @@ def provider() -> Model:
     )
 
 
-async def run(model: Model) -> tuple[str, list[StreamEvent]]:
+async def run(model: Model) -> tuple[str, list[Event]]:
     agent = Agent(model, system="You are a helpful assistant.", tools=[get_weather])
     async with open_session(agent) as session:
         handle = await session.send("What's the weather in Paris?")
@@ -49,7 +49,7 @@ async def run(model: Model) -> tuple[str, list[StreamEvent]]:
         return (await handle.result).response, events
 
 
-async def main() -> tuple[list[StreamEvent], list[StreamEvent]]:
+async def main() -> tuple[list[Event], list[Event]]:
     with tempfile.TemporaryDirectory() as directory:
         path = Path(directory) / "weather.jsonl"
 

@@ -64,10 +64,11 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     @classmethod
-    def start(cls, directory: Path) -> RedisServer:
+    def start(cls, directory: Path, *, port: int | None = None) -> RedisServer:
+        """Start a server on ``port`` (a free one by default); wait until it answers."""
         if not Path(REDIS_SERVER).exists():
             pytest.skip("redis-server is not installed")
-        port = _free_port()
+        port = port or _free_port()
         process = subprocess.Popen(
             [
                 REDIS_SERVER,

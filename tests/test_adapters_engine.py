@@ -65,7 +65,7 @@ async def _get_weather(city: str) -> str:
     return f"21 C and sunny in {city}"
 
 
-get_weather = tool(_get_weather, name="get_weather")  # type: ignore[call-overload]
+get_weather = tool(_get_weather, name="get_weather")
 
 
 # -- the providers, as the tests need them ----------------------------------------------------
@@ -508,7 +508,7 @@ async def test_a_tool_call_cut_off_by_max_tokens(server: FakeServer) -> None:
     # The recorded stream: text, then a make_file call whose input stops mid-JSON.
     server.push(*recorded("ant_incomplete_partial_json"), PROVIDERS["anthropic"].text("Sorry."))
     model = AnthropicModel("claude-test", base_url=server.base_url, api_key="k")
-    agent = Agent(model, tools=[tool(_make_file, name="make_file")])  # type: ignore[call-overload]
+    agent = Agent(model, tools=[tool(_make_file, name="make_file")])
     async with model, open_session(agent) as session:
         result = await (await session.send("Write my tax guide")).result
         timeline = list(session.timeline)
@@ -543,7 +543,7 @@ async def test_recorded_openai_tool_round_trip_sends_what_openai_accepted(
     accepted = recording["interactions"][1]["request"]
     server.push(*recorded("pai_openai_tool_roundtrip"))
     model = OpenAIModel("gpt-4o-mini", base_url=server.base_url + "/v1", api_key="k")
-    agent = Agent(model, tools=[tool(_get_capital, name="get_capital")])  # type: ignore[call-overload]
+    agent = Agent(model, tools=[tool(_get_capital, name="get_capital")])
     async with model, open_session(agent) as session:
         handle = await session.send(accepted["messages"][0]["content"])
         result = await handle.result

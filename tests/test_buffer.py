@@ -6,7 +6,7 @@ import gc
 import logging
 import time
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import attrs
@@ -46,7 +46,7 @@ def end(buf: EventBuffer, status: str = "completed") -> ExecutionEnd:
     return publisher_of(buf).emit(ExecutionEnd, status=status)
 
 
-def seqs(events: list[StreamEvent] | tuple[StreamEvent, ...]) -> list[int]:
+def seqs(events: Sequence[StreamEvent]) -> list[int]:
     return [event.seq for event in events]
 
 

@@ -43,10 +43,10 @@ def test_confirmation_templates_refuse_lookups() -> None:
 
     for template in ("{path.__class__}", "{path[0]}", "{}", "{0}", "{path:{path}}"):
         with pytest.raises(ValueError, match="confirmation_message"):
-            tool(delete, requires_confirmation=True, confirmation_message=template)  # type: ignore[call-overload]
-    ok = tool(delete, requires_confirmation=True, confirmation_message="Delete {path!r:>5}?")  # type: ignore[call-overload]
+            tool(delete, requires_confirmation=True, confirmation_message=template)
+    ok = tool(delete, requires_confirmation=True, confirmation_message="Delete {path!r:>5}?")
     assert ok.confirmation_text({"path": "{x.__class__}"}) == "Delete '{x.__class__}'?"
-    plain = tool(delete, requires_confirmation=True, confirmation_message="Delete {path}?")  # type: ignore[call-overload]
+    plain = tool(delete, requires_confirmation=True, confirmation_message="Delete {path}?")
     assert plain.confirmation_text({"path": "{a[0]} }{"}) == "Delete {a[0]} }{?"
 
 

@@ -532,7 +532,7 @@ async def test_run_injects_the_context() -> None:
         seen.append(ctx)
         ctx.state["count"] = ctx.state.get("count", 0) + 1
         ctx.emit("progress", {"word": word})
-        result = await ctx.spawn("agent", "hello", max_ticks=2)
+        result = await ctx.spawn("agent", "hello", max_ticks=2)  # type: ignore[arg-type]
         return f"{word} {ctx.tool_use_id} {ctx.tick} {ctx.props['user']} {result}"
 
     ctx, emitted, spawned = make_ctx()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import attrs
 
@@ -14,7 +14,24 @@ from ._tools import Decision, Tool
 from ._usage import Usage
 from .models._base import Model, ModelRequest
 
-__all__ = ["Agent", "TickContext", "TickResult"]
+if TYPE_CHECKING:
+    from ._events import ToolConfirmationRequired
+    from ._result import SendResult
+    from ._session import Session
+
+__all__ = [
+    "Agent",
+    "BuildHook",
+    "CompleteHook",
+    "ConfirmationHook",
+    "ContinueHook",
+    "ErrorHook",
+    "MessageHook",
+    "TickContext",
+    "TickEndHook",
+    "TickResult",
+    "TickStartHook",
+]
 
 
 def _check_model(_inst: object, _attr: object, value: Any) -> None:
@@ -59,7 +76,26 @@ def _optional_str(_inst: object, attr: attrs.Attribute[Any], value: object) -> N
         raise TypeError(f"Agent.{attr.name} must be a str or None, got {type(value).__name__}")
 
 
-Hook = Callable[..., Any]
+# The hooks' types. Every hook may be sync or async: a hook returns its value
+# or an awaitable of it (the engine awaits it).
+BuildHook: TypeAlias = Callable[["TickContext"], "ModelRequest | Awaitable[ModelRequest]"]
+"""``build(ctx)``: the tick's `ModelRequest`."""
+ContinueHook: TypeAlias = Callable[["TickResult"], "bool | Awaitable[bool | None] | None"]
+"""``should_continue(result)``: True/False overrides the default decision, None keeps it."""
+MessageHook: TypeAlias = Callable[["Message", "Session"], "Awaitable[None] | None"]
+"""``on_message(message, session)``, for every message queued to the session."""
+TickStartHook: TypeAlias = Callable[["TickContext"], "Awaitable[None] | None"]
+"""``on_tick_start(ctx)``."""
+TickEndHook: TypeAlias = Callable[["TickResult"], "Awaitable[None] | None"]
+"""``on_tick_end(result)``."""
+CompleteHook: TypeAlias = Callable[["SendResult"], "Awaitable[None] | None"]
+"""``on_complete(result)``, when an execution completes."""
+ErrorHook: TypeAlias = Callable[[BaseException], "Awaitable[None] | None"]
+"""``on_error(error)``, when an execution fails or errors."""
+ConfirmationHook: TypeAlias = Callable[
+    ["ToolConfirmationRequired"], "Awaitable[Decision | None] | Decision | None"
+]
+"""``on_tool_confirmation(event)``: a `Decision`, or None to leave it to a person."""
 
 
 @attrs.frozen
@@ -107,21 +143,27 @@ class Agent:
     tools: tuple[Tool, ...] = attrs.field(default=(), kw_only=True, converter=_to_tools)
     max_ticks: int = attrs.field(default=10, kw_only=True, validator=_positive_int)
     name: str = attrs.field(default="agent", kw_only=True)
-    build: Callable[[TickContext], ModelRequest | Awaitable[ModelRequest]] | None = attrs.field(
+    build: BuildHook | None = attrs.field(default=None, kw_only=True, validator=_optional_callable)
+    should_continue: ContinueHook | None = attrs.field(
         default=None, kw_only=True, validator=_optional_callable
     )
-    should_continue: Callable[[TickResult], bool | Awaitable[bool | None] | None] | None = (
-        attrs.field(default=None, kw_only=True, validator=_optional_callable)
-    )
-    on_message: Hook | None = attrs.field(default=None, kw_only=True, validator=_optional_callable)
-    on_tick_start: Hook | None = attrs.field(
+    on_message: MessageHook | None = attrs.field(
         default=None, kw_only=True, validator=_optional_callable
     )
-    on_tick_end: Hook | None = attrs.field(default=None, kw_only=True, validator=_optional_callable)
-    on_complete: Hook | None = attrs.field(default=None, kw_only=True, validator=_optional_callable)
-    on_error: Hook | None = attrs.field(default=None, kw_only=True, validator=_optional_callable)
-    on_tool_confirmation: Callable[[Any], Awaitable[Decision | None] | Decision | None] | None = (
-        attrs.field(default=None, kw_only=True, validator=_optional_callable)
+    on_tick_start: TickStartHook | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_callable
+    )
+    on_tick_end: TickEndHook | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_callable
+    )
+    on_complete: CompleteHook | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_callable
+    )
+    on_error: ErrorHook | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_callable
+    )
+    on_tool_confirmation: ConfirmationHook | None = attrs.field(
+        default=None, kw_only=True, validator=_optional_callable
     )
     max_tool_concurrency: int = attrs.field(default=8, kw_only=True, validator=_positive_int)
     settings: Mapping[str, Any] = attrs.field(factory=dict, kw_only=True, converter=dict)

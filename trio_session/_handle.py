@@ -320,10 +320,8 @@ class _HandleIterator(AsyncIterator["Event"]):
             if error is not None:
                 raise error from None
             raise StopAsyncIteration from None
-        # The log holds only the library's event classes, the members of Event.
-        events = cast("list[Event]", batch)
-        pending.extend(events[1:])
-        return events[0]
+        pending.extend(batch[1:])
+        return batch[0]
 
     async def aclose(self) -> None:
         """Stop iterating early and release the subscription."""

@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Final, cast
 
-from ._events import EVENT_CLASSES, StreamEvent
+from ._events import EVENT_CLASSES, Event, StreamEvent
 
 __all__ = ["ALL", "Listener", "Listeners", "split_listener_args"]
 
-Listener = Callable[[StreamEvent], object]
-"""A listener: a plain callable that gets each event, called synchronously."""
+Listener = Callable[[Event], object]
+"""A listener: a plain callable that gets each event, called synchronously.
+
+It gets an `Event` (the union of the event classes, which narrows on
+``event.type``); a callable of any `StreamEvent` is one too.
+"""
 
 ALL: Final = "*"
 
@@ -129,7 +133,8 @@ class Listeners:
     def call(handler: Listener, event: StreamEvent) -> None:
         """Call one listener, logging and isolating what it raises."""
         try:
-            handler(event)
+            # The buffer holds only the library's event classes: the members of Event.
+            handler(cast("Event", event))
         except Exception:
             _logger.exception(
                 "event listener %r raised on %s event (seq %d); ignored",

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from types import TracebackType
-from typing import ClassVar, Final, final
+from typing import ClassVar, Final, cast, final
 
 import trio
 from trio.lowlevel import (
@@ -30,7 +30,7 @@ from trio.lowlevel import (
 )
 
 from ._errors import EventsLagged
-from ._events import EVENT_CLASSES, StreamEvent
+from ._events import EVENT_CLASSES, Event, StreamEvent
 from ._retention import RetentionLog
 from ._util import NoPublicConstructor
 
@@ -222,13 +222,15 @@ def open_subscription(
 
 
 @final
-class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublicConstructor):
+class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstructor):
     """One subscriber's view of an `EventBuffer`: a cursor, not a copy.
 
     Made by `EventBuffer.subscribe` and `Session.subscribe`; there is no
     public constructor.
 
-    It is a ``trio.abc.ReceiveChannel``: ``await receive()``,
+    It is a ``trio.abc.ReceiveChannel[Event]`` (`Event`, the union of the
+    event classes, so ``event.type == "content_delta"`` narrows; every one is
+    a `StreamEvent`): ``await receive()``,
     ``receive_nowait()``, ``async for``, ``await aclose()``, ``close()``,
     ``with`` and ``async with``, plus `receive_batch`. It replays from the
     execution's first event (or after ``after_seq``), follows live events,
@@ -334,7 +336,7 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
             raise trio.EndOfChannel
         return False
 
-    def _take_many(self, max_items: int | None) -> list[StreamEvent]:
+    def _take_many(self, max_items: int | None) -> list[Event]:
         """The next wanted events (at most ``max_items``); [] when none is available yet."""
         if self._closed:
             raise trio.ClosedResourceError("this subscription was closed")
@@ -348,7 +350,8 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
             if cursor < log.start:
                 self._lagged(log)
                 cursor = self._cursor
-            events = log.events
+            # The log holds only the library's event classes: the members of Event.
+            events = cast("list[Event]", log.events)
             base = log.base
             index = cursor - base
             count = len(events)
@@ -358,7 +361,7 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
                     self._cursor = base + stop
                     return events[index:stop]
             else:
-                batch: list[StreamEvent] = []
+                batch: list[Event] = []
                 while index < count:
                     event = events[index]
                     index += 1
@@ -419,7 +422,7 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
     # -- the ReceiveChannel interface ----------------------------------------
 
     @enable_ki_protection
-    def receive_nowait(self) -> StreamEvent:
+    def receive_nowait(self) -> Event:
         """Take the next event if one is available.
 
         Raises:
@@ -433,7 +436,7 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
             raise trio.WouldBlock
         return batch[0]
 
-    async def receive(self) -> StreamEvent:
+    async def receive(self) -> Event:
         """Wait for the next event and return it.
 
         Raises:
@@ -446,7 +449,7 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
         """
         return (await self._receive(1))[0]
 
-    async def receive_batch(self, max_items: int | None = None) -> list[StreamEvent]:
+    async def receive_batch(self, max_items: int | None = None) -> list[Event]:
         """Wait for at least one event; return every event then available.
 
         It is one checkpoint however many events it returns. If it raises
@@ -485,14 +488,14 @@ class EventSubscription(trio.abc.ReceiveChannel[StreamEvent], metaclass=NoPublic
         return await self._receive(max_items)
 
     @enable_ki_protection
-    async def _receive(self, max_items: int | None) -> list[StreamEvent]:
+    async def _receive(self, max_items: int | None) -> list[Event]:
         """The one receive path of `receive` and `receive_batch`."""
         # The short path, for an unfiltered subscription that keeps up or
         # replays: it must cost no more than a memory channel's receive().
         log = self._feed.log
         cursor = self._cursor
         if self._fast and cursor >= log.start:
-            events = log.events
+            events = cast("list[Event]", log.events)
             base = log.base
             index = cursor - base
             count = len(events)

@@ -18,8 +18,8 @@ import logging
 import math
 import re
 import string
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Literal, TypeAlias, cast, get_args, overload
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args, overload
 
 import attrs
 import trio
@@ -32,6 +32,7 @@ from ._messages import (
     BLOCK_TYPES,
     ContentBlock,
     JsonBlock,
+    Message,
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
@@ -39,6 +40,11 @@ from ._messages import (
 from ._serde import jsonable
 from ._validator import check_schema, validate as validate_schema
 from .models._base import ToolSpec
+
+if TYPE_CHECKING:
+    from ._agent import Agent
+    from ._handle import SessionExecutionHandle
+    from ._session import Session
 
 __all__ = [
     "Audience",
@@ -143,14 +149,16 @@ class ToolContext:
         ...     return ctx.state["calls"]
     """
 
-    session: Any
-    execution: Any
+    session: Session
+    execution: SessionExecutionHandle | None
     tool_use_id: str
     tick: int
     props: Mapping[str, Any]
     state: dict[str, Any]
     _emit: Callable[[str, Any], None] = attrs.field(alias="emit_fn", repr=False)
-    _spawn: Callable[..., Awaitable[Any]] = attrs.field(alias="spawn_fn", repr=False)
+    _spawn: Callable[..., Awaitable[SessionExecutionHandle]] = attrs.field(
+        alias="spawn_fn", repr=False
+    )
 
     def emit(self, name: str, data: Any = None) -> None:
         """Publish a ``custom`` event with ``name`` and ``data`` on the execution's stream.
@@ -162,12 +170,20 @@ class ToolContext:
             raise TypeError(f"ToolContext.emit() name must be a str, got {type(name).__name__}")
         self._emit(name, data)
 
-    async def spawn(self, agent: Any, message: Any = None, *, max_ticks: int | None = None) -> Any:
-        """Run a child session of ``agent`` inside this execution and return its result.
+    async def spawn(
+        self,
+        agent: Agent,
+        message: Message | str | Sequence[Message | str] | None = None,
+        *,
+        max_ticks: int | None = None,
+    ) -> SessionExecutionHandle:
+        """Run a child session of ``agent`` inside this execution; return the child's handle.
 
-        The child's events are forwarded into this execution's stream, its
+        The same as ``ctx.session.spawn(agent, message, max_ticks=...)``. The
+        child's events are forwarded into this execution's stream, its
         confirmations are answerable through this execution's handle, and
-        aborting this execution cancels it.
+        aborting this execution cancels it. ``await handle.result`` gives the
+        child's `SendResult`.
         """
         return await self._spawn(agent, message, max_ticks=max_ticks)
 
@@ -501,7 +517,17 @@ def _is_async(fn: Callable[..., Any]) -> bool:
 
 
 @overload
-def tool(fn: Callable[..., Any], /) -> Tool: ...
+def tool(
+    fn: Callable[..., Any],
+    /,
+    *,
+    name: str | None = None,
+    description: str | None = None,
+    requires_confirmation: bool | ConfirmationPredicate = False,
+    confirmation_message: str | ConfirmationMessage | None = None,
+    confirmation_timeout: float | None = None,
+    audience: Audience = "model",
+) -> Tool: ...
 
 
 @overload
@@ -529,7 +555,7 @@ def tool(
     confirmation_timeout: float | None = None,
     audience: Audience = "model",
 ) -> Tool | Callable[[Callable[..., Any]], Tool]:
-    """Make a `Tool` of a function; use as ``@tool`` or ``@tool(...)``.
+    """Make a `Tool` of a function; use as ``@tool``, ``@tool(...)`` or ``tool(fn, ...)``.
 
     The input schema comes from the signature, the descriptions from the
     docstring (the summary and free text for the tool, the ``Args:`` section

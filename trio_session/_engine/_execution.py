@@ -362,10 +362,11 @@ class Execution:
                     if status == "completed":
                         status, value, error, reason = "failed", None, exc, None
         final = outcome.settle(status, value, error, reason)
-        if final in ("failed", "error") and self.agent.on_error is not None:
+        failure = outcome.error
+        if final in ("failed", "error") and failure is not None and self.agent.on_error is not None:
             with trio.CancelScope(shield=True), bounded("Agent.on_error"):
                 try:
-                    await call_hook(self.agent.on_error, outcome.error)
+                    await call_hook(self.agent.on_error, failure)
                 except Exception:
                     logger.exception("Agent.on_error raised while handling an error")
         if final == "completed":

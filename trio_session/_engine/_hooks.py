@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import contextvars
 import inspect
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import attrs
 
@@ -29,11 +29,17 @@ current_tool_call: contextvars.ContextVar[ToolCallContext | None] = contextvars.
 """Set while a tool runs, so ``session.spawn`` from inside it runs the child there."""
 
 
-async def call_hook(hook: Callable[..., Any] | None, *args: Any) -> Any:
-    """Call a sync or async hook."""
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+async def call_hook(
+    hook: Callable[P, Awaitable[T] | T] | None, *args: P.args, **kwargs: P.kwargs
+) -> T | None:
+    """Call a sync or async hook; None when there is no hook."""
     if hook is None:
         return None
-    result = hook(*args)
+    result = hook(*args, **kwargs)
     if inspect.isawaitable(result):
-        result = await result
+        return await cast("Awaitable[T]", result)
     return result

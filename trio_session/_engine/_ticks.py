@@ -109,7 +109,8 @@ async def run_ticks(execution: Execution) -> SendResult:
                 should_continue=default,
             )
         decided = None
-        if agent.should_continue is not None:
+        # result is built whenever either hook is set (needs_result).
+        if agent.should_continue is not None and result is not None:
             decided = await call_hook(agent.should_continue, result)
         go_on = default if decided is None else bool(decided)
         stop_reason = state.stop_reason
@@ -128,7 +129,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             # and the end-of-execution save covers this tick.
             transcript.accepting = False
             transcript.return_pending()
-        if agent.on_tick_end is not None:
+        if agent.on_tick_end is not None and result is not None:
             await call_hook(agent.on_tick_end, result)
         publisher.emit(
             TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on

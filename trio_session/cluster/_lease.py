@@ -13,13 +13,18 @@ from __future__ import annotations
 
 from typing import Final
 
+import trio
+
+from ._errors import FencedOut
 from ._redis import (
     DEFAULT_PREFIX,
     Redis,
+    RedisUnavailable,
     _check_int,
     _check_seconds,
     _check_session_id,
     _translated,
+    logger,
 )
 
 __all__ = ["Lease"]
@@ -148,3 +153,51 @@ class Lease:
         with _translated(session_id, "reading the fence"):
             value = await self._redis.get(self._keys(session_id)[1])
         return 0 if value is None else int(value)
+
+    async def keep(
+        self,
+        session_id: str,
+        worker_id: str,
+        token: int,
+        ttl: float,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Renew the lease every ``ttl / 3`` until cancelled; raise when it is lost.
+
+        Run it in the session's nursery on the holder: its `FencedOut` cancels the node's copy
+        of the session. A renewal that fails for want of Redis is tried again at the next
+        interval; once the lease may have expired (``ttl`` after the last renewal that
+        Redis confirmed, counted from before it was sent), the lease counts as lost. Call it
+        right after `acquire` (the lease's ``ttl`` is counted from the call).
+
+        Raises:
+            FencedOut: Another node took the lease, or it could not be renewed in time.
+        """
+        _check_session_id(session_id)
+        interval = _check_seconds("ttl", ttl) / 3000
+        valid_until = trio.current_time() + ttl
+        task_status.started()
+        while True:
+            await trio.sleep(interval)
+            sent = trio.current_time()
+            renewed: bool | None = None
+            with trio.move_on_after(interval):
+                try:
+                    renewed = await self.renew(session_id, worker_id, token, ttl)
+                except RedisUnavailable as exc:
+                    logger.warning("session %r: renewing the lease failed: %s", session_id, exc)
+            if renewed:
+                valid_until = sent + ttl
+            elif renewed is False:
+                raise FencedOut(
+                    session_id,
+                    f"the lease of {worker_id!r} (token {token}) was lost: it expired or "
+                    "another node took it",
+                )
+            elif trio.current_time() + interval >= valid_until:
+                raise FencedOut(
+                    session_id,
+                    f"the lease of {worker_id!r} (token {token}) could not be renewed before "
+                    "it expires (Redis unreachable); giving it up",
+                )

@@ -3,7 +3,8 @@
 Every key of a session is ``f"{prefix}:{session_id}:..."`` (the prefix defaults to
 ``"trio-session"``):
 
-- ``...:events``: the session's event log, a Redis Stream whose entry ids are ``<seq>-0``;
+- ``...:events``: the session's event log, a Redis Stream whose entry ids are ``<seq>-0``,
+  and ``...:trimmed``, the highest ``seq`` trimmed from it;
 - ``...:lease`` and ``...:fence``: the lease (see `Lease`, in ``_lease.py``);
 - ``...:commands`` and ``...:reply:<command id>``: the command stream and its replies.
 
@@ -13,8 +14,11 @@ coredis runs under trio natively (through anyio). Three things about it shape th
   in an exception group, so `open_redis` unwraps it (callers catch our errors, never groups);
 - a blocking command (``XREAD BLOCK``, ``BLPOP``) holds a connection of its own, and a cancel
   scope aborts it cleanly (the connection is closed, not returned half-read to the pool); the
-  pool holds at most ``max_connections`` (64 by default) and makes the next one wait, so
-  a node should run one blocking reader per session and fan out locally;
+  pool holds at most ``max_connections`` (64 by default) and makes every further command wait,
+  the short ones too. So the blocking commands here take a slot of a `trio.CapacityLimiter`
+  per client first, which keeps `RESERVED_CONNECTIONS` for the short commands (appends, lease
+  renewals): many readers then wait for each other, never starve the lease. A node should
+  still run one blocking reader per session and fan out locally (``bench/cluster_redis.py``);
 - the client here never retries: every call is one attempt, so a batch append that reached
   Redis is never sent twice (a retry would be refused as a stale ``seq``).
 """
@@ -25,6 +29,7 @@ import json
 import logging
 import math
 import uuid
+import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, Final, TypeAlias
@@ -34,7 +39,6 @@ import coredis
 import coredis.exceptions
 import trio
 from coredis.retry import NoRetryPolicy
-from coredis.tokens import PureToken
 
 from .._engine._unwrap import reraise, unwrap
 from .._errors import StoreError, TrioSessionError
@@ -60,6 +64,22 @@ Redis: TypeAlias = "coredis.Redis[bytes]"
 DEFAULT_PREFIX: Final = "trio-session"
 
 _SCHEMES: Final = ("redis", "rediss", "unix")
+
+RESERVED_CONNECTIONS: Final = 4
+"""Connections of a client's pool that blocking reads leave to the short commands."""
+
+_blocking_slots: weakref.WeakKeyDictionary[Redis, trio.CapacityLimiter] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _slots(redis: Redis) -> trio.CapacityLimiter:
+    """The client's limiter of blocking commands in progress."""
+    limiter = _blocking_slots.get(redis)
+    if limiter is None:
+        size = max(1, redis.connection_pool.max_connections - RESERVED_CONNECTIONS)
+        limiter = _blocking_slots[redis] = trio.CapacityLimiter(size)
+    return limiter
 
 
 class RedisUnavailable(TrioSessionError, ConnectionError):
@@ -130,7 +150,11 @@ def _lost(exc: BaseException) -> bool:
 
 @asynccontextmanager
 async def open_redis(
-    url: str, *, max_connections: int = 64, connect_timeout: float = 5.0
+    url: str,
+    *,
+    max_connections: int = 64,
+    connect_timeout: float = 5.0,
+    pool_timeout: float = 30.0,
 ) -> AsyncIterator[Redis]:
     """Connect to Redis at ``url`` for the duration of the block.
 
@@ -138,9 +162,12 @@ async def open_redis(
         url: ``redis://[:password@]host:port/db``, ``rediss://...`` or
             ``unix:///path/to/socket?db=0``.
         max_connections: The pool's bound. Every blocking read in progress (`EventLog.read`
-            with ``block``, `Commands.serve`, `Commands.call`) holds one connection; the
-            others share a few.
+            with ``block``, `Commands.serve`, `Commands.call`) holds one connection, at most
+            ``max_connections - RESERVED_CONNECTIONS`` at a time (the next ones wait their
+            turn); the other commands share the rest.
         connect_timeout: Seconds to establish a connection.
+        pool_timeout: Seconds a command may wait for a free connection of the pool before
+            it fails with `RedisUnavailable`.
 
     Raises:
         ValueError: ``url`` is not a Redis URL (the message says why).
@@ -164,6 +191,7 @@ async def open_redis(
             retry_policy=NoRetryPolicy(),
             max_connections=max_connections,
             connect_timeout=connect_timeout,
+            pool_timeout=pool_timeout,
         )
     except (ValueError, TypeError, AssertionError) as exc:
         raise ValueError(f"not a usable Redis URL: {where!r} ({exc!r})") from None
@@ -173,22 +201,42 @@ async def open_redis(
             try:
                 with trio.fail_after(connect_timeout + 1.0):
                     await client.ping()
-            except (coredis.exceptions.RedisError, TimeoutError) as exc:
-                raise RedisUnavailable(f"cannot use Redis at {where}: {exc}") from exc
+            except (coredis.exceptions.RedisError, TimeoutError, trio.TooSlowError) as exc:
+                reason = str(exc) or f"no answer within {connect_timeout + 1.0:g} s"
+                raise RedisUnavailable(f"cannot use Redis at {where}: {reason}") from exc
             try:
                 yield client
             except BaseException as exc:
                 body_raised.append(exc)
                 raise
     except BaseExceptionGroup as group:
+        # The body's own error (even a group of its own) leaves as it is; else coredis's.
+        if body_raised and _holds(group, body_raised[0]):
+            reraise(body_raised[0])
         chosen = unwrap(group)
-        if body_raised and chosen is body_raised[0]:
+        surfaced = _surfaced(chosen, where)
+        if surfaced is chosen:
             reraise(chosen)
-        if _lost(chosen):
-            raise RedisUnavailable(f"lost the connection to Redis at {where}: {chosen}") from chosen
-        if isinstance(chosen, coredis.exceptions.RedisError):
-            raise RedisUnavailable(f"cannot use Redis at {where}: {chosen}") from chosen
-        reraise(chosen)
+        raise surfaced from chosen
+    except coredis.exceptions.RedisError as exc:
+        if body_raised and exc is body_raised[0]:
+            raise
+        raise _surfaced(exc, where) from exc
+
+
+def _holds(group: BaseExceptionGroup[BaseException], exc: BaseException) -> bool:
+    return any(
+        inner is exc or (isinstance(inner, BaseExceptionGroup) and _holds(inner, exc))
+        for inner in group.exceptions
+    )
+
+
+def _surfaced(exc: BaseException, where: str) -> BaseException:
+    """What a caller of `open_redis` sees for coredis's own error ``exc``."""
+    if isinstance(exc, RedisUnavailable) or not isinstance(exc, coredis.exceptions.RedisError):
+        return exc
+    verb = "lost the connection to" if _lost(exc) else "cannot use"
+    return RedisUnavailable(f"{verb} Redis at {where}: {exc}")
 
 
 @contextmanager
@@ -199,6 +247,11 @@ def _translated(session_id: str, what: str) -> Iterator[None]:
     except coredis.exceptions.ConnectionError as exc:
         raise RedisUnavailable(
             f"session {session_id!r}: the Redis connection broke during {what}: {exc}"
+        ) from exc
+    except TimeoutError as exc:  # coredis's: no connection of the pool became free in time
+        raise RedisUnavailable(
+            f"session {session_id!r}: no connection to Redis became free for {what} (the "
+            "pool's max_connections are all in use)"
         ) from exc
 
 
@@ -231,7 +284,8 @@ def _seq_of(identifier: bytes | str) -> int:
 # KEYS[1] the stream, KEYS[2] the fence; ARGV[1] the writer's token, then seq, payload pairs.
 # The fence is checked before anything is written; the first XADD is the one Redis may refuse
 # (its id not above the stream's last id), and the batch's seqs rise, so the rest cannot fail:
-# a refused batch writes nothing.
+# a refused batch writes nothing. A refused batch that is exactly in the stream already (the
+# same seqs and payloads: a retry after a lost reply) is accepted as written, once.
 _APPEND: Final = """
 local fence = redis.call('GET', KEYS[2])
 if fence ~= ARGV[1] then
@@ -239,6 +293,15 @@ if fence ~= ARGV[1] then
 end
 local first = redis.pcall('XADD', KEYS[1], ARGV[2] .. '-0', 'e', ARGV[3])
 if type(first) == 'table' and first.err then
+  local n = (#ARGV - 1) / 2
+  local held = redis.call('XRANGE', KEYS[1], ARGV[2] .. '-0', ARGV[#ARGV - 1] .. '-0')
+  local same = #held == n
+  for i = 1, n do
+    if not same then break end
+    local id, fields = held[i][1], held[i][2]
+    same = id == ARGV[2 * i] .. '-0' and fields[1] == 'e' and fields[2] == ARGV[2 * i + 1]
+  end
+  if same then return 0 end
   local last = '0-0'
   if redis.call('EXISTS', KEYS[1]) == 1 then
     local info = redis.call('XINFO', 'STREAM', KEYS[1])
@@ -264,6 +327,20 @@ end
 return '0-0'
 """
 
+# KEYS[1] the stream, KEYS[2] the highest seq trimmed; ARGV[1] below_seq. XTRIM MINID, and
+# remember the highest seq it removed (Redis's own max-deleted-entry-id ignores XTRIM).
+_TRIM: Final = """
+local gone = redis.call('XREVRANGE', KEYS[1], '(' .. ARGV[1] .. '-0', '-', 'COUNT', 1)
+if #gone == 0 then return 0 end
+local removed = redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1] .. '-0')
+local seq = string.match(gone[1][1], '^(%d+)')
+local before = redis.call('GET', KEYS[2])
+if not before or tonumber(before) < tonumber(seq) then
+  redis.call('SET', KEYS[2], seq)
+end
+return removed
+"""
+
 
 class EventLog:
     """The sessions' event logs: one Redis Stream per session, entry id ``<seq>-0``.
@@ -287,6 +364,7 @@ class EventLog:
         self._prefix = prefix
         self._append = redis.register_script(_APPEND)
         self._last_id = redis.register_script(_LAST_ID)
+        self._trim = redis.register_script(_TRIM)
 
     def key(self, session_id: str) -> str:
         """The Redis key of the session's stream."""
@@ -294,6 +372,9 @@ class EventLog:
 
     def _fence_key(self, session_id: str) -> str:
         return f"{self._prefix}:{session_id}:fence"
+
+    def _trimmed_key(self, session_id: str) -> str:
+        return f"{self._prefix}:{session_id}:trimmed"
 
     async def append(
         self, session_id: str, events: Sequence[tuple[int, bytes | str]], *, token: int
@@ -308,7 +389,9 @@ class EventLog:
 
         Raises:
             FencedOut: Another node acquired the lease since (the fence is not ``token``).
-            SeqConflict: The first ``seq`` is not above the stream's last one.
+            SeqConflict: The first ``seq`` is not above the stream's last one (unless the
+                very same batch is there already: re-sending a batch after
+                `RedisUnavailable` is safe, it is not written twice).
             RedisUnavailable: The connection broke; the batch may or may not be written.
             ValueError: The ``seq`` s do not rise, or are below 1.
         """
@@ -387,7 +470,11 @@ class EventLog:
         key = self.key(session_id)
         start = "0-0" if after_seq is None else f"{after_seq}-0"
         with _translated(session_id, "an event log read"):
-            reply = await self._redis.xread({key: start}, count=count, block=block_ms)
+            if block_ms is None:
+                reply = await self._redis.xread({key: start}, count=count)
+            else:
+                async with _slots(self._redis):
+                    reply = await self._redis.xread({key: start}, count=count, block=block_ms)
         if not reply:
             return []
         events: list[tuple[int, bytes]] = []
@@ -406,18 +493,35 @@ class EventLog:
         assert isinstance(last, bytes | str), last
         return _seq_of(last)
 
+    async def trimmed_seq(self, session_id: str) -> int:
+        """The highest ``seq`` that `trim` removed; 0 when none was.
+
+        A reader resuming after ``after_seq < trimmed_seq(...)`` has missed events: `read`
+        would go on from the oldest retained one, so tell that reader it lagged instead.
+        """
+        _check_session_id(session_id)
+        with _translated(session_id, "reading the event log's trimmed seq"):
+            value = await self._redis.get(self._trimmed_key(session_id))
+        return 0 if value is None else int(value)
+
     async def trim(self, session_id: str, *, below_seq: int) -> None:
-        """Drop the events with ``seq < below_seq`` (``XTRIM MINID``); the rest are kept."""
+        """Drop the events with ``seq < below_seq`` (``XTRIM MINID``); the rest are kept.
+
+        The highest ``seq`` dropped is remembered (`trimmed_seq`), in the same script.
+        """
         _check_session_id(session_id)
         _check_int("below_seq", below_seq, minimum=0)
+        if below_seq <= 1:
+            return
+        keys = [self.key(session_id), self._trimmed_key(session_id)]
         with _translated(session_id, "an event log trim"):
-            await self._redis.xtrim(self.key(session_id), PureToken.MINID, f"{below_seq}-0")  # type: ignore[arg-type]
+            await self._trim(keys, [below_seq])
 
     async def delete(self, session_id: str) -> None:
         """Remove the session's event log (the fence stays: tokens never go back)."""
         _check_session_id(session_id)
         with _translated(session_id, "deleting the event log"):
-            await self._redis.delete([self.key(session_id)])
+            await self._redis.delete([self.key(session_id), self._trimmed_key(session_id)])
 
 
 # KEYS[1] the reply list, KEYS[2] the command stream; ARGV reply, reply ttl ms, entry id.
@@ -498,6 +602,9 @@ class Commands:
         Returns:
             The handler's reply.
 
+        A call cancelled once it sent the command leaves the command queued too: it is
+        handled, only its reply is not collected.
+
         Raises:
             TimeoutError: No reply within ``timeout`` (nobody serves the session, or the
                 handler is slow). The command stays queued: the next server handles it.
@@ -519,7 +626,8 @@ class Commands:
             await self._redis.xadd(self.key(session_id), {"c": body, "r": reply_key})
             # BLPOP's own timeout answers in time; the trio bound guards a Redis that hangs.
             with trio.move_on_after(timeout + 1.0):
-                reply = await self._redis.blpop([reply_key], timeout=timeout_ms / 1000)
+                async with _slots(self._redis):
+                    reply = await self._redis.blpop([reply_key], timeout=timeout_ms / 1000)
                 if reply is not None:
                     return self._decoded(session_id, command_id, reply[1])
         raise TimeoutError(
@@ -552,6 +660,8 @@ class Commands:
         command sent after ``nursery.start`` returned is handled. A handler that raises
         (not `trio.Cancelled`) makes the caller's `call` raise `CommandFailed`, and the loop
         goes on; when cancelled mid-handler, the command stays queued for the next server.
+        A handler that raises `FencedOut` (this node lost the lease) ends the loop with it,
+        and its command stays queued, unanswered, for the lease's new holder.
 
         Args:
             session_id: The session.
@@ -560,6 +670,7 @@ class Commands:
             task_status: For ``nursery.start``.
 
         Raises:
+            FencedOut: The handler raised it.
             RedisUnavailable: The connection broke.
         """
         _check_session_id(session_id)
@@ -568,7 +679,8 @@ class Commands:
         task_status.started()
         while True:
             with _translated(session_id, "reading commands"):
-                reply = await self._redis.xread({key: cursor}, count=64, block=self._poll_ms)
+                async with _slots(self._redis):
+                    reply = await self._redis.xread({key: cursor}, count=64, block=self._poll_ms)
             for entries in (reply or {}).values():
                 for entry in entries:
                     await self._handle(session_id, handler, entry.identifier, entry.field_values)  # type: ignore[arg-type]
@@ -595,6 +707,8 @@ class Commands:
                 if not isinstance(result, Mapping):
                     raise TypeError(f"the handler returned {type(result).__name__}, not a mapping")
                 body = _encode(session_id, "the handler's reply", {"ok": dict(result)})
+            except FencedOut:
+                raise  # not ours to answer: the command stays for the lease's new holder
             except Exception as exc:
                 logger.exception(
                     "session %r: command %s failed", session_id, command.get("command_id")
