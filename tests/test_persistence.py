@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import textwrap
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -38,10 +39,13 @@ def _agent(*replies: object) -> Agent:
 
 
 @pytest.fixture(params=["memory", "sqlite"])
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> object:
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[object]:
     if request.param == "memory":
-        return MemoryStore()
-    return SQLiteStore(tmp_path / "sessions.db")
+        yield MemoryStore()
+        return
+    # A store passed to open_session() is the caller's to close.
+    async with SQLiteStore(tmp_path / "sessions.db") as opened:
+        yield opened
 
 
 async def test_restore_round_trip_continues_seq(store: object) -> None:

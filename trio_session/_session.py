@@ -161,6 +161,8 @@ class _Conversation:
         # slower earlier save never overwrites a later one (several confirmations
         # of one tick save concurrently).
         self.saving = trio.Lock()
+        # A reservation save started by reserve_seq_soon() is in flight.
+        self.reserving = False
 
     @property
     def owner(self) -> Session:
@@ -240,8 +242,34 @@ class _Conversation:
 
     async def reserve_seq(self) -> None:
         """Save a new ``seq`` reservation when the numbers handed out near the stored one."""
-        if self.store is not None and self.seq.last > self.reserved - SEQ_BLOCK // 2:
+        if self._near_reservation():
             await self.save()
+
+    def reserve_seq_soon(self) -> None:
+        """Start saving a new reservation, in the background, if the numbers near it.
+
+        For numbers handed out between the engine's checkpoints (a child's forwarded
+        events, a tool's custom events): the save runs in the session's nursery
+        while the emitter goes on, with the rest of the block as headroom.
+        """
+        if self.reserving or not self._near_reservation():
+            return
+        try:
+            self.nursery.start_soon(self._reserve_in_background)
+        except RuntimeError:
+            return  # the session's nursery is closing: its last save covers the numbers
+        self.reserving = True
+
+    async def _reserve_in_background(self) -> None:
+        try:
+            await self.reserve_seq()
+        except StoreError:
+            pass  # save() logged it; the next checkpoint's reservation raises it
+        finally:
+            self.reserving = False
+
+    def _near_reservation(self) -> bool:
+        return self.store is not None and self.seq.last > self.reserved - SEQ_BLOCK // 2
 
     async def save(self, *, exact: bool = False) -> None:
         """Save the session, retried with backoff; `StoreError` when every attempt failed.

@@ -85,6 +85,10 @@ class ExecutionHost(Protocol):
         """Await the async ``on_message`` hook of ``message``, if one is pending."""
         ...
 
+    def drop_message_hooks(self, messages: Sequence[Message]) -> None:
+        """Close the pending async ``on_message`` hooks of ``messages`` unawaited."""
+        ...
+
     def remembered(self, tool_name: str) -> Decision | None:
         """An ``always`` answer given earlier for this tool."""
         ...
@@ -120,6 +124,10 @@ class ExecutionHost(Protocol):
 
     async def reserve_seq(self) -> None:
         """Save a new ``seq`` high-water mark if the numbers handed out near the stored one."""
+        ...
+
+    def reserve_seq_soon(self) -> None:
+        """Like `reserve_seq`, in the background: for numbers handed out between checkpoints."""
         ...
 
     def execution_finished(self, execution: Execution) -> None:
@@ -262,6 +270,7 @@ class Execution:
     def emit_custom(self, name: str, data: Any) -> None:
         """Publish a ``custom`` event (what ``ToolContext.emit`` does)."""
         self.publisher.emit(CustomEvent, name=name, data=data)
+        self.host.reserve_seq_soon()
 
     # -- the run ------------------------------------------------------------
 

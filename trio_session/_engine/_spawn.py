@@ -13,7 +13,7 @@ from .._result import SendResult
 if TYPE_CHECKING:
     from ._execution import Execution
 
-__all__ = ["adopt"]
+__all__ = ["adopt", "reserve_seq"]
 
 
 def adopt(parent: Execution, child: Execution, origin_tool_use_id: str | None) -> None:
@@ -45,6 +45,8 @@ def adopt(parent: Execution, child: Execution, origin_tool_use_id: str | None) -
         publisher.forward(
             attrs.evolve(event, seq=seq.next(), spawn_path=(spawn_id, *event.spawn_path))
         )
+        # Numbered in the parent's seq between its checkpoints: keep its reservation ahead.
+        parent.host.reserve_seq_soon()
         if isinstance(event, ExecutionEnd) and not event.spawn_path:
             result = child.outcome.value
             publisher.emit(
@@ -67,3 +69,16 @@ async def _run_child(parent: Execution, child: Execution) -> None:
         await child.run()
     finally:
         parent.children.discard(child)
+
+
+async def reserve_seq(execution: Execution) -> None:
+    """Reserve ``seq`` for ``execution``'s session and for every parent it forwards to.
+
+    A child's checkpoint waits for its parents' reservations too: the numbers its
+    events take in their streams stay below what their stores hold.
+    """
+    current: Execution | None = execution
+    while current is not None:
+        if current.host.persistent:
+            await current.host.reserve_seq()
+        current = current.parent

@@ -18,6 +18,7 @@ from ._assembler import Assembler
 from ._hooks import call_hook
 from ._output import ask_for_output, check_output
 from ._resume import resume_tick
+from ._spawn import reserve_seq
 from ._tick import Tick
 from ._tool_calls import run_tools
 from ._unwrap import bounded
@@ -41,11 +42,15 @@ async def run_ticks(execution: Execution) -> SendResult:
         # The tick a restart left waiting for confirmation comes first (SPEC §7).
         await resume_tick(execution, execution.resumed)
     queued = host.take_queued()
-    await _message_hooks(execution, [*queued, *transcript.input])
-    transcript.deliver(queued)
-    for message in transcript.input:
-        transcript.commit(message)
-    transcript.input.clear()
+    try:
+        await _message_hooks(execution, [*queued, *transcript.input])
+    except trio.Cancelled:
+        # Aborted while a hook ran: the input is committed all the same (SPEC §6),
+        # as it is when an abort lands anywhere else; the hooks left are dropped.
+        host.drop_message_hooks([*queued, *transcript.input])
+        _commit_input(execution, queued)
+        raise
+    _commit_input(execution, queued)
     await _deliver_pending(execution)
     if host.persistent and transcript.new_messages:
         await host.save()
@@ -81,12 +86,10 @@ async def run_ticks(execution: Execution) -> SendResult:
             )
             if agent.on_tick_start is not None:
                 await call_hook(agent.on_tick_start, ctx)
-            if host.persistent:
-                await host.reserve_seq()
+            await reserve_seq(execution)
             request = await _build(execution, ctx)
         else:
-            if host.persistent:
-                await host.reserve_seq()
+            await reserve_seq(execution)
             request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
@@ -139,16 +142,30 @@ async def run_ticks(execution: Execution) -> SendResult:
     return transcript.result(stop_reason, execution.id, output)
 
 
+def _commit_input(execution: Execution, queued: list[Message]) -> None:
+    """Commit the messages the session queued, then the execution's own input."""
+    transcript = execution.transcript
+    transcript.deliver(queued)
+    for message in transcript.input:
+        transcript.commit(message)
+    transcript.input.clear()
+
+
 async def _message_hooks(execution: Execution, messages: list[Message]) -> None:
     """Await the messages' async ``on_message`` hooks before they are delivered.
 
     If one fails, none of them is delivered: they go back to the session's
-    queue (never lost) and the error fails the execution.
+    queue (never lost) and the error fails the execution. Cancelled (the
+    execution aborted), the messages are the caller's: the input is committed,
+    a tick boundary's go back to the session's queue (this execution would
+    not answer them).
     """
     host = execution.host
     for message in messages:
         try:
             await host.message_hook(message)
+        except trio.Cancelled:
+            raise
         except BaseException:
             execution.transcript.input.clear()
             host.enqueue(messages)
@@ -158,7 +175,12 @@ async def _message_hooks(execution: Execution, messages: list[Message]) -> None:
 async def _deliver_pending(execution: Execution) -> None:
     transcript = execution.transcript
     pending = transcript.take_pending()
-    await _message_hooks(execution, pending)
+    try:
+        await _message_hooks(execution, pending)
+    except trio.Cancelled:
+        # Not delivered: they wait on the session for its next execution.
+        execution.host.enqueue(pending)
+        raise
     transcript.deliver(pending)
 
 
@@ -220,7 +242,7 @@ async def _stream(
                     # A stream that never awaits would otherwise never see abort()
                     # (nor let the task that calls it run).
                     await trio.lowlevel.checkpoint()
-                    await execution.host.reserve_seq()
+                    await reserve_seq(execution)
             exhausted = True
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.

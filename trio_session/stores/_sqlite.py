@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import logging
 import os
 import sqlite3
 import time
@@ -38,6 +39,11 @@ _SYNCHRONOUS: Final[dict[str, str]] = {"normal": "NORMAL", "full": "FULL"}
 
 MAX_BATCH = 256
 """The most saves one transaction of a group commit takes."""
+
+logger = logging.getLogger("trio_session")
+
+CLOSE_GRACE = 5.0
+"""Seconds `SQLiteStore.aclose` waits beyond ``busy_timeout`` for a call in progress."""
 
 SCHEMA_VERSION = 2
 """The layout of the tables, kept in ``PRAGMA user_version``."""
@@ -187,20 +193,25 @@ class SQLiteStore(ClosingStore):
         """Close the connection; later calls raise `trio.ClosedResourceError`.
 
         Waits for a call in progress to finish (a write is never abandoned
-        halfway), even when cancelled. Closing twice does nothing.
+        halfway), even when cancelled, for up to ``busy_timeout`` + 5 s; then
+        that call closes the connection when it returns. Closing twice does nothing.
         """
         if self._closed:
             await trio.lowlevel.checkpoint()
             return
         self._closed = True
-        # Shielded: the connection must not outlive the store. The wait is
-        # bounded: each holder of the lock is a worker thread that finishes
-        # within busy_timeout, and waiters behind us see _closed and leave.
-        with trio.CancelScope(shield=True):
+        # Shielded: the connection must not outlive the store. Bounded: the holder
+        # of the lock is a worker thread that finishes within busy_timeout, and
+        # waiters behind us see _closed and leave. Cut off, the worker closes
+        # the connection itself when it returns (see _call).
+        bound = self._busy_timeout + CLOSE_GRACE
+        with trio.move_on_after(bound, shield=True) as scope:
             async with self._lock:
                 conn, self._conn = self._conn, None
                 if conn is not None:
                     await trio.to_thread.run_sync(conn.close)
+        if scope.cancelled_caught:
+            logger.warning("closing %r took over %g s; its worker closes it", self, bound)
 
     async def save(self, snapshot: SessionSnapshot) -> None:
         """Store ``snapshot`` in one transaction, writing only what changed.
@@ -337,7 +348,13 @@ class SQLiteStore(ClosingStore):
         # In a worker thread, under the lock.
         if self._conn is None:
             self._conn = _connect(self._path, self._busy_timeout, self._durability)
-        return fn(self._conn, *args)
+        try:
+            return fn(self._conn, *args)
+        finally:
+            if self._closed and self._conn is not None:
+                # aclose() stopped waiting for this call: the connection is ours to close.
+                conn, self._conn = self._conn, None
+                conn.close()
 
 
 def _corrupt(exc: sqlite3.DatabaseError) -> bool:
