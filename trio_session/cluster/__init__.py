@@ -8,6 +8,7 @@ expiry plus a fencing counter that Postgres checks on every save.
 from __future__ import annotations
 
 from ._errors import FencedOut as FencedOut
+from ._node import open_cluster_gateway as open_cluster_gateway
 from ._postgres import PostgresStore as PostgresStore
 
-__all__ = ["FencedOut", "PostgresStore"]
+__all__ = ["FencedOut", "PostgresStore", "open_cluster_gateway"]

@@ -751,6 +751,12 @@ class Workers:
                 found.append(key.decode().removeprefix(self._key("")))
         return sorted(found)
 
+    async def is_alive(self, worker_id: str) -> bool:
+        """Whether ``worker_id``'s last beat has not expired (one ``EXISTS``)."""
+        _check_session_id(worker_id, "worker_id")
+        with _translated(worker_id, "checking a heartbeat"):
+            return bool(await self._redis.exists([self._key(worker_id)]))
+
     async def gone(self, worker_id: str) -> None:
         """Remove ``worker_id`` at once (a clean shutdown)."""
         _check_session_id(worker_id, "worker_id")

@@ -9,10 +9,10 @@ import math
 import secrets
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from functools import cache, partial
 from importlib import resources
-from typing import Any, Final, TypeAlias, final
+from typing import Any, Final, Protocol, TypeAlias, final
 
 import attrs
 import trio
@@ -20,19 +20,22 @@ from hypercorn.config import Config
 from hypercorn.trio import serve
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Message as ASGIMessage, Receive, Scope, Send
 
 from .._agent import Agent
 from .._engine import CLEANUP_TIMEOUT, reraise, unwrap
 from .._errors import EventsLagged, InvalidToolArguments, SessionClosed, UnknownToolUse
 from .._events import StreamEvent
+from .._handle import SessionExecutionHandle
+from .._messages import Message
 from .._serde import converter, to_json
 from .._session import Session, open_session
 from ..stores import SessionStore
-from ._agui import AGUITranslator, parse_run_input
+from ._agui import AGUITranslator, RunInput, parse_run_input
 from ._protocol import (
     KEEPALIVE,
     RESERVED_STATE_KEY,
@@ -71,6 +74,18 @@ _SSE_HEADERS: Final = [
 ]
 
 
+class Unavailable(HTTPError):
+    """503: the session cannot be reached now (a cluster's lease holder is gone).
+
+    Attributes:
+        retry_after: Seconds after which the client may try again (``Retry-After``).
+    """
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(503, message)
+        self.retry_after = retry_after
+
+
 async def _maybe_await(value: Any) -> Any:
     if inspect.isawaitable(value):
         return await value
@@ -90,12 +105,69 @@ async def _then_cancel(wait: Callable[[], Awaitable[object]], scope: trio.Cancel
 
 
 # ---------------------------------------------------------------------------
+# The seam between the routes and where sessions live
+# ---------------------------------------------------------------------------
+
+Produce: TypeAlias = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
+"""``produce(write)``: writes an SSE stream's frames until it returns."""
+
+
+class SessionRef(Protocol):
+    """One session as the routes use it, from `Backend.acquire`.
+
+    Each method gets the raw request body and checks it itself, after the
+    session was found (the SPEC's order: 404 before 400). Errors are `HTTPError`.
+    """
+
+    def release(self) -> None: ...
+    async def describe(self) -> dict[str, Any]: ...
+    async def send(self, body: bytes) -> dict[str, Any]: ...
+    async def tool_result(self, tool_use_id: str, body: bytes) -> dict[str, Any]: ...
+    async def abort(self, body: bytes) -> dict[str, Any]: ...
+    async def interrupt(self, body: bytes) -> dict[str, Any]: ...
+    def events(
+        self, after: int | None, types: frozenset[str] | None, *, keepalive: float
+    ) -> Produce: ...
+    async def agui(self, run: RunInput, *, keepalive: float) -> Produce: ...
+
+
+class Backend(Protocol):
+    """Where the gateway's sessions live: this process (`_Sessions`) or a cluster.
+
+    Attributes:
+        node: The worker id sent as ``X-Trio-Session-Node``, or None (no header).
+    """
+
+    node: str | None
+
+    def start(self, nursery: trio.Nursery) -> None:
+        """Attach the nursery where sessions (and background tasks) run."""
+
+    async def acquire(self, session_id: str, *, create: bool = False) -> tuple[SessionRef, bool]:
+        """The session (404 when unknown, unless ``create``) and whether it was created."""
+
+    def use(
+        self, session_id: str, *, create: bool = False
+    ) -> AbstractAsyncContextManager[SessionRef]:
+        """`acquire`, released when the block ends."""
+
+    async def list_ids(self) -> list[str]:
+        """Every session id, open or stored."""
+
+    async def delete(self, session_id: str) -> None:
+        """Close the session and delete it from the store."""
+
+    def close_all(self) -> None:
+        """The gateway closes: close every session, refuse new requests (409)."""
+
+
+# ---------------------------------------------------------------------------
 # Sessions opened on demand
 # ---------------------------------------------------------------------------
 
 
 @attrs.define(eq=False)
-class _Entry:
+class Entry:
     """One open session and who uses it."""
 
     session: Session
@@ -142,7 +214,8 @@ class _Sessions:
         self.store = store
         self._idle_timeout = idle_timeout
         self._max_buffered_events = max_buffered_events
-        self._open: dict[str, _Entry] = {}
+        self.node: str | None = None
+        self._open: dict[str, Entry] = {}
         self._opening: dict[str, trio.Event] = {}
         self._deleting: set[str] = set()
         self.nursery: trio.Nursery | None = None
@@ -151,22 +224,36 @@ class _Sessions:
     def open_ids(self) -> list[str]:
         return [sid for sid, entry in self._open.items() if not entry.closing]
 
+    def start(self, nursery: trio.Nursery) -> None:
+        self.nursery = nursery
+
+    async def list_ids(self) -> list[str]:
+        ids = list(await self.store.list()) if self.store is not None else []
+        known = set(ids)
+        ids.extend(sid for sid in self.open_ids() if sid not in known)
+        return ids
+
     @asynccontextmanager
-    async def use(self, session_id: str, *, create: bool = False) -> AsyncIterator[_Entry]:
+    async def use(self, session_id: str, *, create: bool = False) -> AsyncIterator[LocalSession]:
         """The open session, opened (or created) first if needed.
 
         Raises:
             HTTPError: 404 for a session neither open nor stored (unless
                 ``create``); 409 while it is being deleted or the gateway closes.
         """
-        entry, _ = await self.acquire(session_id, create=create)
+        ref, _ = await self.acquire(session_id, create=create)
         try:
-            yield entry
+            yield ref
         finally:
-            entry.release()
+            ref.release()
 
-    async def acquire(self, session_id: str, *, create: bool = False) -> tuple[_Entry, bool]:
+    async def acquire(self, session_id: str, *, create: bool = False) -> tuple[LocalSession, bool]:
         """Like `use`, for callers that release later; also says if it was created."""
+        entry, created = await self.acquire_entry(session_id, create=create)
+        return LocalSession(entry), created
+
+    async def acquire_entry(self, session_id: str, *, create: bool = False) -> tuple[Entry, bool]:
+        """The open session's entry (its user count raised: call ``release``)."""
         if not valid_id(session_id):
             raise HTTPError(404, f"no session {session_id[:64]!r}")
         while True:
@@ -194,7 +281,7 @@ class _Sessions:
             entry.users += 1
             return entry, created
 
-    async def _open_one(self, session_id: str, create: bool) -> tuple[_Entry, bool]:
+    async def _open_one(self, session_id: str, create: bool) -> tuple[Entry, bool]:
         stored = self.store is not None and await self.store.load(session_id) is not None
         if not stored and not create:
             raise HTTPError(404, f"no session {session_id!r}")
@@ -204,14 +291,14 @@ class _Sessions:
         if not isinstance(agent, Agent):
             raise TypeError(f"the agent factory must return an Agent, got {type(agent).__name__}")
         assert self.nursery is not None
-        entry: _Entry = await self.nursery.start(self._serve, session_id, agent)
+        entry: Entry = await self.nursery.start(self._serve, session_id, agent)
         self._open[session_id] = entry
         return entry, not stored
 
     async def _serve(
-        self, session_id: str, agent: Agent, *, task_status: trio.TaskStatus[_Entry]
+        self, session_id: str, agent: Agent, *, task_status: trio.TaskStatus[Entry]
     ) -> None:
-        entry: _Entry | None = None
+        entry: Entry | None = None
         try:
             async with open_session(
                 agent,
@@ -219,7 +306,7 @@ class _Sessions:
                 store=self.store,
                 max_buffered_events=self._max_buffered_events,
             ) as session:
-                entry = _Entry(session, idle_since=trio.current_time())
+                entry = Entry(session, idle_since=trio.current_time())
                 task_status.started(entry)
                 await self._watch(entry)
                 entry.closing = True
@@ -235,7 +322,7 @@ class _Sessions:
                     del self._open[session_id]
                 entry.closed.set()
 
-    async def _watch(self, entry: _Entry) -> None:
+    async def _watch(self, entry: Entry) -> None:
         """Return when the session should close: asked to, or idle long enough."""
         session = entry.session
         while not entry.close_requested:
@@ -255,7 +342,7 @@ class _Sessions:
             return
 
     async def delete(self, session_id: str) -> None:
-        entry, _ = await self.acquire(session_id)
+        entry, _ = await self.acquire_entry(session_id)
         self._deleting.add(session_id)
         try:
             entry.close_requested = True
@@ -279,8 +366,6 @@ class _Sessions:
 # ---------------------------------------------------------------------------
 # Streaming responses
 # ---------------------------------------------------------------------------
-
-Produce: TypeAlias = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
 
 
 class _EventStream(Response):
@@ -350,7 +435,7 @@ class Gateway:
 
     def __init__(
         self,
-        sessions: _Sessions,
+        sessions: Backend,
         *,
         token: str | None,
         authenticate: Authenticate | None,
@@ -390,8 +475,12 @@ class Gateway:
             Route("/sessions/{session_id}/interrupt", self._interrupt, methods=["POST"]),
             Route("/ag-ui", self._agui, methods=["POST"]),
         ]
+        middleware = []
+        if self._sessions.node is not None:
+            middleware.append(Middleware(_NodeHeader, node=self._sessions.node))
         return Starlette(
             routes=routes,
+            middleware=middleware,
             exception_handlers={
                 HTTPError: self._error_response,
                 HTTPException: self._starlette_error,
@@ -407,6 +496,8 @@ class Gateway:
         headers = None
         if exc.status == 401:
             headers = {"www-authenticate": "Bearer"}
+        elif isinstance(exc, Unavailable):
+            headers = {"retry-after": str(max(1, math.ceil(exc.retry_after)))}
         elif exc.status == 413:
             # The rest of the body was not read: the connection cannot carry another request.
             headers = {"connection": "close"}
@@ -424,11 +515,13 @@ class Gateway:
             headers=exc.headers,
         )
 
-    @staticmethod
-    async def _internal_error(request: Request, exc: Exception) -> Response:
+    async def _internal_error(self, request: Request, exc: Exception) -> Response:
         logger.error("%s %s failed", request.method, request.url.path, exc_info=exc)
         error = HTTPError(500, f"internal error: {type(exc).__name__}: {exc}")
-        return JSONResponse(error.body(), status_code=500)
+        # Answered outside the middleware stack: the node header is added here.
+        node = self._sessions.node
+        headers = {"x-trio-session-node": node} if node is not None else None
+        return JSONResponse(error.body(), status_code=500, headers=headers)
 
     # -- the checks, in SPEC order: 401, 413, 403, 404, then 400/409/422 ----
 
@@ -517,42 +610,19 @@ class Gateway:
         session_id = parse_session_id(data) or secrets.token_hex(16)
         if "/" in session_id:
             raise HTTPError(400, "session_id must not contain '/'")
-        entry, created = await self._sessions.acquire(session_id, create=True)
-        entry.release()
+        ref, created = await self._sessions.acquire(session_id, create=True)
+        ref.release()
         return JSONResponse({"session_id": session_id}, status_code=201 if created else 200)
 
     async def _list(self, request: Request) -> Response:
         await self._checked(request, "admin", None)
-        ids = list(await self._sessions.store.list()) if self._sessions.store else []
-        known = set(ids)
-        ids.extend(sid for sid in self._sessions.open_ids() if sid not in known)
-        return JSONResponse({"sessions": ids})
+        return JSONResponse({"sessions": await self._sessions.list_ids()})
 
     async def _get(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         await self._checked(request, "read", session_id)
-        async with self._sessions.use(session_id) as entry:
-            session = entry.session
-            handle = session.current_execution
-            current = None
-            if handle is not None and not handle.done:
-                current = {
-                    "execution_id": handle.execution_id,
-                    "status": handle.status,
-                    "current_tick": handle.current_tick,
-                }
-            return JSONResponse(
-                {
-                    "session_id": session.id,
-                    "status": session.status,
-                    "last_seq": session.last_seq,
-                    "usage": converter.unstructure(session.usage),
-                    "timeline": [converter.unstructure(m) for m in session.timeline],
-                    "queued_messages": [converter.unstructure(m) for m in session.queued_messages],
-                    "pending_confirmations": _pending_confirmations(session),
-                    "current_execution": current,
-                }
-            )
+        async with self._sessions.use(session_id) as ref:
+            return JSONResponse(await ref.describe())
 
     async def _delete(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
@@ -563,40 +633,13 @@ class Gateway:
     async def _send(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         _, body = await self._checked(request, "send", session_id)
-        async with self._sessions.use(session_id) as entry:
-            message, key = parse_send(parse_json(body))
-            session = entry.session
-            if key is None:
-                return JSONResponse(await self._accept(session, message), status_code=202)
-            while (inflight := entry.inflight_keys.get(key)) is not None:
-                await inflight.wait()
-            answer = IdempotencyLog(session.state).get(key)
-            if answer is not None:
-                return JSONResponse(answer, status_code=202)
-            done = entry.inflight_keys[key] = trio.Event()
-            try:
-                answer = await self._accept(session, message)
-                IdempotencyLog(session.state).put(key, answer)
-            finally:
-                del entry.inflight_keys[key]
-                done.set()
-            return JSONResponse(answer, status_code=202)
-
-    @staticmethod
-    async def _accept(session: Session, message: Any) -> dict[str, Any]:
-        # A client that goes away mid-request must not leave a message half-sent.
-        with trio.CancelScope(shield=True):
-            after_seq = session.last_seq
-            try:
-                handle = await session.send(message)
-            except SessionClosed as exc:
-                raise HTTPError(409, str(exc)) from None
-        return {"execution_id": handle.execution_id, "after_seq": after_seq}
+        async with self._sessions.use(session_id) as ref:
+            return JSONResponse(await ref.send(body), status_code=202)
 
     async def _events(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         await self._checked(request, "read", session_id)
-        entry, _ = await self._sessions.acquire(session_id)
+        ref, _ = await self._sessions.acquire(session_id)
         try:
             after: int | None = None
             last_event_id = request.headers.get("last-event-id")
@@ -606,118 +649,195 @@ class Gateway:
                 after = parse_cursor(request.query_params["after_seq"], "after_seq")
             types_text = request.query_params.get("types")
             types = parse_types(types_text) if types_text is not None else None
-            try:
-                subscription = entry.session.subscribe(after_seq=after, types=types)
-            except SessionClosed as exc:
-                raise HTTPError(409, str(exc)) from None
+            produce = ref.events(after, types, keepalive=self._keepalive)
         except BaseException:
-            entry.release()
+            ref.release()
             raise
-
-        async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
-            with subscription:
-                await self._pump(entry, subscription, write, after if types is None else None)
-
-        return _EventStream(produce, entry.release)
-
-    async def _pump(
-        self,
-        entry: _Entry,
-        subscription: Any,
-        write: Callable[[bytes], Awaitable[None]],
-        expect_after: int | None,
-    ) -> None:
-        """Write frames until the session's stream ends."""
-        while True:
-            frames: list[bytes] = []
-            with trio.move_on_after(self._keepalive):
-                try:
-                    batch = await subscription.receive_batch()
-                except EventsLagged as lagged:
-                    frames.append(_lagged_frame(lagged.missed))
-                    expect_after = None
-                except trio.EndOfChannel:
-                    return
-                else:
-                    # The session holds only its latest execution: a cursor older
-                    # than that is reported like a dropped one, never skipped silently.
-                    if expect_after is not None:
-                        missed = batch[0].seq - expect_after - 1
-                        if missed > 0:
-                            frames.append(_lagged_frame(missed))
-                        expect_after = None
-                    frames.extend(entry.frame(event) for event in batch)
-            await write(b"".join(frames) if frames else KEEPALIVE)
+        return _EventStream(produce, ref.release)
 
     async def _tool_result(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         tool_use_id = request.path_params["tool_use_id"]
         _, body = await self._checked(request, "confirm", session_id)
-        async with self._sessions.use(session_id) as entry:
-            session = entry.session
-            pending = {p["tool_use_id"] for p in _pending_confirmations(session)}
-            if tool_use_id not in pending:
-                raise HTTPError(404, f"no confirmation is pending for tool use {tool_use_id!r}")
-            answer = parse_tool_answer(parse_json(body))
-            try:
-                _submit_tool_result(session, tool_use_id, **attrs.asdict(answer))
-            except UnknownToolUse as exc:
-                raise HTTPError(404, str(exc)) from None
-            except InvalidToolArguments as exc:
-                raise HTTPError(422, str(exc)) from None
-            except SessionClosed as exc:
-                raise HTTPError(409, str(exc)) from None
-            return JSONResponse({})
+        async with self._sessions.use(session_id) as ref:
+            return JSONResponse(await ref.tool_result(tool_use_id, body))
 
     async def _abort(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         _, body = await self._checked(request, "abort", session_id)
-        async with self._sessions.use(session_id) as entry:
-            reason = parse_abort(parse_json(body, required=False))
-            handle = entry.session.current_execution
-            if handle is None or handle.done:
-                return JSONResponse({"aborted": False})
-            handle.abort(reason)
-            return JSONResponse({"aborted": True})
+        async with self._sessions.use(session_id) as ref:
+            return JSONResponse(await ref.abort(body))
 
     async def _interrupt(self, request: Request) -> Response:
         session_id = request.path_params["session_id"]
         _, body = await self._checked(request, "send", session_id)
-        async with self._sessions.use(session_id) as entry:
-            message, reason = parse_interrupt(parse_json(body, required=False))
-            with trio.CancelScope(shield=True):
-                try:
-                    handle = await entry.session.interrupt(message, reason=reason)
-                except SessionClosed as exc:
-                    raise HTTPError(409, str(exc)) from None
-            return JSONResponse({"execution_id": handle.execution_id if handle else None})
+        async with self._sessions.use(session_id) as ref:
+            return JSONResponse(await ref.interrupt(body))
 
     async def _agui(self, request: Request) -> Response:
         run = parse_run_input(await self._checked_json(request, "send", "threadId"))
         if "/" in run.thread_id:
             raise HTTPError(400, "threadId must not contain '/'")
-        entry, _ = await self._sessions.acquire(run.thread_id, create=True)
+        ref, _ = await self._sessions.acquire(run.thread_id, create=True)
         try:
-            session = entry.session
-            known = {m.id for m in session.timeline} | {m.id for m in session.queued_messages}
-            new = [m for m in run.messages if m.id not in known]
-            with trio.CancelScope(shield=True):
-                if run.state is not None:
-                    reserved = session.state.get(RESERVED_STATE_KEY)
-                    state = dict(run.state)
-                    if reserved is not None:
-                        state[RESERVED_STATE_KEY] = reserved
-                    session.state = state
-                after_seq = session.last_seq
-                try:
-                    handle = await (session.send(new) if new else session.render())
-                except SessionClosed as exc:
-                    raise HTTPError(409, str(exc)) from None
-            subscription = handle.events.subscribe(after_seq=after_seq)
-            translator = AGUITranslator(run.thread_id, run.run_id)
+            produce = await ref.agui(run, keepalive=self._keepalive)
         except BaseException:
-            entry.release()
+            ref.release()
             raise
+        return _EventStream(produce, ref.release)
+
+
+@final
+class LocalSession:
+    """What the routes do to one session open in this process (a `SessionRef`)."""
+
+    def __init__(
+        self, entry: Entry, *, accepting: Callable[[Message], Awaitable[None]] | None = None
+    ) -> None:
+        self._entry = entry
+        # Called with each message before the session gets it (the cluster makes it durable).
+        self._accepting = accepting
+
+    @property
+    def session(self) -> Session:
+        return self._entry.session
+
+    def release(self) -> None:
+        self._entry.release()
+
+    async def describe(self) -> dict[str, Any]:
+        session = self._entry.session
+        handle = session.current_execution
+        current = None
+        if handle is not None and not handle.done:
+            current = {
+                "execution_id": handle.execution_id,
+                "status": handle.status,
+                "current_tick": handle.current_tick,
+            }
+        await trio.lowlevel.checkpoint()
+        return {
+            "session_id": session.id,
+            "status": session.status,
+            "last_seq": session.last_seq,
+            "usage": converter.unstructure(session.usage),
+            "timeline": [converter.unstructure(m) for m in session.timeline],
+            "queued_messages": [converter.unstructure(m) for m in session.queued_messages],
+            "pending_confirmations": _pending_confirmations(session),
+            "current_execution": current,
+        }
+
+    async def send(self, body: bytes) -> dict[str, Any]:
+        entry = self._entry
+        message, key = parse_send(parse_json(body))
+        session = entry.session
+        if key is None:
+            return await self._accept(session, message)
+        while (inflight := entry.inflight_keys.get(key)) is not None:
+            await inflight.wait()
+        answer = IdempotencyLog(session.state).get(key)
+        if answer is not None:
+            return answer
+        done = entry.inflight_keys[key] = trio.Event()
+        try:
+            answer = await self._accept(session, message)
+            IdempotencyLog(session.state).put(key, answer)
+        finally:
+            del entry.inflight_keys[key]
+            done.set()
+        return answer
+
+    async def _accept(self, session: Session, message: Message) -> dict[str, Any]:
+        # A client that goes away mid-request must not leave a message half-sent.
+        with trio.CancelScope(shield=True):
+            if self._accepting is not None:
+                await self._accepting(message)
+            after_seq = session.last_seq
+            try:
+                handle = await session.send(message)
+            except SessionClosed as exc:
+                raise HTTPError(409, str(exc)) from None
+        return {"execution_id": handle.execution_id, "after_seq": after_seq}
+
+    def events(
+        self, after: int | None, types: frozenset[str] | None, *, keepalive: float
+    ) -> Produce:
+        entry = self._entry
+        try:
+            subscription = entry.session.subscribe(after_seq=after, types=types)
+        except SessionClosed as exc:
+            raise HTTPError(409, str(exc)) from None
+
+        async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+            with subscription:
+                await _pump(entry, subscription, write, after if types is None else None, keepalive)
+
+        return produce
+
+    async def tool_result(self, tool_use_id: str, body: bytes) -> dict[str, Any]:
+        session = self._entry.session
+        pending = {p["tool_use_id"] for p in _pending_confirmations(session)}
+        if tool_use_id not in pending:
+            raise HTTPError(404, f"no confirmation is pending for tool use {tool_use_id!r}")
+        answer = parse_tool_answer(parse_json(body))
+        try:
+            _submit_tool_result(session, tool_use_id, **attrs.asdict(answer))
+        except UnknownToolUse as exc:
+            raise HTTPError(404, str(exc)) from None
+        except InvalidToolArguments as exc:
+            raise HTTPError(422, str(exc)) from None
+        except SessionClosed as exc:
+            raise HTTPError(409, str(exc)) from None
+        await trio.lowlevel.checkpoint()
+        return {}
+
+    async def abort(self, body: bytes) -> dict[str, Any]:
+        reason = parse_abort(parse_json(body, required=False))
+        await trio.lowlevel.checkpoint()
+        handle = self._entry.session.current_execution
+        if handle is None or handle.done:
+            return {"aborted": False}
+        handle.abort(reason)
+        return {"aborted": True}
+
+    async def interrupt(self, body: bytes) -> dict[str, Any]:
+        message, reason = parse_interrupt(parse_json(body, required=False))
+        with trio.CancelScope(shield=True):
+            if message is not None and self._accepting is not None:
+                await self._accepting(message)
+            try:
+                handle = await self._entry.session.interrupt(message, reason=reason)
+            except SessionClosed as exc:
+                raise HTTPError(409, str(exc)) from None
+        return {"execution_id": handle.execution_id if handle else None}
+
+    async def agui_run(self, run: RunInput) -> tuple[SessionExecutionHandle, int]:
+        """Start (or join) the run of an AG-UI request: its handle and the ``seq`` before it."""
+        session = self._entry.session
+        known = {m.id for m in session.timeline} | {m.id for m in session.queued_messages}
+        new = [m for m in run.messages if m.id not in known]
+        with trio.CancelScope(shield=True):
+            if new and self._accepting is not None:
+                for message in new:
+                    await self._accepting(message)
+            if run.state is not None:
+                reserved = session.state.get(RESERVED_STATE_KEY)
+                state = dict(run.state)
+                if reserved is not None:
+                    state[RESERVED_STATE_KEY] = reserved
+                session.state = state
+            after_seq = session.last_seq
+            try:
+                handle = await (session.send(new) if new else session.render())
+            except SessionClosed as exc:
+                raise HTTPError(409, str(exc)) from None
+        return handle, after_seq
+
+    async def agui(self, run: RunInput, *, keepalive: float) -> Produce:
+        session = self._entry.session
+        handle, after_seq = await self.agui_run(run)
+        subscription = handle.events.subscribe(after_seq=after_seq)
+        translator = AGUITranslator(run.thread_id, run.run_id)
 
         async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
             def frames(events: list[dict[str, Any]]) -> bytes:
@@ -728,7 +848,7 @@ class Gateway:
             with subscription:
                 await write(frames(translator.start(session.state)))
                 while True:
-                    with trio.move_on_after(self._keepalive) as waited:
+                    with trio.move_on_after(keepalive) as waited:
                         try:
                             batch = await subscription.receive_batch()
                         except EventsLagged:
@@ -740,7 +860,57 @@ class Gateway:
                         continue
                     await write(frames([e for event in batch for e in translator.feed(event)]))
 
-        return _EventStream(produce, entry.release)
+        return produce
+
+
+async def _pump(
+    entry: Entry,
+    subscription: Any,
+    write: Callable[[bytes], Awaitable[None]],
+    expect_after: int | None,
+    keepalive: float,
+) -> None:
+    """Write frames until the session's stream ends."""
+    while True:
+        frames: list[bytes] = []
+        with trio.move_on_after(keepalive):
+            try:
+                batch = await subscription.receive_batch()
+            except EventsLagged as lagged:
+                frames.append(_lagged_frame(lagged.missed))
+                expect_after = None
+            except trio.EndOfChannel:
+                return
+            else:
+                # The session holds only its latest execution: a cursor older
+                # than that is reported like a dropped one, never skipped silently.
+                if expect_after is not None:
+                    missed = batch[0].seq - expect_after - 1
+                    if missed > 0:
+                        frames.append(_lagged_frame(missed))
+                    expect_after = None
+                frames.extend(entry.frame(event) for event in batch)
+        await write(b"".join(frames) if frames else KEEPALIVE)
+
+
+class _NodeHeader:
+    """Every response says which node answered: ``X-Trio-Session-Node``."""
+
+    def __init__(self, app: ASGIApp, *, node: str) -> None:
+        self._app = app
+        self._header = (b"x-trio-session-node", node.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+
+        async def send_with_header(message: ASGIMessage) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self._header]}
+            await send(message)
+
+        await self._app(scope, receive, send_with_header)
 
 
 def _lagged_frame(missed: int) -> bytes:
@@ -800,6 +970,50 @@ async def open_gateway(
         ...         print(gateway.url)
         ...         await trio.sleep_forever()
     """
+    token = check_gateway_options(
+        agent_or_factory,
+        port=port,
+        token=token,
+        authenticate=authenticate,
+        idle_timeout=idle_timeout,
+        max_body=max_body,
+        keepalive=keepalive,
+    )
+    sessions = _Sessions(
+        agent_or_factory,
+        store=store,
+        idle_timeout=float(idle_timeout),
+        max_buffered_events=max_buffered_events,
+    )
+    async with serve_gateway(
+        sessions,
+        host=host,
+        port=port,
+        token=token,
+        authenticate=authenticate,
+        authorize=authorize,
+        max_body=max_body,
+        keepalive=float(keepalive),
+    ) as gateway:
+        yield gateway
+
+
+def check_gateway_options(
+    agent_or_factory: object,
+    *,
+    port: object,
+    token: str | None,
+    authenticate: Authenticate | None,
+    idle_timeout: object,
+    max_body: object,
+    keepalive: object,
+) -> str | None:
+    """Check `open_gateway`'s arguments; returns the token in use (None with ``authenticate``).
+
+    Raises:
+        TypeError: ``agent_or_factory`` is neither an `Agent` nor callable.
+        ValueError: A bad port, timeout, body limit or token.
+    """
     if not isinstance(agent_or_factory, Agent) and not callable(agent_or_factory):
         raise TypeError(
             f"open_gateway() takes an Agent or a factory, got {type(agent_or_factory).__name__}"
@@ -817,13 +1031,23 @@ async def open_gateway(
         raise ValueError("token must be a non-empty printable str or None")
     if token is None and authenticate is None:
         token = secrets.token_urlsafe(24)
-    gateway_token = token if authenticate is None else None
-    sessions = _Sessions(
-        agent_or_factory,
-        store=store,
-        idle_timeout=float(idle_timeout),
-        max_buffered_events=max_buffered_events,
-    )
+    return token if authenticate is None else None
+
+
+@asynccontextmanager
+async def serve_gateway(
+    sessions: Backend,
+    *,
+    host: str,
+    port: int,
+    token: str | None,
+    authenticate: Authenticate | None,
+    authorize: Authorize | None,
+    max_body: int,
+    keepalive: float,
+) -> AsyncIterator[Gateway]:
+    """Serve the routes over ``sessions`` (options checked by `check_gateway_options`)."""
+    gateway_token = token
     gateway = Gateway(
         sessions,
         token=gateway_token,
@@ -840,7 +1064,7 @@ async def open_gateway(
     try:
         async with trio.open_nursery() as server_nursery:
             async with trio.open_nursery() as session_nursery:
-                sessions.nursery = session_nursery
+                sessions.start(session_nursery)
                 binds = await server_nursery.start(
                     partial(serve, gateway.app, config, shutdown_trigger=shutdown.wait)  # type: ignore[arg-type]
                 )

@@ -50,6 +50,7 @@ CODES: Final[Mapping[int, str]] = {
     413: "payload_too_large",
     422: "invalid_tool_arguments",
     500: "internal_error",
+    503: "unavailable",
 }
 
 MAX_BODY_DEPTH: Final = 64
