@@ -296,8 +296,10 @@ class _Conversation:
                 try:
                     # A fresh snapshot each time: the next attempt writes all there is.
                     await store.save(self.snapshot(last_seq))
-                except SerializationError as exc:
-                    # The state cannot be written at all: trying again cannot help.
+                except (SerializationError, StoreError) as exc:
+                    # The state cannot be written at all, or the store says its refusal is
+                    # final (the cluster's FencedOut: a newer lease holder owns the session):
+                    # trying again cannot help.
                     error = exc
                     break
                 except Exception as exc:

@@ -25,7 +25,7 @@ import coredis.exceptions
 import trio
 
 from .._agent import Agent
-from .._engine import CLEANUP_TIMEOUT, reraise, unwrap
+from .._engine import CLEANUP_TIMEOUT, bounded, reraise, unwrap
 from .._events import ExecutionEnd, ExecutionStart, StreamEvent
 from .._messages import Message
 from .._serde import converter, from_json, to_json
@@ -424,10 +424,12 @@ class _Cluster:
                 await self.postgres.claim(session_id, token)
                 snapshot = await self.postgres.load(session_id)
             except BaseException:
-                await self._release(session_id, token)
+                with trio.CancelScope(shield=True), bounded(f"the lease release of {session_id!r}"):
+                    await self._release(session_id, token)
                 raise
             if snapshot is None and not create:
-                await self._release(session_id, token)
+                with trio.CancelScope(shield=True), bounded(f"the lease release of {session_id!r}"):
+                    await self._release(session_id, token)
                 return "missing"
             assert self._nursery is not None
             await self._nursery.start(self._hold, session_id, token, snapshot)
@@ -437,13 +439,11 @@ class _Cluster:
             done.set()
 
     async def _release(self, session_id: str, token: int) -> None:
-        with trio.move_on_after(CLEANUP_TIMEOUT, shield=True) as bound:
-            try:
-                await self.lease.release(session_id, self.worker_id, token)
-            except Exception:
-                logger.warning("releasing the lease of %r failed", session_id, exc_info=True)
-        if bound.cancelled_caught:
-            logger.error("releasing the lease of %r timed out", session_id)
+        """Give the lease up; callers shield and bound it (`bounded`), as it is cleanup."""
+        try:
+            await self.lease.release(session_id, self.worker_id, token)
+        except Exception:
+            logger.warning("releasing the lease of %r failed", session_id, exc_info=True)
 
     # -- holding a session ----------------------------------------------------
 
@@ -454,7 +454,7 @@ class _Cluster:
             raise TypeError(f"the agent factory must return an Agent, got {type(agent).__name__}")
         return agent
 
-    async def _hold(
+    async def _hold(  # noqa: ASYNC128 - _run calls task_status.started()
         self,
         session_id: str,
         token: int,
@@ -490,7 +490,8 @@ class _Cluster:
             if held.entry is not None:
                 held.entry.closing = True
                 held.entry.closed.set()
-            await self._release(session_id, token)
+            with trio.CancelScope(shield=True), bounded(f"the lease release of {session_id!r}"):
+                await self._release(session_id, token)
             held.finished.set()
 
     async def _run(
@@ -654,19 +655,24 @@ class _Cluster:
         """One fenced round trip; tried again when the connection broke on the way."""
         entries = [(e.seq, encode_event(e)) for e in batch]
         for attempt in range(1, APPEND_ATTEMPTS + 1):
+            conflict: SeqConflict | None = None
             try:
                 await self.events.append(held.session_id, entries, token=held.token)
                 return
-            except SeqConflict:
-                # The lost attempt did write the batch (its reply was what got lost).
-                if attempt > 1 and await self.events.last_seq(held.session_id) >= batch[-1].seq:
-                    return
-                raise
+            except SeqConflict as error:
+                if attempt == 1:
+                    raise
+                conflict = error
             except RedisUnavailable:
                 if attempt == APPEND_ATTEMPTS:
                     raise
                 logger.warning("session %r: appending events failed; trying again", held.session_id)
-                await trio.sleep(0.05 * attempt)
+            if conflict is not None:
+                # The lost attempt did write the batch (its reply was what got lost).
+                if await self.events.last_seq(held.session_id) >= batch[-1].seq:
+                    return
+                raise conflict
+            await trio.sleep(0.05 * attempt)
 
     async def _renew(self, held: _Held) -> None:
         while True:
@@ -680,7 +686,7 @@ class _Cluster:
                 held.scope.cancel()
                 return
 
-    async def _serve_commands(
+    async def _serve_commands(  # noqa: ASYNC128 - Commands.serve calls task_status.started()
         self,
         held: _Held,
         scope: trio.CancelScope,
