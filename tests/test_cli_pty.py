@@ -53,11 +53,19 @@ class Screen:
         """Read until ``text`` is on the screen (``count`` times)."""
         # The input line is redrawn ten times a second, so reads never time out by
         # themselves: the wait is bounded here, as pexpect's own expect bounds it.
+        # A read waits at most until the deadline (an idle screen prints nothing), and
+        # a timeout shows the screen as it is.
         deadline = time.monotonic() + TIMEOUT
         while self.text.count(text) < count:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} (x{count}) not on the screen:\n{self.text}")
-            self.stream.feed(self.child.read_nonblocking(65536, timeout=TIMEOUT))
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise pexpect.TIMEOUT("deadline")
+                self.stream.feed(self.child.read_nonblocking(65536, timeout=left))
+            except pexpect.TIMEOUT:
+                raise AssertionError(
+                    f"{text!r} (x{count}) not on the screen:\n{self.text}"
+                ) from None
 
 
 Spawn = Callable[..., Screen]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import re
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,6 @@ class Terminal(io.TextIOBase):
         from prompt_toolkit import PromptSession
         from prompt_toolkit.history import FileHistory, InMemoryHistory
         from prompt_toolkit.key_binding import KeyBindings
-        from prompt_toolkit.patch_stdout import StdoutProxy
 
         keys = KeyBindings()
 
@@ -78,7 +78,10 @@ class Terminal(io.TextIOBase):
             refresh_interval=0.1,
             enable_suspend=True,
         )
-        self._proxy: Any = StdoutProxy(raw=True, sleep_between_writes=0.02)
+        # Held by the proxy's write thread while it writes straight to the terminal
+        # (no prompt running), and taken by each prompt before it first draws.
+        self._writing = threading.Lock()
+        self._proxy: Any = _stdout_proxy(self._writing)
         self._markdown = markdown and _has_rich()
         self._prompt = ""
         self._pending = ""  # written, not yet a complete line
@@ -186,10 +189,15 @@ class Terminal(io.TextIOBase):
     def _read(self) -> str:
         if self._stopping:
             raise EOFError
-        line: str = self._session.prompt(self._message, pre_run=self._exit_if_stopping)
+        line: str = self._session.prompt(self._message, pre_run=self._before_drawing)
         return line
 
-    def _exit_if_stopping(self) -> None:
+    def _before_drawing(self) -> None:
+        # The prompt is registered as running, so the proxy's next write goes through
+        # it (above the input line); a write already going straight to the terminal
+        # ends first, or the prompt would draw under it and later erase it.
+        with self._writing:
+            pass
         if self._stopping:
             self._session.app.exit(exception=EOFError())
 
@@ -204,6 +212,27 @@ class Terminal(io.TextIOBase):
         if app.is_running:
             app.loop.call_soon_threadsafe(lambda: app.exit(exception=EOFError()))
         self._proxy.close()
+
+
+def _stdout_proxy(writing: threading.Lock) -> Any:
+    """prompt_toolkit's `StdoutProxy`, whose direct writes a starting prompt waits for.
+
+    The proxy's thread looks whether a prompt runs, then writes through it or, if
+    none, straight to the terminal. Between prompts (one per line, each in a
+    worker thread) the next one could start drawing in between the look and the
+    write: the text would land inside the new input area and be erased with it at
+    the next redraw. Looking and writing under ``writing`` closes that gap.
+    """
+    import asyncio
+
+    from prompt_toolkit.patch_stdout import StdoutProxy
+
+    class _Proxy(StdoutProxy):
+        def _write_and_flush(self, loop: asyncio.AbstractEventLoop | None, text: str) -> None:
+            with writing:
+                super()._write_and_flush(self._get_app_loop(), text)
+
+    return _Proxy(raw=True, sleep_between_writes=0.02)
 
 
 def _has_rich() -> bool:
