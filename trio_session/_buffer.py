@@ -10,6 +10,7 @@ chains its executions' buffers with a `SessionChain`.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Collection
 from typing import Any, Final, TypeVar, final
 
@@ -36,6 +37,7 @@ E = TypeVar("E", bound=StreamEvent)
 _RESERVED: Final = frozenset({"execution_start", "execution_end"})
 _STAMPED: Final = ("seq", "session_id", "execution_id", "tick", "timestamp")
 _CLOSED: Final = "the execution has ended; no event can follow"
+_FREED: Final = "the EventBuffer of this Publisher was freed"
 
 
 class SeqCounter:
@@ -370,6 +372,10 @@ class Publisher:
     ``session_id``, ``execution_id`` and ``tick`` and the session's next
     ``seq``; the engine-only types (``execution_start`` / ``execution_end``)
     are allowed here.
+
+    It refers to its buffer weakly (the buffer holds it): a buffer nobody
+    holds is freed by refcounting, with its events, not by the cyclic
+    collector. Keep the buffer while publishing through it.
     """
 
     __slots__ = ("_buffer", "_feed", "_listeners", "_seq")
@@ -377,7 +383,7 @@ class Publisher:
     def __init__(
         self, buffer: EventBuffer, feed: Feed, listeners: Listeners, seq: SeqCounter
     ) -> None:
-        self._buffer = buffer
+        self._buffer = weakref.ref(buffer)
         self._feed = feed
         self._listeners = listeners
         self._seq = seq
@@ -402,7 +408,9 @@ class Publisher:
         feed = self._feed
         if feed.closed:
             raise trio.ClosedResourceError(_CLOSED)
-        buffer = self._buffer
+        buffer = self._buffer()
+        if buffer is None:
+            raise RuntimeError(_FREED)
         counter = self._seq
         # Take the number only once the event is built: a bad field must not
         # leave a gap in the session's seq.
@@ -436,7 +444,9 @@ class Publisher:
     @enable_ki_protection
     def restamp(self, event: StreamEvent) -> StreamEvent:
         """Publish a copy of ``event`` with this buffer's stamps (not its timestamp)."""
-        buffer = self._buffer
+        buffer = self._buffer()
+        if buffer is None:
+            raise RuntimeError(_FREED)
         counter = self._seq
         seq = counter.last + 1
         copy = attrs.evolve(

@@ -322,7 +322,7 @@ class _Conversation:
                     attempt,
                     SAVE_ATTEMPTS,
                 )
-        logger.error("saving session %r failed: %s", self.id, error)
+        logger.error("saving session %r failed: %s: %s", self.id, type(error).__name__, error)
         raise StoreError(
             self.id, f"saving to {type(store).__name__} failed: {type(error).__name__}: {error}"
         ) from error

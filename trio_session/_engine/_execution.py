@@ -13,7 +13,7 @@ the session module.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, final
 
 import trio
 
@@ -26,7 +26,7 @@ from .._events import (
     ExecutionStart,
     ResultEvent,
 )
-from .._handle import Status, new_session_handle
+from .._handle import ExecutionControl, Status, new_session_handle
 from .._messages import Message, new_id
 from .._result import SendResult
 from .._timeline import Timeline
@@ -168,8 +168,11 @@ class Execution:
             reserved=True,
         )
         self.publisher = publisher_of(self.buffer)
+        # The handle reaches the execution through a switch, turned to `_Ended`
+        # at the end: no reference cycle outlives the execution.
+        self.control = _Switch(self)
         self.handle, self.outcome = new_session_handle(
-            self.buffer, session_id=host.id, execution_id=self.id, control=self
+            self.buffer, session_id=host.id, execution_id=self.id, control=self.control
         )
         # A child shares its root's confirmations, so the root's handle answers them.
         self.confirmations: Confirmations = (
@@ -402,6 +405,9 @@ class Execution:
             new_messages=tuple(self.transcript.new_messages),
         )
         outcome.finish()
+        # The handle no longer refers to the execution, so a finished execution
+        # nobody holds is freed by refcounting, with its buffer and events.
+        self.control.target = _Ended(self.host, self.confirmations, self.current_tick)
         self.host.execution_finished(self)
 
     def _keeps_pending(self, status: Status) -> bool:
@@ -440,3 +446,75 @@ class Execution:
     def _end_children(self, reason: str) -> None:
         for child in list(self.children):
             child.outcome.cancel(reason)
+
+
+@final
+class _Switch:
+    """The `ExecutionControl` a handle holds: the execution, then `_Ended`."""
+
+    __slots__ = ("target",)
+
+    def __init__(self, target: ExecutionControl) -> None:
+        self.target = target
+
+    @property
+    def current_tick(self) -> int:
+        return self.target.current_tick
+
+    def queue_message(self, message: Message) -> None:
+        self.target.queue_message(message)
+
+    def submit_tool_result(
+        self,
+        tool_use_id: str,
+        *,
+        approved: bool,
+        modified_arguments: Mapping[str, Any] | None,
+        reason: str | None,
+        always: bool,
+    ) -> None:
+        self.target.submit_tool_result(
+            tool_use_id,
+            approved=approved,
+            modified_arguments=modified_arguments,
+            reason=reason,
+            always=always,
+        )
+
+
+@final
+class _Ended:
+    """The `ExecutionControl` of a finished execution's handle.
+
+    It does what `Execution` does once it ended (a queued message waits on
+    the session; an answer goes to the confirmations, which know no pending
+    call of a finished execution) without holding the execution.
+    """
+
+    __slots__ = ("_confirmations", "_host", "current_tick")
+
+    def __init__(self, host: ExecutionHost, confirmations: Confirmations, tick: int) -> None:
+        self._host = host
+        self._confirmations = confirmations
+        self.current_tick = tick
+
+    def queue_message(self, message: Message) -> None:
+        self._host.notify_message(message)
+        self._host.enqueue([message])
+
+    def submit_tool_result(
+        self,
+        tool_use_id: str,
+        *,
+        approved: bool,
+        modified_arguments: Mapping[str, Any] | None,
+        reason: str | None,
+        always: bool,
+    ) -> None:
+        self._confirmations.submit(
+            tool_use_id,
+            approved=approved,
+            modified_arguments=modified_arguments,
+            reason=reason,
+            always=always,
+        )
