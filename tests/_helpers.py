@@ -13,6 +13,7 @@ from trio_session import (
     Message,
     StreamEvent,
     TextBlock,
+    tool,
 )
 
 T = TypeVar("T")
@@ -114,3 +115,19 @@ def narrow(value: object, cls: type[T]) -> T:
 def narrow_all(values: Iterable[object], cls: type[T]) -> list[T]:
     """Every one of ``values``, each asserted to be a ``cls``."""
     return [narrow(value, cls) for value in values]
+
+
+# The confirmation tests' tool (tests/test_confirmation.py, tests/test_durable_confirmations.py):
+# each of them clears `deleted` before every test.
+deleted: list[str] = []
+
+
+@tool(requires_confirmation=True, confirmation_message="Delete {path}?")
+async def delete_file(path: str) -> str:
+    """Delete a file.
+
+    Args:
+        path: Which file.
+    """
+    deleted.append(path)
+    return f"deleted {path}"

@@ -6,7 +6,15 @@ from typing import Any
 
 import pytest
 import trio
-from _helpers import assert_transcript_integrity, assert_well_formed, collect, text_of, types_of
+from _helpers import (
+    assert_transcript_integrity,
+    assert_well_formed,
+    collect,
+    delete_file,
+    deleted,
+    text_of,
+    types_of,
+)
 
 from trio_session import (
     Agent,
@@ -21,19 +29,6 @@ from trio_session import (
     open_session,
     tool,
 )
-
-deleted: list[str] = []
-
-
-@tool(requires_confirmation=True, confirmation_message="Delete {path}?")
-async def delete_file(path: str) -> str:
-    """Delete a file.
-
-    Args:
-        path: Which file.
-    """
-    deleted.append(path)
-    return f"deleted {path}"
 
 
 @pytest.fixture(autouse=True)

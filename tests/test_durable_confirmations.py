@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import trio
 import trio.testing
-from _helpers import assert_transcript_integrity, assert_well_formed
+from _helpers import assert_transcript_integrity, assert_well_formed, delete_file, deleted
 
 from trio_session import (
     Agent,
@@ -32,19 +32,6 @@ from trio_session import (
     open_session,
     tool,
 )
-
-deleted: list[str] = []
-
-
-@tool(requires_confirmation=True, confirmation_message="Delete {path}?")
-async def delete_file(path: str) -> str:
-    """Delete a file.
-
-    Args:
-        path: Which file.
-    """
-    deleted.append(path)
-    return f"deleted {path}"
 
 
 @pytest.fixture(autouse=True)
