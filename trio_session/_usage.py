@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import attrs
 
-__all__ = ["Usage"]
+__all__ = ["Usage", "built_usage"]
 
 
 def _non_negative_int(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
@@ -19,7 +19,6 @@ def _count() -> int:
 
 
 _new = object.__new__
-_set = object.__setattr__
 
 # Shown by repr only when set, so the common case reads as it always did.
 _OPTIONAL = ("cache_read_tokens", "cache_write_tokens", "unreported_ticks")
@@ -67,15 +66,15 @@ class Usage:
             return NotImplemented
         # Sums of two valid counts are valid: built without running the validators
         # again (the engine adds usages on every tick).
-        total = _new(Usage)
-        _set(total, "input_tokens", self.input_tokens + other.input_tokens)
-        _set(total, "output_tokens", self.output_tokens + other.output_tokens)
-        _set(total, "total_tokens", self.total_tokens + other.total_tokens)
-        _set(total, "ticks", self.ticks + other.ticks)
-        _set(total, "cache_read_tokens", self.cache_read_tokens + other.cache_read_tokens)
-        _set(total, "cache_write_tokens", self.cache_write_tokens + other.cache_write_tokens)
-        _set(total, "unreported_ticks", self.unreported_ticks + other.unreported_ticks)
-        return total
+        return built_usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.total_tokens + other.total_tokens,
+            self.ticks + other.ticks,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.unreported_ticks + other.unreported_ticks,
+        )
 
     def __repr__(self) -> str:
         fields = [
@@ -84,3 +83,38 @@ class Usage:
             if a.name not in _OPTIONAL or getattr(self, a.name)
         ]
         return f"Usage({', '.join(fields)})"
+
+
+# The slots' own setters: what a frozen class's __init__ would do, minus the validators.
+_set_input = Usage.__dict__["input_tokens"].__set__
+_set_output = Usage.__dict__["output_tokens"].__set__
+_set_total = Usage.__dict__["total_tokens"].__set__
+_set_ticks = Usage.__dict__["ticks"].__set__
+_set_cache_read = Usage.__dict__["cache_read_tokens"].__set__
+_set_cache_write = Usage.__dict__["cache_write_tokens"].__set__
+_set_unreported = Usage.__dict__["unreported_ticks"].__set__
+
+
+def built_usage(
+    input_tokens: int,
+    output_tokens: int,
+    total_tokens: int,
+    ticks: int,
+    cache_read_tokens: int,
+    cache_write_tokens: int,
+    unreported_ticks: int,
+) -> Usage:
+    """A `Usage` of counts the caller knows are valid (non-negative ints), unchecked.
+
+    The engine's way to build one per tick: sums of valid usages and a model
+    stream's totals (each `UsageChunk` was checked when built).
+    """
+    usage = _new(Usage)
+    _set_input(usage, input_tokens)
+    _set_output(usage, output_tokens)
+    _set_total(usage, total_tokens)
+    _set_ticks(usage, ticks)
+    _set_cache_read(usage, cache_read_tokens)
+    _set_cache_write(usage, cache_write_tokens)
+    _set_unreported(usage, unreported_ticks)
+    return usage
