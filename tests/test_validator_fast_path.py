@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import inspect
+
+import pytest
 from hypothesis import given, strategies as st
 
+from trio_session import InvalidToolArguments, tool
+from trio_session._arguments import plain_arguments, plain_kwargs, structure_arguments
 from trio_session._validator import _Checker, _plainly_valid, validate
 
 SCALARS = ("string", "integer", "number", "boolean", "null")
@@ -75,3 +80,67 @@ def test_quick_yes_for_a_fitting_value_and_the_full_messages_otherwise() -> None
         "unexpected argument 'c'",
     ]
     assert validate(schema, {"b": "x"}) == ["missing required argument 'a'"]
+
+
+@given(object_schemas, st.dictionaries(NAMES, values, max_size=4))
+def test_plain_arguments_take_a_call_only_when_the_full_check_finds_nothing(
+    schema: dict[str, Any], value: dict[str, Any]
+) -> None:
+    plain = plain_arguments(schema, None)
+    kwargs = None if plain is None else plain_kwargs(plain, value)
+    if kwargs is not None:
+        assert full_check(schema, value) == []
+        assert kwargs == value and kwargs is not value
+
+
+HINTS = st.sampled_from([int, str, bool, float, Any, int | None, list[int]])
+
+
+@given(
+    st.dictionaries(NAMES, HINTS, max_size=4),
+    st.dictionaries(NAMES, values, max_size=4),
+)
+def test_a_tool_s_plain_kwargs_are_what_validation_and_structuring_give(
+    hints: dict[str, Any], value: dict[str, Any]
+) -> None:
+    def handler(**kwargs: Any) -> None:
+        return None
+
+    handler.__annotations__ = dict(hints)
+    handler.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=hint)
+            for name, hint in hints.items()
+        ]
+    )
+    made = tool(handler, name="t")
+    plain = plain_arguments(made.input_schema, dict(hints))
+    kwargs = None if plain is None else plain_kwargs(plain, value)
+    if kwargs is None:
+        return
+    problems = validate(made.input_schema, value)
+    assert problems == []
+    structured, problems = structure_arguments(dict(hints), value)
+    assert problems == []
+    assert kwargs == structured
+    assert [type(v) for v in kwargs.values()] == [type(v) for v in structured.values()]
+
+
+def test_a_plain_tool_validates_without_the_full_check_and_reports_as_before() -> None:
+    @tool
+    def add(a: int, b: float = 0.0) -> float:
+        """Add."""
+        return a + b
+
+    plain = plain_arguments(add.input_schema, {"a": int, "b": float})
+    assert plain is not None
+    assert plain_kwargs(plain, {"a": 1, "b": 2.5}) == {"a": 1, "b": 2.5}
+    assert plain_kwargs(plain, {"a": 1, "b": 2}) is None
+    assert add.validate({"a": 1, "b": 2.5}) == {"a": 1, "b": 2.5}
+    # An int for a float is structured (to 2.0): the full path does it.
+    assert add.validate({"a": 1, "b": 2}) == {"a": 1, "b": 2.0}
+    assert type(add.validate({"a": 1, "b": 2})["b"]) is float
+    with pytest.raises(InvalidToolArguments, match="a: expected integer, got boolean"):
+        add.validate({"a": True})
+    with pytest.raises(InvalidToolArguments, match="missing required argument 'a'"):
+        add.validate({"b": 1.0})

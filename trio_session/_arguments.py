@@ -6,7 +6,7 @@ import collections.abc
 import functools
 import typing
 from collections.abc import Mapping
-from typing import Any, Final, Literal, get_args, get_origin
+from typing import Any, Final, Literal, TypeAlias, get_args, get_origin
 
 import cattrs
 from cattrs.cols import is_namedtuple, namedtuple_dict_structure_factory
@@ -23,9 +23,9 @@ from ._jsonschema import (
     unwrap_required,
 )
 from ._serde import _describe, converter, json_type, same_value, show_value
-from ._validator import describe_schema, validate
+from ._validator import describe_schema, plain_object_types, validate
 
-__all__ = ["structure_arguments"]
+__all__ = ["PlainArguments", "plain_arguments", "plain_kwargs", "structure_arguments"]
 
 
 @functools.lru_cache(maxsize=1024)
@@ -167,3 +167,57 @@ def structure_arguments(
         except Exception as exc:
             problems.append(f"{key}: {exc}" if str(exc) else f"{key}: {type(exc).__name__}")
     return kwargs, problems
+
+
+PlainArguments: TypeAlias = tuple[tuple[str, ...], dict[str, frozenset[type]]]
+"""A tool's plain-arguments check: its required names and each argument's exact types."""
+
+# Hints under which a value of an exact type structures to itself (float only from a float).
+_IDENTITY: Final[dict[Any, frozenset[type] | None]] = {
+    Any: None,
+    int: frozenset({int}),
+    str: frozenset({str}),
+    bool: frozenset({bool}),
+    float: frozenset({float}),
+}
+
+
+def plain_arguments(
+    schema: Mapping[str, Any], hints: Mapping[str, Any] | None
+) -> PlainArguments | None:
+    """The check that takes most calls of a tool without validating and structuring them.
+
+    For a plain object schema of scalar properties whose hints (if any) are
+    ``Any``, ``int``, ``str``, ``bool`` or ``float``: a call whose arguments all
+    have the exact types the schema and the hint allow is valid, and its kwargs
+    are its arguments as given. None when the tool's schema or hints are anything
+    else (every call is checked in full).
+    """
+    plain = plain_object_types(schema)
+    if plain is None:
+        return None
+    required, types = plain
+    if hints is not None:
+        for name, allowed in list(types.items()):
+            try:
+                exact = _IDENTITY[hints.get(name, Any)]
+            except (KeyError, TypeError):  # another hint, or an unhashable one
+                return None
+            if exact is not None:
+                types[name] = allowed & exact
+    return required, types
+
+
+def plain_kwargs(plain: PlainArguments, arguments: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The kwargs of a call that passes `plain_arguments`' check; None to check it in full."""
+    if type(arguments) is not dict:
+        return None
+    required, types = plain
+    for key, value in arguments.items():
+        allowed = types.get(key)
+        if allowed is None or type(value) not in allowed:
+            return None
+    for name in required:
+        if name not in arguments:
+            return None
+    return dict(arguments)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from types import MemberDescriptorType
 from typing import Any, ClassVar, Final, Literal, TypeAlias
 
 import attrs
@@ -18,6 +17,7 @@ import attrs
 from ._messages import ContentBlock, Message
 from ._result import SendResult
 from ._usage import Usage
+from ._util import slot_setter
 from .models._base import ModelRequest
 
 __all__ = [
@@ -400,14 +400,6 @@ EVENT_CLASSES: dict[str, type[StreamEvent]] = {
 _STAMPS: Final = ("seq", "session_id", "execution_id", "tick", "timestamp")
 
 
-def _slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
-    for klass in cls.__mro__:
-        descriptor = klass.__dict__.get(name)
-        if isinstance(descriptor, MemberDescriptorType):
-            return descriptor.__set__
-    raise AssertionError(f"{cls.__name__}.{name} is not a slot")
-
-
 def _builder(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
     """A constructor of ``cls`` taking the stamps positionally and its own fields by keyword.
 
@@ -421,7 +413,7 @@ def _builder(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
     body: list[str] = ["    self = _new(_cls)"]
     for field in attrs.fields(cls):
         name = field.name
-        namespace[f"_set_{name}"] = _slot_setter(cls, name)
+        namespace[f"_set_{name}"] = slot_setter(cls, name)
         if name not in _STAMPS:
             default = field.default
             if default is attrs.NOTHING:

@@ -13,6 +13,8 @@ from typing import Any, ClassVar, Literal, TypeAlias, get_args
 
 import attrs
 
+from ._util import slot_setter
+
 __all__ = [
     "ContentBlock",
     "ImageBlock",
@@ -338,7 +340,10 @@ class Message:
 
 
 _new = object.__new__
-_set = object.__setattr__
+_set_role = slot_setter(Message, "role")
+_set_content = slot_setter(Message, "content")
+_set_id = slot_setter(Message, "id")
+_set_metadata = slot_setter(Message, "metadata")
 
 
 def built_message(role: Role, content: tuple[ContentBlock, ...], id: str) -> Message:
@@ -348,20 +353,31 @@ def built_message(role: Role, content: tuple[ContentBlock, ...], id: str) -> Mes
     fit ``role`` (the public constructor's checks, which this skips), ``id`` a str.
     """
     message = _new(Message)
-    _set(message, "role", role)
-    _set(message, "content", content)
-    _set(message, "id", id)
-    _set(message, "metadata", {})
+    _set_role(message, role)
+    _set_content(message, content)
+    _set_id(message, id)
+    _set_metadata(message, {})
     return message
+
+
+_set_use_id = slot_setter(ToolUseBlock, "tool_use_id")
+_set_use_name = slot_setter(ToolUseBlock, "name")
+_set_use_input = slot_setter(ToolUseBlock, "input")
 
 
 def built_tool_use(tool_use_id: str, name: str, input: dict[str, Any]) -> ToolUseBlock:
     """A `ToolUseBlock` of checked parts (see `built_message`): str ids, a dict of str keys."""
     block = _new(ToolUseBlock)
-    _set(block, "tool_use_id", tool_use_id)
-    _set(block, "name", name)
-    _set(block, "input", input)
+    _set_use_id(block, tool_use_id)
+    _set_use_name(block, name)
+    _set_use_input(block, input)
     return block
+
+
+_set_result_id = slot_setter(ToolResultBlock, "tool_use_id")
+_set_result_name = slot_setter(ToolResultBlock, "name")
+_set_result_content = slot_setter(ToolResultBlock, "content")
+_set_result_error = slot_setter(ToolResultBlock, "is_error")
 
 
 def built_tool_result(
@@ -369,11 +385,21 @@ def built_tool_result(
 ) -> ToolResultBlock:
     """A `ToolResultBlock` of checked parts (see `built_message`): str ids, valid blocks."""
     result = _new(ToolResultBlock)
-    _set(result, "tool_use_id", tool_use_id)
-    _set(result, "name", name)
-    _set(result, "content", content)
-    _set(result, "is_error", is_error)
+    _set_result_id(result, tool_use_id)
+    _set_result_name(result, name)
+    _set_result_content(result, content)
+    _set_result_error(result, is_error)
     return result
+
+
+_set_json_data = slot_setter(JsonBlock, "data")
+
+
+def built_json(data: Any) -> JsonBlock:
+    """A `JsonBlock` of data the caller checked is JSON-able (see `built_message`)."""
+    block = _new(JsonBlock)
+    _set_json_data(block, data)
+    return block
 
 
 def _make(role: Role, parts: tuple[str | ContentBlock, ...], metadata: dict[str, Any]) -> Message:

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias, cast, get_args, overl
 import attrs
 import trio
 
-from ._arguments import structure_arguments
+from ._arguments import PlainArguments, plain_arguments, plain_kwargs, structure_arguments
 from ._docstrings import parse_docstring
 from ._errors import InvalidToolArguments, UnknownToolUse
 from ._jsonschema import annotated_as, compile_signature, inline_refs, resolve_hints
@@ -36,6 +36,7 @@ from ._messages import (
     TextBlock,
     ToolResultBlock,
     ToolUseBlock,
+    built_json,
 )
 from ._serde import jsonable
 from ._validator import check_schema, validate as validate_schema
@@ -219,6 +220,10 @@ def to_blocks(value: Any) -> tuple[ContentBlock, ...]:
         >>> to_blocks(None)
         ()
     """
+    kind = type(value)
+    if kind is int or kind is bool:
+        # The commonest results after text: JSON as they are.
+        return (built_json(value),)
     if isinstance(value, str):
         return (TextBlock(value),)
     if value is None:
@@ -292,6 +297,13 @@ class Tool:
     # Whether ``fn`` is async: asked once here, not on every call (evolve() asks again).
     _awaits: bool = attrs.field(
         init=False, default=attrs.Factory(lambda self: _is_async(self.fn), takes_self=True)
+    )
+    # The check that takes most calls without validating and structuring them in full.
+    _plain: PlainArguments | None = attrs.field(
+        init=False,
+        default=attrs.Factory(
+            lambda self: plain_arguments(self.input_schema, self._hints), takes_self=True
+        ),
     )
 
     def __repr__(self) -> str:
@@ -421,6 +433,11 @@ class Tool:
             ...
             trio_session._errors.InvalidToolArguments: ... a: expected integer, got number
         """
+        plain = self._plain
+        if plain is not None:
+            kwargs = plain_kwargs(plain, arguments)
+            if kwargs is not None:
+                return kwargs
         problems = validate_schema(self.input_schema, arguments)
         if not problems:
             if self._hints is None:

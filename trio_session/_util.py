@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from abc import ABCMeta
+from collections.abc import Callable
+from types import MemberDescriptorType
 from typing import Any, NoReturn, TypeVar
 
-__all__ = ["NoPublicConstructor"]
+__all__ = ["NoPublicConstructor", "slot_setter"]
 
 T = TypeVar("T")
 
@@ -24,3 +26,16 @@ class NoPublicConstructor(ABCMeta):
 
     def _create(cls: type[T], *args: Any, **kwargs: Any) -> T:
         return super().__call__(*args, **kwargs)  # type: ignore[misc, no-any-return]
+
+
+def slot_setter(cls: type, name: str) -> Callable[[Any, Any], None]:
+    """The setter of slot ``name`` of ``cls`` (or of a base class), bypassing ``__setattr__``.
+
+    How the engine fills a frozen attrs instance it built itself: about twice as
+    fast as ``object.__setattr__`` (no attribute lookup by name).
+    """
+    for klass in cls.__mro__:
+        descriptor = klass.__dict__.get(name)
+        if isinstance(descriptor, MemberDescriptorType):
+            return descriptor.__set__
+    raise AssertionError(f"{cls.__name__}.{name} is not a slot")

@@ -117,6 +117,46 @@ def _plainly_valid(schema: object, value: object) -> bool:
     return True
 
 
+# The exact Python types of a JSON value of each scalar type, under the strict rules
+# (`is_json_type`): a bool is never an integer or a number, 3.0 never an integer.
+_EXACT_TYPES: Mapping[str, frozenset[type]] = {
+    "string": frozenset({str}),
+    "integer": frozenset({int}),
+    "number": frozenset({int, float}),
+    "boolean": frozenset({bool}),
+    "null": frozenset({type(None)}),
+}
+
+
+def plain_object_types(schema: object) -> tuple[tuple[str, ...], dict[str, frozenset[type]]] | None:
+    """For a plain object schema (see `_plainly_valid`): its required names and each
+    property's exact Python types; None for any other schema.
+
+    A dict whose every key is a property, whose every value's type is one of its
+    property's, and that has every required name, is valid: no problem to report.
+    Computed once per tool, so that checking a call is a loop of type lookups.
+    """
+    if not isinstance(schema, dict) or schema.get("type") != "object":
+        return None
+    if not _PLAIN_OBJECT.issuperset(schema):
+        return None
+    properties = schema.get("properties", {})
+    required = schema.get("required", ())
+    if not isinstance(properties, dict) or not isinstance(required, list | tuple):
+        return None
+    types: dict[str, frozenset[type]] = {}
+    for name, sub in properties.items():
+        if not isinstance(sub, dict) or not _PLAIN_SCALAR.issuperset(sub):
+            return None
+        kind = sub.get("type")
+        if not isinstance(kind, str) or kind not in _EXACT_TYPES:
+            return None
+        types[name] = _EXACT_TYPES[kind]
+    if not all(isinstance(name, str) and name in types for name in required):
+        return None
+    return tuple(required), types
+
+
 def check_schema(schema: object, where: str = "schema") -> None:
     """Refuse a JSON Schema that `validate` cannot apply as its author meant.
 
