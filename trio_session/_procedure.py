@@ -580,9 +580,7 @@ class _ProcedureDecorator(Protocol):
 
 
 @overload
-def procedure(
-    fn: Callable[P, Awaitable[T]], *, name: str | None = None
-) -> Procedure[P, T]: ...
+def procedure(fn: Callable[P, Awaitable[T]], *, name: str | None = None) -> Procedure[P, T]: ...
 
 
 @overload
