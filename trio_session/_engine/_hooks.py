@@ -7,20 +7,20 @@ import inspect
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
-import attrs
-
 if TYPE_CHECKING:
     from ._execution import Execution
 
 __all__ = ["ToolCallContext", "call_hook", "current_tool_call"]
 
 
-@attrs.frozen
 class ToolCallContext:
-    """The execution and tool call a tool runs for."""
+    """The execution and tool call a tool runs for (one per tool call: a plain slotted class)."""
 
-    execution: Execution
-    tool_use_id: str
+    __slots__ = ("execution", "tool_use_id")
+
+    def __init__(self, execution: Execution, tool_use_id: str) -> None:
+        self.execution = execution
+        self.tool_use_id = tool_use_id
 
 
 current_tool_call: contextvars.ContextVar[ToolCallContext | None] = contextvars.ContextVar(

@@ -13,7 +13,7 @@ from .._result import SendResult
 if TYPE_CHECKING:
     from ._execution import Execution
 
-__all__ = ["adopt", "reserve_seq"]
+__all__ = ["adopt", "reserve_seq", "reserves_seq"]
 
 
 def adopt(parent: Execution, child: Execution, origin_tool_use_id: str | None) -> None:
@@ -69,6 +69,17 @@ async def _run_child(parent: Execution, child: Execution) -> None:
         await child.run()
     finally:
         parent.children.discard(child)
+
+
+def reserves_seq(execution: Execution) -> bool:
+    """Whether `reserve_seq` has anything to do for ``execution`` (a session in its chain
+    has a store); fixed for the execution's life."""
+    current: Execution | None = execution
+    while current is not None:
+        if current.host.persistent:
+            return True
+        current = current.parent
+    return False
 
 
 async def reserve_seq(execution: Execution) -> None:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import attrs
-
 from .._messages import Message, ToolResultBlock, ToolUseBlock
 from .._usage import Usage
 
@@ -13,17 +11,41 @@ __all__ = ["Tick"]
 _NO_USAGE = Usage()  # frozen: one serves every tick until its model call ends
 
 
-@attrs.define
 class Tick:
-    """What one tick produced so far; committed all at once."""
+    """What one tick produced so far; committed all at once.
 
-    number: int
-    message: Message | None = None
-    calls: tuple[ToolUseBlock, ...] = ()
-    results: list[ToolResultBlock | None] = attrs.Factory(list)
-    usage: Usage = _NO_USAGE
-    stop_reason: str = "end_turn"
-    started: set[int] = attrs.Factory(set)
-    rejected: dict[str, str] = attrs.Factory(dict)
-    """Calls answered with an error without running (a reused tool_use_id)."""
-    committed: bool = False
+    A plain slotted class: one is made per tick, by the engine only.
+    """
+
+    __slots__ = (
+        "calls",
+        "committed",
+        "message",
+        "number",
+        "rejected",
+        "results",
+        "started",
+        "stop_reason",
+        "usage",
+    )
+
+    def __init__(
+        self,
+        number: int,
+        message: Message | None = None,
+        calls: tuple[ToolUseBlock, ...] = (),
+        results: list[ToolResultBlock | None] | None = None,
+    ) -> None:
+        self.number = number
+        self.message = message
+        self.calls = calls
+        self.results: list[ToolResultBlock | None] = [] if results is None else results
+        self.usage = _NO_USAGE
+        self.stop_reason = "end_turn"
+        self.started: set[int] = set()
+        self.rejected: dict[str, str] = {}
+        """Calls answered with an error without running (a reused tool_use_id)."""
+        self.committed = False
+
+    def __repr__(self) -> str:
+        return f"<Tick {self.number} calls={len(self.calls)} committed={self.committed}>"

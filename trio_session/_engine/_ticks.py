@@ -18,7 +18,7 @@ from ._assembler import Assembler
 from ._hooks import call_hook
 from ._output import ask_for_output, check_output
 from ._resume import resume_tick
-from ._spawn import reserve_seq
+from ._spawn import reserve_seq, reserves_seq
 from ._tick import Tick
 from ._tool_calls import run_tools
 from ._unwrap import bounded
@@ -51,7 +51,8 @@ async def run_ticks(execution: Execution) -> SendResult:
         _commit_input(execution, queued)
         raise
     _commit_input(execution, queued)
-    await _deliver_pending(execution)
+    if transcript.pending:
+        await _deliver_pending(execution)
     if host.persistent and transcript.new_messages:
         await host.save()
 
@@ -64,6 +65,8 @@ async def run_ticks(execution: Execution) -> SendResult:
     needs_result = agent.should_continue is not None or agent.on_tick_end is not None
     # What TickContext.default_request() sends; the agent's tools do not change.
     specs = tuple(t.spec() for t in agent.tools if t.visible_to_model)
+    # Whether a session of this execution's chain has a store to reserve seq in.
+    reserves = reserves_seq(execution)
     while True:
         # An execution aborted before its tick does not call the model.
         await trio.lowlevel.checkpoint_if_cancelled()
@@ -86,10 +89,12 @@ async def run_ticks(execution: Execution) -> SendResult:
             )
             if agent.on_tick_start is not None:
                 await call_hook(agent.on_tick_start, ctx)
-            await reserve_seq(execution)
+            if reserves:
+                await reserve_seq(execution)
             request = await _build(execution, ctx)
         else:
-            await reserve_seq(execution)
+            if reserves:
+                await reserve_seq(execution)
             request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
@@ -124,7 +129,8 @@ async def run_ticks(execution: Execution) -> SendResult:
             output, go_on = check_output(spec, state, transcript, corrected)
             corrected = corrected or go_on
         if go_on:
-            await _deliver_pending(execution)
+            if transcript.pending:
+                await _deliver_pending(execution)
             if host.persistent:
                 await host.save()
         else:
