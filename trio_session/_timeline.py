@@ -6,7 +6,16 @@ import itertools
 from collections.abc import Iterator, Sequence
 from typing import Any, cast, overload
 
-from ._messages import Message
+from ._messages import Message, TextBlock
+
+
+def _text_length(message: Message) -> int:
+    """``len(message.text)``, without joining the text."""
+    length = 0
+    for block in message.content:
+        if isinstance(block, TextBlock):
+            length += len(block.text)
+    return length
 
 
 class Timeline:
@@ -24,12 +33,12 @@ class Timeline:
         # usage estimate without a pass over the history each tick.
         self._chars: list[int] = [0]
         for message in self.items:
-            self._chars.append(self._chars[-1] + len(message.text))
+            self._chars.append(self._chars[-1] + _text_length(message))
 
     def append(self, message: Message) -> None:
         """Commit one more message."""
         self.items.append(message)
-        self._chars.append(self._chars[-1] + len(message.text))
+        self._chars.append(self._chars[-1] + _text_length(message))
 
     def __len__(self) -> int:
         return len(self.items)

@@ -36,7 +36,7 @@ async def run_tools(execution: Execution, state: Tick) -> None:
         # One call: nothing to bound and no task to start. Cancellation is still
         # seen before it runs (an async tool may not checkpoint before its work).
         await trio.lowlevel.checkpoint_if_cancelled()
-        await _run_tool(execution, state, 0, None)
+        await _handle_call(execution, state, 0)
         return
     limiter = trio.CapacityLimiter(execution.agent.max_tool_concurrency)
     async with trio.open_nursery() as nursery:
@@ -45,13 +45,10 @@ async def run_tools(execution: Execution, state: Tick) -> None:
 
 
 async def _run_tool(
-    execution: Execution, state: Tick, index: int, limiter: trio.CapacityLimiter | None
+    execution: Execution, state: Tick, index: int, limiter: trio.CapacityLimiter
 ) -> None:
-    if limiter is None:
+    async with limiter:
         await _handle_call(execution, state, index)
-    else:
-        async with limiter:
-            await _handle_call(execution, state, index)
 
 
 async def _handle_call(execution: Execution, state: Tick, index: int) -> None:
