@@ -35,10 +35,12 @@ class Timeline:
         for message in self.items:
             self._chars.append(self._chars[-1] + _text_length(message))
 
-    def append(self, message: Message) -> None:
-        """Commit one more message."""
-        self.items.append(message)
+    def append(self, message: Message) -> int:
+        """Commit one more message; return its index."""
+        items = self.items
+        items.append(message)
         self._chars.append(self._chars[-1] + _text_length(message))
+        return len(items) - 1
 
     def __len__(self) -> int:
         return len(self.items)

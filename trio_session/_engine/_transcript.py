@@ -52,10 +52,9 @@ class Transcript:
 
     def commit(self, message: Message) -> None:
         """Append to the session's timeline (``entry_committed``)."""
-        timeline = self.host.timeline
-        timeline.append(message)
+        index = self.host.timeline.append(message)
         self.new_messages.append(message)
-        self.publisher.emit(EntryCommitted, message=message, index=len(timeline) - 1)
+        self.publisher.emit(EntryCommitted, message=message, index=index)
 
     def deliver(self, messages: Sequence[Message]) -> None:
         """Commit queued messages (``message_delivered`` before each)."""
