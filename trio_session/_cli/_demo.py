@@ -38,6 +38,7 @@ from ..models._base import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     estimate_usage,
+    json_text,
 )
 
 __all__ = [
@@ -477,7 +478,7 @@ class DemoModel:
             await pause()
             call_id = f"call_{uuid.uuid4().hex[:16]}"
             yield ToolCallStartChunk(call_id, name)
-            yield ToolCallDeltaChunk(call_id, json.dumps(arguments))
+            yield ToolCallDeltaChunk(call_id, json_text(arguments))
             yield ToolCallChunk(call_id, name, arguments)
         if not pause.used:
             await trio.lowlevel.checkpoint()
