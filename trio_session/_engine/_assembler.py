@@ -285,8 +285,8 @@ class Assembler:
         if self._open_calls:
             for call_id, call in list(self._open_calls.items()):
                 self._complete(call_id, parse_arguments("".join(call.parts)))
-        # Every block is in place by now: _close_block and _complete fill the slot
-        # _open_block and _start_call reserved, and the two calls above closed the last.
+        # No slot is left empty: _close_block and _complete fill the ones _open_block and
+        # _start_call reserve, and the lines above closed the block and calls still open.
         blocks = self._blocks
         content = cast(tuple[ContentBlock, ...], tuple(blocks))
         # _seen holds every call started: no calls, no search.
