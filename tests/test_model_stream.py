@@ -6,6 +6,7 @@ import json
 from typing import Any
 
 import pytest
+import trio
 from hypothesis import given, strategies as st
 
 from trio_session import Reply, ScriptedModel, Usage
@@ -96,3 +97,44 @@ async def test_scripted_stream_pieces_usage_and_stop_reason() -> None:
     ]
     assert await _chunks(model) == [UsageChunk(1, 1), StopChunk("max_tokens")]
     assert (await _chunks(model))[-1] == StopChunk("end_turn")
+
+
+class _Steps(trio.abc.Instrument):
+    """Counts the current task's steps: how often it went through the scheduler."""
+
+    def __init__(self) -> None:
+        self.task = trio.lowlevel.current_task()
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        if task is self.task:
+            self.steps += 1
+
+
+async def _steps_of(model: ScriptedModel) -> int:
+    steps = _Steps()
+    trio.lowlevel.add_instrument(steps)
+    try:
+        await _chunks(model)
+    finally:
+        trio.lowlevel.remove_instrument(steps)
+    return steps.steps
+
+
+async def test_a_short_zero_delay_reply_does_not_visit_the_scheduler() -> None:
+    assert await _steps_of(ScriptedModel([Reply("hi", tool_calls=[("f", {})])])) == 0
+    assert await _steps_of(ScriptedModel(["x" * 130], chunk_size=1)) == 2  # every 64 chunks
+    # With a delay, the first chunk still comes after a checkpoint.
+    assert await _steps_of(ScriptedModel(["hi"], delay=0.001)) >= 1
+
+
+async def test_a_zero_delay_reply_sees_cancellation_at_its_first_chunk() -> None:
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        stream = ScriptedModel(["hi"]).stream(ModelRequest(None, ()))
+        try:
+            async for _ in stream:
+                pytest.fail("a chunk was streamed inside a cancelled scope")
+        finally:
+            await stream.aclose()  # type: ignore[attr-defined]
+    assert scope.cancelled_caught

@@ -427,7 +427,8 @@ class DemoModel:
     every reply reports a usage estimate (about four characters per token).
 
     Args:
-        delay: Seconds between two streamed words (0 still checkpoints).
+        delay: Seconds between two streamed words (with 0, cancellation is still
+            checked at every word).
         persona: ``"assistant"`` (the rules above) or ``"researcher"`` (answers
             the latest user message from its facts, never calls tools).
 

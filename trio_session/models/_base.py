@@ -201,9 +201,11 @@ _PACE_EVERY: Final = 64
 
 
 class Pacer:
-    """Paces an offline model's chunks: a checkpoint before the first, then ``delay``.
+    """Paces an offline model's chunks: ``delay`` between them, a checkpoint before the first.
 
-    With ``delay=0`` it checks for cancellation at every chunk and yields every 64.
+    With ``delay=0`` it checks for cancellation at every chunk (the first too) and yields
+    to the scheduler every 64, as SPEC §8 says: a short zero-latency reply does not visit
+    the scheduler at all (the engine's own schedule points and a real model's I/O do).
 
     Example:
         >>> pause = Pacer(0.02)
@@ -225,13 +227,14 @@ class Pacer:
     def __call__(self) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine: it returns trio's for the caller to await (one
         # frame less a chunk).
-        if self._first:
-            self._first = False
-            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
         if self._delay:
+            if self._first:
+                self._first = False
+                return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
             return trio.sleep(self._delay)  # noqa: ASYNC105 - awaited by the caller
         # No delay: cancellation is still seen at every chunk, but the
         # scheduler is visited only every _PACE_EVERY chunks.
+        self._first = False
         self._count += 1
         if self._count % _PACE_EVERY:
             return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 - awaited by the caller

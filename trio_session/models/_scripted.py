@@ -97,7 +97,8 @@ class ScriptedModel:
     Args:
         script: The replies, in order.
         chunk_size: Characters per text chunk; None streams each text whole.
-        delay: Seconds to sleep between chunks (0 still checkpoints).
+        delay: Seconds to sleep between chunks; with 0, cancellation is checked at
+            every chunk and the scheduler visited every 64 chunks.
         name: The model name reported in ``message_start``.
 
     Raises:
