@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from hypothesis import given, strategies as st
 
-from trio_session import ModelError, ReasoningBlock, TextBlock, ToolUseBlock
+from trio_session import ModelError, ReasoningBlock, TextBlock, ToolUseBlock, Usage
 from trio_session._engine import Assembler
 from trio_session.models import (
     ErrorChunk,
@@ -19,6 +20,7 @@ from trio_session.models import (
     ToolCallStartChunk,
     UsageChunk,
 )
+from trio_session.models._base import INVALID_JSON_KEY
 
 
 class Recorder:
@@ -142,3 +144,47 @@ def test_a_non_chunk_is_refused_with_the_model_name() -> None:
     assembler = Assembler(Recorder(), "m1")
     with pytest.raises(TypeError, match=r"model 'm1' streamed a non-chunk: 42"):
         assembler.feed(42)
+
+
+def _usage_of(*chunks: Any) -> Any:
+    assembler = Assembler(Recorder(), None)
+    for chunk in chunks:
+        assembler.feed(chunk)
+    return assembler.finish().usage
+
+
+def test_valid_usage_sums_build_the_usage_the_constructor_would() -> None:
+    usage = _usage_of(UsageChunk(3, 2, 1, 0), UsageChunk(4, 1, 0, 2))
+    assert usage == Usage(7, 3, 10, ticks=1, cache_read_tokens=1, cache_write_tokens=2)
+    assert _usage_of(TextChunk("x")) == Usage(ticks=1, unreported_ticks=1)
+
+
+@pytest.mark.parametrize(
+    ("chunks", "error", "message"),
+    [
+        ([UsageChunk(1.5, 2)], TypeError, "Usage.input_tokens must be an int, got float"),  # type: ignore[arg-type]
+        ([UsageChunk(1, -2)], ValueError, "Usage.output_tokens must not be negative, got -2"),
+        ([UsageChunk(1, 2, 0, -1)], ValueError, "Usage.cache_write_tokens must not be negative"),
+        ([UsageChunk(1, 2, "3")], TypeError, "unsupported operand"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_models_invalid_usage_counts_are_still_refused(
+    chunks: list[UsageChunk], error: type[Exception], message: str
+) -> None:
+    # UsageChunk checks nothing: the tick's sums are checked, with Usage's own messages.
+    with pytest.raises(error, match=message):
+        _usage_of(*chunks)
+
+
+def test_a_call_input_that_is_not_an_object_is_kept_as_text() -> None:
+    emit = Recorder()
+    assembler = Assembler(emit, None)
+    assembler.feed(ToolCallChunk("c1", "f", [1, 2]))  # type: ignore[arg-type]
+    assembler.feed(ToolCallChunk("c2", "f", {1: "x"}))  # type: ignore[dict-item]
+    assembler.feed(ToolCallChunk("c3", "f", MappingProxyType({"a": 1})))
+    calls = assembler.finish().calls
+    assert [c.input for c in calls] == [
+        {INVALID_JSON_KEY: "[1, 2]"},
+        {INVALID_JSON_KEY: '{"1": "x"}'},
+        {"a": 1},
+    ]

@@ -38,6 +38,7 @@ from ..models._base import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     estimate_usage,
+    json_text,
 )
 
 __all__ = [
@@ -426,7 +427,8 @@ class DemoModel:
     every reply reports a usage estimate (about four characters per token).
 
     Args:
-        delay: Seconds between two streamed words (0 still checkpoints).
+        delay: Seconds between two streamed words (with 0, cancellation is still
+            checked at every word).
         persona: ``"assistant"`` (the rules above) or ``"researcher"`` (answers
             the latest user message from its facts, never calls tools).
 
@@ -477,7 +479,7 @@ class DemoModel:
             await pause()
             call_id = f"call_{uuid.uuid4().hex[:16]}"
             yield ToolCallStartChunk(call_id, name)
-            yield ToolCallDeltaChunk(call_id, json.dumps(arguments))
+            yield ToolCallDeltaChunk(call_id, json_text(arguments))
             yield ToolCallChunk(call_id, name, arguments)
         if not pause.used:
             await trio.lowlevel.checkpoint()

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Any
-
-import attrs
+from typing import Any, TypeGuard, cast
 
 from .._errors import ModelError
 from .._events import (
@@ -40,7 +38,7 @@ from .._messages import (
     built_tool_use,
     new_id,
 )
-from .._usage import Usage
+from .._usage import Usage, built_usage
 from ..models._base import (
     INVALID_JSON_KEY,
     ErrorChunk,
@@ -60,16 +58,41 @@ Emit = Callable[..., StreamEvent]
 """``emit(cls, **fields)``: build, stamp and publish one event (a `Publisher.emit`)."""
 
 
-@attrs.frozen
 class Assembled:
-    """The tick's complete assistant message and what came with it."""
+    """The tick's complete assistant message and what came with it.
 
-    message: Message
-    calls: tuple[ToolUseBlock, ...]
-    usage: Usage
-    stop_reason: str
-    rejected: Mapping[str, str] = attrs.field(factory=dict)
-    """Calls that must not run, by tool_use_id: the error result the model is told."""
+    A plain slotted class (built once a tick, by `Assembler.finish` only): an attrs
+    frozen class's ``__init__`` costs several times more.
+
+    Attributes:
+        message: The assistant message.
+        calls: Its tool calls, in block order.
+        usage: The tick's token counts.
+        stop_reason: Why the model stopped.
+        rejected: Calls that must not run, by tool_use_id: the error result the model is told.
+    """
+
+    __slots__ = ("calls", "message", "rejected", "stop_reason", "usage")
+
+    def __init__(
+        self,
+        message: Message,
+        calls: tuple[ToolUseBlock, ...],
+        usage: Usage,
+        stop_reason: str,
+        rejected: dict[str, str],
+    ) -> None:
+        self.message = message
+        self.calls = calls
+        self.usage = usage
+        self.stop_reason = stop_reason
+        self.rejected = rejected
+
+    def __repr__(self) -> str:
+        return (
+            f"Assembled(message={self.message!r}, calls={self.calls!r}, usage={self.usage!r}, "
+            f"stop_reason={self.stop_reason!r}, rejected={self.rejected!r})"
+        )
 
 
 class _Call:
@@ -232,7 +255,7 @@ class Assembler:
         call = self._open_calls.pop(call_id)
         if arguments is None:
             arguments = {}
-        if not isinstance(arguments, Mapping) or not all(isinstance(k, str) for k in arguments):
+        if not _is_object(arguments):
             # Kept as text under INVALID_JSON_KEY: adapters send it back as the model wrote it.
             try:
                 text = json.dumps(arguments)
@@ -259,26 +282,68 @@ class Assembler:
         answered with an error): no call the model made is dropped.
         """
         self._close_block()
-        for call_id, call in list(self._open_calls.items()):
-            self._complete(call_id, parse_arguments("".join(call.parts)))
-        content = tuple(b for b in self._blocks if b is not None)
-        calls = tuple(b for b in content if isinstance(b, ToolUseBlock))
+        if self._open_calls:
+            for call_id, call in list(self._open_calls.items()):
+                self._complete(call_id, parse_arguments("".join(call.parts)))
+        # No slot is left empty: _close_block and _complete fill the ones _open_block and
+        # _start_call reserve, and the lines above closed the block and calls still open.
+        blocks = self._blocks
+        content = cast(tuple[ContentBlock, ...], tuple(blocks))
+        # _seen holds every call started: no calls, no search.
+        calls = tuple([b for b in blocks if type(b) is ToolUseBlock]) if self._seen else ()
         stop_reason = self._stop_reason
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
-        input_tokens, output_tokens = self._input_tokens, self._output_tokens
-        usage = Usage(
-            input_tokens,
-            output_tokens,
-            input_tokens + output_tokens,
-            ticks=1,
-            cache_read_tokens=self._cache_read,
-            cache_write_tokens=self._cache_write,
-            # No usage chunk at all: the provider did not say, which is not zero tokens.
-            unreported_ticks=0 if self._usage_reported else 1,
-        )
+        usage = self._usage()
         self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
         # Every block was built (and checked) by its constructor above.
         message = built_message("assistant", content, self._message_id)
         self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
-        return Assembled(message, calls, usage, stop_reason, dict(self._rejected))
+        # The assembler is done: its dict of rejected calls is the caller's now.
+        return Assembled(message, calls, usage, stop_reason, self._rejected)
+
+    def _usage(self) -> Usage:
+        """The tick's `Usage`: the sums of the usage chunks' counts."""
+        input_tokens, output_tokens = self._input_tokens, self._output_tokens
+        cache_read, cache_write = self._cache_read, self._cache_write
+        # No usage chunk at all: the provider did not say, which is not zero tokens.
+        unreported = 0 if self._usage_reported else 1
+        # A model's UsageChunks are not checked when built: their sums are, here. Valid
+        # ones (non-negative ints, the usual case) skip Usage's validators; anything else
+        # goes through them, for their error messages.
+        if (
+            type(input_tokens) is int
+            and type(output_tokens) is int
+            and type(cache_read) is int
+            and type(cache_write) is int
+            and input_tokens >= 0
+            and output_tokens >= 0
+            and cache_read >= 0
+            and cache_write >= 0
+        ):
+            return built_usage(
+                input_tokens,
+                output_tokens,
+                input_tokens + output_tokens,
+                1,
+                cache_read,
+                cache_write,
+                unreported,
+            )
+        return Usage(
+            input_tokens,
+            output_tokens,
+            input_tokens + output_tokens,
+            ticks=1,
+            cache_read_tokens=cache_read,
+            cache_write_tokens=cache_write,
+            unreported_ticks=unreported,
+        )
+
+
+def _is_object(value: object) -> TypeGuard[Mapping[str, Any]]:
+    """Whether a tool call's input is a JSON object: a mapping with str keys."""
+    # type() first: a dict (the usual input) skips the Mapping ABC's isinstance.
+    if type(value) is not dict and not isinstance(value, Mapping):
+        return False
+    return all(isinstance(k, str) for k in value)

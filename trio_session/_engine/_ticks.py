@@ -267,7 +267,7 @@ async def _stream(
     state.results = [None] * len(assembled.calls)
     state.usage = assembled.usage
     state.stop_reason = assembled.stop_reason
-    state.rejected = dict(assembled.rejected)
+    state.rejected = assembled.rejected  # the assembler's own dict, handed over
 
 
 async def _close_stream(stream: Any) -> None:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Coroutine, Iterable, Mapping
+import json.encoder
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from typing import Any, ClassVar, Final, Protocol, TypeAlias, cast, runtime_checkable
 
 import attrs
@@ -200,9 +201,11 @@ _PACE_EVERY: Final = 64
 
 
 class Pacer:
-    """Paces an offline model's chunks: a checkpoint before the first, then ``delay``.
+    """Paces an offline model's chunks: ``delay`` between them, a checkpoint before the first.
 
-    With ``delay=0`` it checks for cancellation at every chunk and yields every 64.
+    With ``delay=0`` it checks for cancellation at every chunk (the first too) and yields
+    to the scheduler every 64, as SPEC §8 says: a short zero-latency reply does not visit
+    the scheduler at all (the engine's own schedule points and a real model's I/O do).
 
     Example:
         >>> pause = Pacer(0.02)
@@ -224,17 +227,62 @@ class Pacer:
     def __call__(self) -> Coroutine[Any, Any, None]:
         # Not itself a coroutine: it returns trio's for the caller to await (one
         # frame less a chunk).
-        if self._first:
-            self._first = False
-            return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
         if self._delay:
+            if self._first:
+                self._first = False
+                return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
             return trio.sleep(self._delay)  # noqa: ASYNC105 - awaited by the caller
         # No delay: cancellation is still seen at every chunk, but the
         # scheduler is visited only every _PACE_EVERY chunks.
+        self._first = False
         self._count += 1
         if self._count % _PACE_EVERY:
             return trio.lowlevel.checkpoint_if_cancelled()  # noqa: ASYNC105 - awaited by the caller
         return trio.lowlevel.checkpoint()  # noqa: ASYNC105 - awaited by the caller
+
+
+def _make_encoder() -> Callable[[Any, int], list[str]] | None:
+    # json.dumps(value) with its default settings builds a C encoder on every call
+    # (JSONEncoder.iterencode); this one is built once. Without circular-reference
+    # markers, it shares no state between calls (or threads).
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (some Python implementations)
+        return None
+    try:
+        encoder: Callable[[Any, int], list[str]] = make(
+            None,  # markers: no circular check (json_text falls back to json.dumps)
+            json.JSONEncoder().default,
+            json.encoder.encode_basestring_ascii,
+            None,  # indent
+            ": ",
+            ", ",
+            False,  # sort_keys
+            False,  # skipkeys
+            True,  # allow_nan
+        )
+    except TypeError:  # a signature this was not written for
+        return None
+    return encoder
+
+
+_ENCODER: Final = _make_encoder()
+
+
+def json_text(value: Any) -> str:
+    """``json.dumps(value)``, without building an encoder for every call.
+
+    Example:
+        >>> json_text({"city": "Paris", "days": [1, 2]})
+        '{"city": "Paris", "days": [1, 2]}'
+    """
+    if _ENCODER is not None:
+        try:
+            return "".join(_ENCODER(value, 0))  # 0: the indent level
+        except Exception:
+            # json.dumps raises it again, with its own message: also for a circular
+            # value (a RecursionError here, without markers).
+            pass
+    return json.dumps(value)
 
 
 def estimate_usage(
@@ -246,14 +294,21 @@ def estimate_usage(
         >>> estimate_usage(ModelRequest(None, ()), "Hello, world")
         UsageChunk(input_tokens=1, output_tokens=3, cache_read_tokens=0, cache_write_tokens=0)
     """
+    output = len(text)
+    for value in arguments:
+        output += len(json_text(value))
+    return estimated_usage(request, output)
+
+
+def estimated_usage(request: ModelRequest, output_chars: int) -> UsageChunk:
+    """`estimate_usage` of an answer of ``output_chars`` characters (text and arguments' JSON)."""
     messages = request.messages
     if isinstance(messages, TimelineView):
         chars = messages.text_chars()
     else:
         chars = sum(len(m.text) for m in messages)
     prompt = len(request.system or "") + chars
-    output = len(text) + sum(len(json.dumps(a)) for a in arguments)
-    return UsageChunk(max(1, prompt // 4), max(1, output // 4))
+    return UsageChunk(max(1, prompt // 4), max(1, output_chars // 4))
 
 
 INVALID_JSON_KEY = "__invalid_json__"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import json
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeAlias
 
@@ -24,10 +23,14 @@ from ._base import (
     ToolCallDeltaChunk,
     ToolCallStartChunk,
     UsageChunk,
-    estimate_usage,
+    estimated_usage,
+    json_text,
 )
 
 __all__ = ["Reply", "ScriptedModel", "ScriptItem"]
+
+_TOOL_USE = StopChunk("tool_use")
+_END_TURN = StopChunk("end_turn")
 
 
 def _tool_calls(value: Iterable[Any]) -> tuple[tuple[str, dict[str, Any], str], ...]:
@@ -94,7 +97,8 @@ class ScriptedModel:
     Args:
         script: The replies, in order.
         chunk_size: Characters per text chunk; None streams each text whole.
-        delay: Seconds to sleep between chunks (0 still checkpoints).
+        delay: Seconds to sleep between chunks; with 0, cancellation is checked at
+            every chunk and the scheduler visited every 64 chunks.
         name: The model name reported in ``message_start``.
 
     Raises:
@@ -155,29 +159,32 @@ class ScriptedModel:
         reply = await _resolve(item, request)
         # The chunks are yielded here, not through a second generator: one frame a chunk.
         pause = Pacer(self.delay)
-        for piece in self._pieces(reply.reasoning):
-            await pause()
-            yield ReasoningChunk(piece)
-        for piece in self._pieces(reply.text):
-            await pause()
-            yield TextChunk(piece)
+        if reply.reasoning:
+            for piece in self._pieces(reply.reasoning):
+                await pause()
+                yield ReasoningChunk(piece)
+        text = reply.text
+        if text:
+            for piece in self._pieces(text):
+                await pause()
+                yield TextChunk(piece)
         if reply.error is not None:
             await pause()
             raise reply.error
-        encoded: list[str] = []
+        # The arguments' JSON counts as output text, as the answer's does.
+        output_chars = len(text)
         for name, arguments, call_id in reply.tool_calls:
             await pause()
             yield ToolCallStartChunk(call_id, name)
-            text = json.dumps(arguments)
-            encoded.append(text)
-            for piece in self._pieces(text):
+            encoded = json_text(arguments)
+            output_chars += len(encoded)
+            for piece in self._pieces(encoded):
                 await pause()
                 yield ToolCallDeltaChunk(call_id, piece)
             yield ToolCallChunk(call_id, name, arguments)
         await pause()
         if reply.usage is None:
-            # The arguments' JSON counts as output text: encoded once, above.
-            yield estimate_usage(request, reply.text + "".join(encoded))
+            yield estimated_usage(request, output_chars)
         else:
             usage = reply.usage
             yield UsageChunk(
@@ -186,7 +193,11 @@ class ScriptedModel:
                 usage.cache_read_tokens,
                 usage.cache_write_tokens,
             )
-        yield StopChunk(reply.stop_reason or ("tool_use" if reply.tool_calls else "end_turn"))
+        if reply.stop_reason:
+            yield StopChunk(reply.stop_reason)
+        else:
+            # Frozen, so one of each default serves every reply.
+            yield _TOOL_USE if reply.tool_calls else _END_TURN
 
     def _pieces(self, text: str) -> list[str]:
         if not text:
