@@ -9,7 +9,7 @@ import pytest
 import trio
 from hypothesis import given, strategies as st
 
-from trio_session import Reply, ScriptedModel, Usage
+from trio_session import Agent, Reply, ScriptedModel, Usage, open_session, tool
 from trio_session.models import (
     ModelChunk,
     ModelRequest,
@@ -138,3 +138,31 @@ async def test_a_zero_delay_reply_sees_cancellation_at_its_first_chunk() -> None
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
     assert scope.cancelled_caught
+
+
+async def test_a_zero_latency_execution_still_lets_other_tasks_run_and_abort_it() -> None:
+    # Neither the model (delay=0, short replies) nor the tool ever visits the scheduler:
+    # the engine's own checkpoint, counted across ticks, is what lets the watcher run.
+    @tool
+    async def noop() -> str:
+        """Do nothing."""
+        return "ok"
+
+    model = ScriptedModel([Reply(tool_calls=[("noop", {})])] * 400 + ["done"])
+    async with open_session(Agent(model, tools=[noop], max_ticks=500)) as session:
+        handle = await session.send("go")
+        seen: list[int] = []
+
+        async def watcher() -> None:
+            while handle.current_tick < 50:
+                seen.append(handle.current_tick)
+                await trio.lowlevel.checkpoint()
+            handle.abort("enough")
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(watcher)
+            await handle.wait()
+    assert handle.status == "aborted"
+    # The watcher ran many times during the run, and the abort landed soon after tick 50.
+    assert len(set(seen)) > 3
+    assert 50 <= handle.current_tick < 80

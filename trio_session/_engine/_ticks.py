@@ -32,6 +32,23 @@ CHECKPOINT_EVERY: Final = 64
 """The engine yields to the scheduler at least once per this many model chunks."""
 
 
+class _Pace:
+    """The model chunks and ticks an execution went through since its last checkpoint.
+
+    Counted across ticks, not per model call: the offline models with
+    ``delay=0`` do not visit the scheduler for a short reply, and a tool need not
+    either, so the engine's own checkpoint every `CHECKPOINT_EVERY` is what keeps
+    a zero-latency execution from holding the scheduler (and lets ``abort()``
+    from another task run). A tick counts as one, so a model streaming nothing
+    is paced too.
+    """
+
+    __slots__ = ("since",)
+
+    def __init__(self) -> None:
+        self.since = 0
+
+
 async def run_ticks(execution: Execution) -> SendResult:
     """Commit the execution's input, then run ticks until one decides to stop."""
     host = execution.host
@@ -67,9 +84,15 @@ async def run_ticks(execution: Execution) -> SendResult:
     specs = tuple(t.spec() for t in agent.tools if t.visible_to_model)
     # Whether a session of this execution's chain has a store to reserve seq in.
     reserves = reserves_seq(execution)
+    pace = _Pace()
     while True:
         # An execution aborted before its tick does not call the model.
-        await trio.lowlevel.checkpoint_if_cancelled()
+        pace.since += 1
+        if pace.since >= CHECKPOINT_EVERY:
+            pace.since = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
         execution.current_tick += 1
         tick = execution.current_tick
         execution.buffer.tick = tick
@@ -98,7 +121,7 @@ async def run_ticks(execution: Execution) -> SendResult:
             request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
-        await _call_model(execution, request, state)
+        await _call_model(execution, request, state, pace)
         assert state.message is not None
         if state.calls:
             await run_tools(execution, state)
@@ -200,7 +223,9 @@ async def _build(execution: Execution, ctx: TickContext) -> ModelRequest:
     return request
 
 
-async def _call_model(execution: Execution, request: ModelRequest, state: Tick) -> None:
+async def _call_model(
+    execution: Execution, request: ModelRequest, state: Tick, pace: _Pace
+) -> None:
     """Stream the tick's model call, running it again as the agent's `RetryPolicy` says."""
     policy = execution.agent.retry
     publisher = execution.publisher
@@ -212,7 +237,7 @@ async def _call_model(execution: Execution, request: ModelRequest, state: Tick) 
     while True:
         publisher.emit(ModelRequestEvent, request=request)
         try:
-            await _stream(execution, request, state, retried)
+            await _stream(execution, request, state, retried, pace)
             return
         except ModelError as exc:
             if not retried(exc):
@@ -233,6 +258,7 @@ async def _stream(
     request: ModelRequest,
     state: Tick,
     retried: Callable[[ModelError], bool],
+    pace: _Pace,
 ) -> None:
     model = execution.agent.model
     assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
@@ -240,16 +266,18 @@ async def _stream(
         stream = model.stream(request)
         exhausted = False
         try:
-            count = 0
+            since = pace.since
             async for chunk in stream:
                 assembler.feed(chunk)
-                count += 1
-                if count % CHECKPOINT_EVERY == 0:
+                since += 1
+                if since >= CHECKPOINT_EVERY:
                     # A stream that never awaits would otherwise never see abort()
                     # (nor let the task that calls it run).
+                    since = 0
                     await trio.lowlevel.checkpoint()
                     await reserve_seq(execution)
             exhausted = True
+            pace.since = since
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.
             if not retried(exc):
