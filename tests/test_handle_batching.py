@@ -74,3 +74,70 @@ async def test_a_zero_delay_script_yields_every_64_chunks_and_sees_cancellation_
                 scope.cancel()
     assert scope.cancelled_caught
     assert taken == 5
+
+
+async def test_async_for_over_a_subscription_yields_every_64_events_and_not_at_each() -> None:
+    agent = Agent(ScriptedModel(["x" * 300], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            with handle.events.subscribe() as subscription:
+                events = [event async for event in subscription]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert [e.type for e in events].count("content_delta") == 300
+    assert events[-1].type == "execution_end"
+    steps = counter.steps.get(trio.lowlevel.current_task(), 0)
+    assert len(events) // 64 <= steps <= len(events) // 64 + 2
+
+
+async def test_async_for_over_a_filtered_subscription_batches_too() -> None:
+    agent = Agent(ScriptedModel(["x" * 300], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            with handle.events.subscribe(types={"content_delta"}) as subscription:
+                deltas = [event async for event in subscription]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert len(deltas) == 300
+    steps = counter.steps.get(trio.lowlevel.current_task(), 0)
+    assert 300 // 64 <= steps <= 300 // 64 + 2
+
+
+async def test_a_subscription_s_async_for_sees_cancellation_at_every_event_and_loses_none() -> None:
+    agent = Agent(ScriptedModel(["x" * 100], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        with handle.events.subscribe() as subscription:
+            seen = []
+            with trio.CancelScope() as scope:
+                async for event in subscription:
+                    seen.append(event)
+                    if len(seen) == 3:
+                        scope.cancel()
+            assert scope.cancelled_caught
+            assert len(seen) == 3
+            # Nothing was taken by the cancelled step: receive() goes on at the fourth.
+            fourth = await subscription.receive()
+            rest = [event async for event in subscription]
+    seqs = [e.seq for e in [*seen, fourth, *rest]]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    assert rest[-1].type == "execution_end"
+
+
+async def test_a_live_subscription_reader_keeps_up_with_the_stream() -> None:
+    agent = Agent(ScriptedModel(["x" * 200], chunk_size=1))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        with handle.events.subscribe() as subscription:
+            events = [event async for event in subscription]
+        await handle.result
+    assert events == list(handle.events.history)

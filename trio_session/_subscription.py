@@ -34,10 +34,12 @@ from ._events import EVENT_CLASSES, Event, StreamEvent
 from ._retention import RetentionLog
 from ._util import NoPublicConstructor
 
-__all__ = ["EventSubscription", "Feed", "open_subscription"]
+__all__ = ["STREAK", "EventSubscription", "Feed", "open_subscription"]
 
 _END: Final = "execution_end"
 _BUSY: Final = "another task is already waiting on this subscription"
+STREAK: Final = 64
+"""``async for`` over a subscription yields to the scheduler at least once per this many events."""
 
 
 class Feed:
@@ -267,7 +269,17 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         1 event: execution_end
     """
 
-    __slots__ = ("_after", "_closed", "_cursor", "_fast", "_feed", "_session", "_task", "_types")
+    __slots__ = (
+        "_after",
+        "_closed",
+        "_cursor",
+        "_fast",
+        "_feed",
+        "_session",
+        "_streak",
+        "_task",
+        "_types",
+    )
 
     _made_by: ClassVar = "EventBuffer.subscribe() or Session.subscribe()"
 
@@ -288,6 +300,8 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         self._fast = types is None and after is None
         self._closed = False
         self._task: Task | None = None
+        # Events ``async for`` handed out since it last yielded to the scheduler.
+        self._streak = 0
 
     def __repr__(self) -> str:
         kind = "session " if self._session else ""
@@ -521,6 +535,37 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
             batch = self._take_many(max_items)
             if batch:
                 return batch
+
+    async def __anext__(self) -> Event:
+        """``async for event in subscription``: the events as they come, then the end.
+
+        Every event already there is handed out without a pass through the
+        scheduler (as `receive_batch` takes them), yet cancellation is seen at
+        every event, and nothing is consumed by a cancelled step; it yields
+        when it must wait for the next event, and at least every
+        `STREAK` events. `receive` stays a checkpoint of its own, as a memory
+        channel's is.
+        """
+        try:
+            if self._streak < STREAK:
+                await checkpoint_if_cancelled()
+                if self._fast:
+                    # Unfiltered and keeping up: the next event, if there, by index.
+                    log = self._feed.log
+                    cursor = self._cursor
+                    index = cursor - log.base
+                    if cursor >= log.start and index < len(log.events):
+                        self._cursor = cursor + 1
+                        self._streak += 1
+                        return log.events[index]  # type: ignore[return-value]
+                batch = self._take_many(1)
+                if batch:
+                    self._streak += 1
+                    return batch[0]
+            self._streak = 0
+            return (await self._receive(1))[0]
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     @enable_ki_protection
     def close(self) -> None:

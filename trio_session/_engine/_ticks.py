@@ -13,7 +13,7 @@ from .._errors import ModelError
 from .._events import ModelRequestEvent, TickEnd, TickRetry, TickStart
 from .._messages import Message
 from .._result import SendResult
-from ..models._base import ModelRequest
+from ..models._base import ModelRequest, built_request
 from ._assembler import Assembler
 from ._hooks import call_hook
 from ._output import ask_for_output, check_output
@@ -118,7 +118,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         else:
             if reserves:
                 await reserve_seq(execution)
-            request = ModelRequest(agent.system, host.timeline.view(), specs, tick, agent.settings)
+            request = built_request(agent.system, host.timeline.view(), specs, tick, agent.settings)
         if spec is not None:
             request = ask_for_output(spec, agent.model, request)
         await _call_model(execution, request, state, pace)

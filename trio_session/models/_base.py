@@ -12,6 +12,7 @@ import trio
 
 from .._messages import Message
 from .._timeline import TimelineView, trusted
+from .._util import slot_setter
 
 __all__ = [
     "ErrorChunk",
@@ -72,6 +73,35 @@ class ModelRequest:
     tools: tuple[ToolSpec, ...] = attrs.field(converter=_spec_tuple, default=())
     tick: int = 1
     settings: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+_new = object.__new__
+_set_system = slot_setter(ModelRequest, "system")
+_set_messages = slot_setter(ModelRequest, "messages")
+_set_tools = slot_setter(ModelRequest, "tools")
+_set_tick = slot_setter(ModelRequest, "tick")
+_set_settings = slot_setter(ModelRequest, "settings")
+
+
+def built_request(
+    system: str | None,
+    messages: tuple[Message, ...],
+    tools: tuple[ToolSpec, ...],
+    tick: int,
+    settings: Mapping[str, Any],
+) -> ModelRequest:
+    """A `ModelRequest` of parts the engine already holds as tuples, without converting them.
+
+    The engine's default request, once a tick: ``messages`` is the timeline's view,
+    ``tools`` the agent's specs as a tuple.
+    """
+    request = _new(ModelRequest)
+    _set_system(request, system)
+    _set_messages(request, messages)
+    _set_tools(request, tools)
+    _set_tick(request, tick)
+    _set_settings(request, settings)
+    return request
 
 
 @attrs.frozen
