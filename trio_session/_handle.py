@@ -31,7 +31,7 @@ from typing import (
 import trio
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
-from ._messages import Message, new_id
+from ._messages import Message, TextBlock, built_message, new_id
 from ._result import SendResult
 from ._util import NoPublicConstructor
 
@@ -451,5 +451,6 @@ def as_message(message: object, where: str) -> Message:
     if isinstance(message, Message):
         return message
     if isinstance(message, str):
-        return Message("user", message)
+        # What Message("user", message) makes, without re-checking what is known valid.
+        return built_message("user", (TextBlock(message),), new_id())
     raise TypeError(f"{where}() takes a Message or a str, got {type(message).__name__}")

@@ -537,6 +537,10 @@ class Session:
             for item in messages:
                 self._core.notify_message(item)
                 notified.append(item)
+            current = self._core.current
+            if not self._closed and (current is None or current.finished):
+                # Idle: start at once, without the _join_or_start coroutine.
+                return self._start(messages, props, max_ticks, output_type=output_type)
             return await self._join_or_start(messages, props, max_ticks, output_type)
         except BaseException:
             self._core.drop_message_hooks(notified)
