@@ -323,7 +323,11 @@ class _HandleIterator(AsyncIterator["Event"]):
             # The end, awaited outside the except block: a cancellation while
             # waiting does not carry EndOfChannel along as its context.
             self._subscription.close()
-            await self._outcome.finished.wait()
+            finished = self._outcome.finished
+            if not finished.is_set():
+                await finished.wait()
+            # Else no schedule point: the end was seen after a cancellation check,
+            # and the engine sets `finished` before any subscriber can run.
             error = self._outcome.iteration_error()
             if error is not None:
                 raise error from None

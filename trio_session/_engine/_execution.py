@@ -338,9 +338,12 @@ class Execution:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         value = await run_ticks(self)
-                        # Children and pending hook tasks end with their execution.
-                        self._end_children("parent execution ended")
-                        nursery.cancel_scope.cancel()
+                        # Children and pending hook tasks end with their execution
+                        # (usually there are none, and nothing to cancel).
+                        if self.children:
+                            self._end_children("parent execution ended")
+                        if nursery.child_tasks:
+                            nursery.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
                     reraise(unwrap(group))
                 if self.agent.on_complete is not None:
