@@ -524,8 +524,10 @@ class Session:
         messages = _as_messages(message, "send")
         if output_type is not None:
             OutputSpec.of(output_type)
-        _check_props(props, "send")
-        _check_max_ticks(max_ticks, "send")
+        if props is not None:
+            _check_props(props, "send")
+        if max_ticks is not None:
+            _check_max_ticks(max_ticks, "send")
         if metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise TypeError(
