@@ -324,9 +324,11 @@ class Procedure(Generic[P, R]):
             # function, so it is called from this frame, without _chain / _call_fn.
             result = self._fn(*self._bound, *args, **kwargs)
             if type(result) is CoroutineType or inspect.isawaitable(result):
-                return cast(R, await result)
+                value: R = await result
+                return value
             await trio.lowlevel.cancel_shielded_checkpoint()
-            return cast(R, result)
+            plain: R = result
+            return plain
         token = None
         context = _context.get()
         if self._context:
