@@ -139,3 +139,16 @@ async def test_timeout_deadline_only_tightens() -> None:
     assert outcome.scope.deadline == first
     outcome.apply_timeout(5)
     assert outcome.scope.deadline < first
+
+
+def test_a_str_becomes_the_user_message_the_constructor_makes() -> None:
+    from trio_session import Message
+    from trio_session._handle import as_message
+
+    made = as_message("hello", "send")
+    assert made == Message("user", "hello", id=made.id)
+    again = as_message("hello", "send")
+    assert again.id != made.id
+    assert again.metadata == {} and again.metadata is not made.metadata
+    with pytest.raises(TypeError, match=r"send\(\) takes a Message or a str, got int"):
+        as_message(1, "send")

@@ -141,3 +141,37 @@ async def test_a_live_subscription_reader_keeps_up_with_the_stream() -> None:
             events = [event async for event in subscription]
         await handle.result
     assert events == list(handle.events.history)
+
+
+async def test_a_short_replay_is_one_step_and_its_end_is_none() -> None:
+    agent = Agent(ScriptedModel(["hi"]))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        counter = StepCounter()
+        trio.lowlevel.add_instrument(counter)
+        try:
+            events = [event async for event in handle]
+        finally:
+            trio.lowlevel.remove_instrument(counter)
+    assert events[-1].type == "execution_end"
+    assert len(events) < 64
+    # The one batch yields once; the end, with execution_end taken and the
+    # handle finished, is a cancellation check only.
+    assert counter.steps.get(trio.lowlevel.current_task(), 0) == 1
+
+
+async def test_the_end_of_a_finished_handle_still_sees_cancellation() -> None:
+    agent = Agent(ScriptedModel(["hi"]))
+    async with open_session(agent) as session:
+        handle = await session.send("go")
+        await handle.result
+        iterator = aiter(handle)
+        taken = []
+        with trio.CancelScope() as scope:
+            async for event in iterator:
+                taken.append(event)
+                if event.type == "execution_end":
+                    scope.cancel()
+        assert scope.cancelled_caught
+        assert taken[-1].type == "execution_end"

@@ -371,3 +371,62 @@ async def test_errors_of_tools_models_and_executions_set_the_status(
     assert dict(failed_chat.attributes or {})["error.type"] == "overloaded"
     assert root.status.status_code is StatusCode.ERROR
     assert dict(root.attributes or {})["error.type"] == "overloaded"
+
+
+# -- tracing off: the cost of nothing ---------------------------------------------
+
+
+def test_without_a_provider_or_a_current_span_no_span_is_made() -> None:
+    _tracing._trace_api()
+    trace = _tracing.start_execution(
+        agent="a", model=ScriptedModel([]), session_id="s", execution_id="e"
+    )
+    assert trace is _tracing.NO_TRACE
+    assert trace.trace_id is None
+
+
+def test_without_a_provider_a_current_span_still_gives_its_trace_id() -> None:
+    from opentelemetry import trace as api
+
+    _tracing._trace_api()
+    context = api.SpanContext(
+        trace_id=0x1234, span_id=0x99, is_remote=True, trace_flags=api.TraceFlags(1)
+    )
+    with api.use_span(api.NonRecordingSpan(context)):
+        trace = _tracing.start_execution(
+            agent="a", model=ScriptedModel([]), session_id="s", execution_id="e"
+        )
+    assert trace.trace_id == format(0x1234, "032x")
+    with trace:
+        # Not recording: children are not made either.
+        assert trace.chat(ScriptedModel([])) is _tracing._NO_CHAT
+
+
+def test_a_provider_set_after_an_execution_traces_the_next_one() -> None:
+    out = run_python(
+        """
+import trio
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from trio_session import Agent, ScriptedModel, open_session
+
+exporter = InMemorySpanExporter()
+
+async def main():
+    async with open_session(Agent(ScriptedModel(["one", "two"]))) as session:
+        await session.send("a").result
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(exporter))
+        trace.set_tracer_provider(provider)
+        handle = await session.send("b")
+        await handle.result
+    return handle.trace_id
+
+trace_id = trio.run(main)
+roots = [s for s in exporter.get_finished_spans() if s.name.startswith("invoke_agent")]
+print(len(roots), trace_id == format(roots[0].context.trace_id, "032x"))
+"""
+    )
+    assert out.split() == ["1", "True"]

@@ -29,9 +29,10 @@ from typing import (
 )
 
 import trio
+from trio.lowlevel import checkpoint_if_cancelled
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
-from ._messages import Message, new_id
+from ._messages import Message, TextBlock, built_message, new_id
 from ._result import SendResult
 from ._util import NoPublicConstructor
 
@@ -293,6 +294,8 @@ _BATCH: Final = 64
 class _HandleIterator(AsyncIterator["Event"]):
     """``async for event in handle``: one replaying subscription per loop."""
 
+    __slots__ = ("_outcome", "_pending", "_subscription")
+
     def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
         self._outcome = outcome
         self._subscription = subscription
@@ -307,25 +310,30 @@ class _HandleIterator(AsyncIterator["Event"]):
         if pending:
             # Cancellation is seen at every event; an event taken but not yet
             # handed out stays here, so a cancelled step loses nothing.
-            await trio.lowlevel.checkpoint_if_cancelled()
+            await checkpoint_if_cancelled()
             return pending.popleft()
         try:
             # Every event available in one checkpoint, at most _BATCH so that a
             # fast stream still yields to the scheduler every _BATCH events.
-            batch = await self._subscription.receive_batch(_BATCH)
+            # (_receive is receive_batch without the check of max_items.)
+            batch = await self._subscription._receive(_BATCH)
         except trio.EndOfChannel:
             batch = None
         if batch is None:
             # The end, awaited outside the except block: a cancellation while
             # waiting does not carry EndOfChannel along as its context.
             self._subscription.close()
-            await self._outcome.finished.wait()
+            finished = self._outcome.finished
+            if not finished.is_set():
+                await finished.wait()
+            # Else no schedule point: the end was seen after a cancellation check,
+            # and the engine sets `finished` before any subscriber can run.
             error = self._outcome.iteration_error()
             if error is not None:
                 raise error from None
             raise StopAsyncIteration
-        pending.extend(batch[1:])
-        return batch[0]
+        pending.extend(batch)
+        return pending.popleft()
 
     async def aclose(self) -> None:
         """Stop iterating early and release the subscription."""
@@ -451,5 +459,6 @@ def as_message(message: object, where: str) -> Message:
     if isinstance(message, Message):
         return message
     if isinstance(message, str):
-        return Message("user", message)
+        # What Message("user", message) makes, without re-checking what is known valid.
+        return built_message("user", (TextBlock(message),), new_id())
     raise TypeError(f"{where}() takes a Message or a str, got {type(message).__name__}")

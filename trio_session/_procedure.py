@@ -15,7 +15,7 @@ import inspect
 import math
 from collections.abc import Awaitable, Callable, Coroutine, Generator, Mapping
 from contextvars import ContextVar
-from types import MappingProxyType, TracebackType
+from types import CoroutineType, MappingProxyType, TracebackType
 from typing import (
     Any,
     Concatenate,
@@ -319,6 +319,16 @@ class Procedure(Generic[P, R]):
     async def _run(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> R:
         # Checkpoint first, so that a call in a cancelled scope does nothing.
         await trio.lowlevel.checkpoint_if_cancelled()
+        if not self._middleware and self._timeout is None and not self._context:
+            # The common case (``session.send``): nothing to set up around the
+            # function, so it is called from this frame, without _chain / _call_fn.
+            result = self._fn(*self._bound, *args, **kwargs)
+            if type(result) is CoroutineType or inspect.isawaitable(result):
+                value: R = await result
+                return value
+            await trio.lowlevel.cancel_shielded_checkpoint()
+            plain: R = result
+            return plain
         token = None
         context = _context.get()
         if self._context:

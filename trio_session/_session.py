@@ -524,8 +524,10 @@ class Session:
         messages = _as_messages(message, "send")
         if output_type is not None:
             OutputSpec.of(output_type)
-        _check_props(props, "send")
-        _check_max_ticks(max_ticks, "send")
+        if props is not None:
+            _check_props(props, "send")
+        if max_ticks is not None:
+            _check_max_ticks(max_ticks, "send")
         if metadata is not None:
             if not isinstance(metadata, Mapping):
                 raise TypeError(
@@ -537,6 +539,10 @@ class Session:
             for item in messages:
                 self._core.notify_message(item)
                 notified.append(item)
+            current = self._core.current
+            if not self._closed and (current is None or current.finished):
+                # Idle: start at once, without the _join_or_start coroutine.
+                return self._start(messages, props, max_ticks, output_type=output_type)
             return await self._join_or_start(messages, props, max_ticks, output_type)
         except BaseException:
             self._core.drop_message_hooks(notified)

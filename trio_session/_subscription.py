@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Collection
 from types import TracebackType
-from typing import ClassVar, Final, cast, final
+from typing import ClassVar, Final, final
 
 import trio
 from trio.lowlevel import (
@@ -210,6 +210,11 @@ def open_subscription(
         TypeError: ``types`` is not a collection of str, or ``after_seq`` is not an int.
         ValueError: ``types`` names an unknown type or is empty, or ``after_seq`` is negative.
     """
+    if types is None and after_seq is None:
+        # What ``async for event in handle`` opens: nothing to check or skip.
+        return EventSubscription._create(
+            feed, feed.log.start if session else 0, None, None, session
+        )
     wanted = _check_types(types)
     after = _check_after_seq(after_seq)
     # An execution's subscriber asks for everything from its first event (or
@@ -365,7 +370,7 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
                 self._lagged(log)
                 cursor = self._cursor
             # The log holds only the library's event classes: the members of Event.
-            events = cast("list[Event]", log.events)
+            events: list[Event] = log.events  # type: ignore[assignment]
             base = log.base
             index = cursor - base
             count = len(events)
@@ -506,10 +511,11 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         """The one receive path of `receive` and `receive_batch`."""
         # The short path, for an unfiltered subscription that keeps up or
         # replays: it must cost no more than a memory channel's receive().
-        log = self._feed.log
+        feed = self._feed
+        log = feed.log
         cursor = self._cursor
         if self._fast and cursor >= log.start:
-            events = cast("list[Event]", log.events)
+            events: list[Event] = log.events  # type: ignore[assignment]
             base = log.base
             index = cursor - base
             count = len(events)
@@ -520,9 +526,17 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
                 batch = events[index:stop]
                 await cancel_shielded_checkpoint()
                 return batch
-        # Filters, lag, the end, chaining, or nothing there yet.
-        await checkpoint_if_cancelled()
-        batch = self._take_many(max_items)
+            if feed.closed:
+                await checkpoint_if_cancelled()
+                batch = self._take_many(max_items)
+            else:
+                # A reader that keeps up with a live feed: nothing to take
+                # (what _take_many would find too), so park at once.
+                batch = []
+        else:
+            # Filters, lag, the end, chaining, or nothing there yet.
+            await checkpoint_if_cancelled()
+            batch = self._take_many(max_items)
         if batch:
             await cancel_shielded_checkpoint()
             return batch

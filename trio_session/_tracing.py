@@ -34,11 +34,13 @@ __all__ = ["NO_TRACE", "ExecutionTrace", "start_execution"]
 _UNLOADED: Any = object()
 _api: ModuleType | None = _UNLOADED
 _tracer: Any = None
+# The tracer `_trace_api` got: a ProxyTracer, a no-op until a global provider is set.
+_proxy_tracer: Any = None
 
 
 def _trace_api() -> ModuleType | None:
     """``opentelemetry.trace``, imported on first use; None when not installed."""
-    global _api, _tracer
+    global _api, _tracer, _proxy_tracer
     if _api is _UNLOADED:
         try:
             _api = importlib.import_module("opentelemetry.trace")
@@ -47,7 +49,7 @@ def _trace_api() -> ModuleType | None:
         else:
             # A ProxyTracer when no provider is set yet: it follows the provider
             # set later, so caching it here is safe.
-            _tracer = _api.get_tracer("trio_session")
+            _tracer = _proxy_tracer = _api.get_tracer("trio_session")
     return _api
 
 
@@ -260,6 +262,15 @@ def start_execution(
     """
     api = _trace_api()
     if api is None:
+        return NO_TRACE
+    if (
+        _tracer is _proxy_tracer
+        and isinstance(api.get_tracer_provider(), api.ProxyTracerProvider)
+        and not api.get_current_span().get_span_context().is_valid
+    ):
+        # No provider was set, so the tracer is a no-op; and no span is current, so
+        # its span would carry no trace id either: nothing to build (once per
+        # execution, the cost of tracing off).
         return NO_TRACE
     span = _tracer.start_span(
         f"invoke_agent {agent}",

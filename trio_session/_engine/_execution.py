@@ -184,7 +184,7 @@ class Execution:
         self.restored: dict[str, ConfirmationWait] = {}
         self.resumed: Tick | None = None
         """The pending tick a restart left, run as this execution's first tick."""
-        if parent is None:
+        if parent is None and host.pending_message is not None:
             self.resumed = restore(self)
         self.transcript = Transcript(host, self.publisher, messages)
         self.current_tick = 0
@@ -338,12 +338,16 @@ class Execution:
                     async with trio.open_nursery() as nursery:
                         self._nursery = nursery
                         value = await run_ticks(self)
-                        # Children and pending hook tasks end with their execution.
-                        self._end_children("parent execution ended")
-                        nursery.cancel_scope.cancel()
+                        # Children and pending hook tasks end with their execution
+                        # (usually there are none, and nothing to cancel).
+                        if self.children:
+                            self._end_children("parent execution ended")
+                        if nursery.child_tasks:
+                            nursery.cancel_scope.cancel()
                 except BaseExceptionGroup as group:
                     reraise(unwrap(group))
-                await call_hook(self.agent.on_complete, value)
+                if self.agent.on_complete is not None:
+                    await call_hook(self.agent.on_complete, value)
                 return "completed", value, None, None
             # Only reached when the handle's scope absorbed a cancellation:
             # abort() or _cancel() already set the status; otherwise a timeout.
@@ -389,13 +393,14 @@ class Execution:
         if final == "completed":
             self.publisher.emit(ResultEvent, result=outcome.value)
         failure = outcome.error if final in ("failed", "error") else None
-        self.trace.finish(
-            final,
-            self.transcript.usage,
-            stop_reason=outcome.value.stop_reason if outcome.value is not None else None,
-            error=failure,
-            reason=outcome.reason,
-        )
+        if self.trace is not NO_TRACE:
+            self.trace.finish(
+                final,
+                self.transcript.usage,
+                stop_reason=outcome.value.stop_reason if outcome.value is not None else None,
+                error=failure,
+                reason=outcome.reason,
+            )
         self.publisher.emit(
             ExecutionEnd,
             status=final,
