@@ -161,7 +161,9 @@ def openai_sse(chunks: Iterable[Mapping[str, Any]], *, done: bool = True) -> lis
 
 def anthropic_sse(events: Iterable[Mapping[str, Any]]) -> list[bytes]:
     """Encode events as Anthropic SSE: ``event: <type>`` and ``data: {json}`` pairs."""
-    return [f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events]
+    return [
+        f"event: {e['type']}\ndata: {json.dumps(e)}\n\n".encode() for e in events
+    ]
 
 
 def anthropic_message_events(
@@ -205,87 +207,54 @@ def anthropic_message_events(
             text = block["text"]
             half = len(text) // 2
             events.append(
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "text", "text": ""},
-                }
+                {"type": "content_block_start", "index": index,
+                 "content_block": {"type": "text", "text": ""}}
             )
             for piece in (text[:half], text[half:]):
                 events.append(
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "text_delta", "text": piece},
-                    }
+                    {"type": "content_block_delta", "index": index,
+                     "delta": {"type": "text_delta", "text": piece}}
                 )
         elif kind == "thinking":
             thinking = block["thinking"]
             half = len(thinking) // 2
             events.append(
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "thinking", "thinking": "", "signature": ""},
-                }
+                {"type": "content_block_start", "index": index,
+                 "content_block": {"type": "thinking", "thinking": "", "signature": ""}}
             )
             for piece in (thinking[:half], thinking[half:]):
                 events.append(
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "thinking_delta", "thinking": piece},
-                    }
+                    {"type": "content_block_delta", "index": index,
+                     "delta": {"type": "thinking_delta", "thinking": piece}}
                 )
             events.append(
-                {
-                    "type": "content_block_delta",
-                    "index": index,
-                    "delta": {
-                        "type": "signature_delta",
-                        "signature": block.get("signature", "sig"),
-                    },
-                }
+                {"type": "content_block_delta", "index": index,
+                 "delta": {"type": "signature_delta", "signature": block.get("signature", "sig")}}
             )
         elif kind == "redacted_thinking":
             events.append(
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {"type": "redacted_thinking", "data": block["data"]},
-                }
+                {"type": "content_block_start", "index": index,
+                 "content_block": {"type": "redacted_thinking", "data": block["data"]}}
             )
         elif kind == "tool_use":
             events.append(
-                {
-                    "type": "content_block_start",
-                    "index": index,
-                    "content_block": {
-                        "type": "tool_use",
-                        "id": block["id"],
-                        "name": block["name"],
-                        "input": {},
-                    },
-                }
+                {"type": "content_block_start", "index": index,
+                 "content_block": {"type": "tool_use", "id": block["id"], "name": block["name"],
+                                   "input": {}}}
             )
             for piece in block["json"]:
                 events.append(
-                    {
-                        "type": "content_block_delta",
-                        "index": index,
-                        "delta": {"type": "input_json_delta", "partial_json": piece},
-                    }
+                    {"type": "content_block_delta", "index": index,
+                     "delta": {"type": "input_json_delta", "partial_json": piece}}
                 )
         else:  # pragma: no cover - a test bug
             raise ValueError(f"unknown block type {kind!r}")
         events.append({"type": "content_block_stop", "index": index})
     if finish:
         events.append(
-            {
-                "type": "message_delta",
-                "delta": {"stop_reason": stop_reason, "stop_sequence": None},
-                "usage": {"output_tokens": output_tokens},
-            }
+            {"type": "message_delta",
+             "delta": {"stop_reason": stop_reason, "stop_sequence": None},
+             "usage": {"output_tokens": output_tokens}}
         )
         events.append({"type": "message_stop"})
     return events
@@ -350,7 +319,9 @@ class FakeServer:
                 reply = (
                     self._replies.popleft()
                     if self._replies
-                    else json_reply(500, {"error": {"message": "fake server: no scripted reply"}})
+                    else json_reply(
+                        500, {"error": {"message": "fake server: no scripted reply"}}
+                    )
                 )
                 if not await self._send(conn, stream, reply):
                     return

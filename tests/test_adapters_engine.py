@@ -101,9 +101,8 @@ def _openai_tool_call(text: str, call_id: str, name: str, arguments: str) -> Ser
     first = fragment(name=name, arguments="")
     first["tool_calls"][0].update({"id": call_id, "type": "function"})
     chunks = [openai_chunk({"role": "assistant", "content": text}), openai_chunk(first)]
-    chunks += [
-        openai_chunk(fragment(arguments=arguments[i : i + 5])) for i in range(0, len(arguments), 5)
-    ]
+    chunks += [openai_chunk(fragment(arguments=arguments[i : i + 5]))
+               for i in range(0, len(arguments), 5)]
     chunks += [openai_chunk(finish_reason="tool_calls"), openai_chunk(usage=OPENAI_USAGE)]
     return sse_reply(openai_sse(chunks))
 
@@ -124,12 +123,8 @@ def _anthropic_text(text: str) -> ServerReply:
 def _anthropic_tool_call(text: str, call_id: str, name: str, arguments: str) -> ServerReply:
     blocks: list[dict[str, Any]] = [
         {"type": "text", "text": text},
-        {
-            "type": "tool_use",
-            "id": call_id,
-            "name": name,
-            "json": [arguments[i : i + 5] for i in range(0, len(arguments), 5)],
-        },
+        {"type": "tool_use", "id": call_id, "name": name,
+         "json": [arguments[i : i + 5] for i in range(0, len(arguments), 5)]},
     ]
     events = anthropic_message_events(blocks, stop_reason="tool_use")
     return sse_reply(anthropic_sse(events))
@@ -248,9 +243,7 @@ async def test_two_tick_tool_loop(provider: Provider, server: FakeServer, model:
     assert [m.role for m in timeline] == ["user", "assistant", "tool", "assistant"]
     [call] = timeline[1].tool_uses
     assert (call.tool_use_id, call.name, dict(call.input)) == (
-        "call_1",
-        "get_weather",
-        {"city": "Paris"},
+        "call_1", "get_weather", {"city": "Paris"}
     )
     assert timeline[1].text == "Let me check."
     assert not timeline[2].tool_results[0].is_error
@@ -295,16 +288,11 @@ async def test_event_order_matches_scripted_model(
     [(429, "rate_limit", True), (500, "server_error", True), (401, "authentication", False)],
 )
 async def test_http_error_ends_the_execution_in_error(
-    provider: Provider,
-    server: FakeServer,
-    model: Model,
-    status: int,
-    code: str,
+    provider: Provider, server: FakeServer, model: Model, status: int, code: str,
     retryable: bool,
 ) -> None:
-    server.push(
-        json_reply(status, {"error": {"type": "x", "message": "nope"}}, [("retry-after", "1")])
-    )
+    server.push(json_reply(status, {"error": {"type": "x", "message": "nope"}},
+                           [("retry-after", "1")]))
     info, handle, events, timeline = await run_to_model_error(model, "hi")
     assert handle.status == "error"
     assert (info.value.code, info.value.retryable) == (code, retryable)
@@ -464,12 +452,8 @@ async def test_extended_thinking_goes_back_signed_across_tool_ticks(server: Fake
         "content": [
             {"type": "thinking", "thinking": "Need the weather tool.", "signature": "sig-1"},
             {"type": "redacted_thinking", "data": "opaque=="},
-            {
-                "type": "tool_use",
-                "id": "toolu_1",
-                "name": "get_weather",
-                "input": {"city": "Paris"},
-            },
+            {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+             "input": {"city": "Paris"}},
         ],
     }
     assert "reasoning_delta" in types_of(events)
@@ -487,7 +471,8 @@ async def test_cache_tokens_reach_the_result_usage(server: FakeServer) -> None:
         open_session(Agent(AnthropicModel("m", client=client))) as session,
     ):
         result = await (await session.send("hi")).result
-    assert result.usage == Usage(153, 4, 157, ticks=1, cache_read_tokens=50, cache_write_tokens=100)
+    assert result.usage == Usage(153, 4, 157, ticks=1, cache_read_tokens=50,
+                                 cache_write_tokens=100)
 
 
 async def test_a_server_without_usage_is_reported_as_unreported(server: FakeServer) -> None:
@@ -616,8 +601,7 @@ async def test_a_mid_stream_failure_is_retried_and_nothing_partial_is_committed(
     assert retry.attempt == 1
     assert retry.code == ("overloaded" if provider.name == "anthropic" else "server_error")
     assert [(m.role, m.text) for m in timeline] == [
-        ("user", "tell me a story"),
-        ("assistant", "A good answer."),
+        ("user", "tell me a story"), ("assistant", "A good answer.")
     ]
     assert "error" not in types_of(events)
     assert len(server.requests) == 2

@@ -116,12 +116,8 @@ async def test_tool_use_blocks_with_input_json_deltas(
         reply(
             [
                 {"type": "text", "text": "Checking."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "json": ['{"ci', 'ty": "Pa', 'ris"}'],
-                },
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                 "json": ['{"ci', 'ty": "Pa', 'ris"}']},
                 {"type": "tool_use", "id": "toolu_2", "name": "get_weather", "json": []},
             ],
             stop_reason="tool_use",
@@ -161,18 +157,14 @@ async def test_invalid_tool_input_json(server: FakeServer, model: AnthropicModel
     assert ToolCallChunk("t", "get_weather", {INVALID_JSON_KEY: '{"city": '}) in chunks
 
 
-async def test_two_tick_tool_loop_request_bodies(server: FakeServer, model: AnthropicModel) -> None:
+async def test_two_tick_tool_loop_request_bodies(
+    server: FakeServer, model: AnthropicModel
+) -> None:
     server.push(
         reply(
-            [
-                {"type": "text", "text": "Let me see."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "json": ['{"city": "Paris"}'],
-                },
-            ],
+            [{"type": "text", "text": "Let me see."},
+             {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+              "json": ['{"city": "Paris"}']}],
             stop_reason="tool_use",
         ),
         reply([{"type": "text", "text": "Sunny in Paris."}]),
@@ -195,22 +187,15 @@ async def test_two_tick_tool_loop_request_bodies(server: FakeServer, model: Anth
             "role": "assistant",
             "content": [
                 {"type": "text", "text": "Let me see."},
-                {
-                    "type": "tool_use",
-                    "id": "toolu_1",
-                    "name": "get_weather",
-                    "input": {"city": "Paris"},
-                },
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather",
+                 "input": {"city": "Paris"}},
             ],
         },
         {
             "role": "user",
             "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "toolu_1",
-                    "content": [{"type": "text", "text": "21 C, sunny"}],
-                },
+                {"type": "tool_result", "tool_use_id": "toolu_1",
+                 "content": [{"type": "text", "text": "21 C, sunny"}]},
             ],
         },
     ]
@@ -269,10 +254,8 @@ def test_message_mapping() -> None:
                 {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}},
                 {"type": "text", "text": "[event] timer fired"},
                 {"type": "text", "text": '{"k": 1}'},
-                {
-                    "type": "image",
-                    "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="},
-                },
+                {"type": "image", "source": {"type": "base64", "media_type": "image/png",
+                                             "data": "iVBORw0KGgo="}},
             ],
         },
         {
@@ -285,27 +268,13 @@ def test_message_mapping() -> None:
         {
             "role": "user",
             "content": [
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "t1",
-                    "content": [
-                        {
-                            "type": "image",
-                            "source": {"type": "base64", "media_type": "image/gif", "data": "R0lG"},
-                        }
-                    ],
-                },
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "t2",
-                    "is_error": True,
-                    "content": [{"type": "text", "text": "disk full"}],
-                },
-                {
-                    "type": "tool_result",
-                    "tool_use_id": "t3",
-                    "content": [{"type": "text", "text": "(no output)"}],
-                },
+                {"type": "tool_result", "tool_use_id": "t1", "content": [
+                    {"type": "image", "source": {"type": "base64", "media_type": "image/gif",
+                                                 "data": "R0lG"}}]},
+                {"type": "tool_result", "tool_use_id": "t2", "is_error": True,
+                 "content": [{"type": "text", "text": "disk full"}]},
+                {"type": "tool_result", "tool_use_id": "t3",
+                 "content": [{"type": "text", "text": "(no output)"}]},
                 {"type": "text", "text": "Thanks"},
             ],
         },
@@ -328,9 +297,7 @@ def test_data_uri_images() -> None:
     svg = ImageBlock("data:image/svg+xml,%3Csvg%2F%3E")
     [entry] = to_anthropic_messages(None, (user(svg),))[1]
     assert entry["content"][0]["source"] == {
-        "type": "base64",
-        "media_type": "image/svg+xml",
-        "data": "PHN2Zy8+",
+        "type": "base64", "media_type": "image/svg+xml", "data": "PHN2Zy8+"
     }
     typed_by_block = ImageBlock("data:;base64,AAAA", media_type="image/webp")
     [entry] = to_anthropic_messages(None, (user(typed_by_block),))[1]
@@ -346,8 +313,7 @@ async def test_settings_passed_through(server: FakeServer) -> None:
         )
         server.push(reply([{"type": "text", "text": "ok"}]))
         request = ModelRequest(
-            None,
-            (user("?"),),
+            None, (user("?"),),
             settings={"temperature": 0.1, "max_tokens": 50, "thinking": {"type": "disabled"}},
         )
         await collect(model, request)
@@ -392,11 +358,7 @@ def anthropic_error(kind: str, message: str) -> dict[str, Any]:
     ],
 )
 async def test_http_errors_mapped(
-    server: FakeServer,
-    model: AnthropicModel,
-    status: int,
-    kind: str,
-    code: str,
+    server: FakeServer, model: AnthropicModel, status: int, kind: str, code: str,
     retryable: bool,
 ) -> None:
     headers = [("retry-after", "20")] if status == 429 else []
@@ -443,7 +405,9 @@ async def test_dropped_connection_mid_stream(server: FakeServer, model: Anthropi
     assert (info.value.code, info.value.retryable) == ("connection_error", True)
 
 
-async def test_stream_ending_before_message_stop(server: FakeServer, model: AnthropicModel) -> None:
+async def test_stream_ending_before_message_stop(
+    server: FakeServer, model: AnthropicModel
+) -> None:
     events = anthropic_message_events([{"type": "text", "text": "Hallo"}], finish=False)
     server.push(sse_reply(anthropic_sse(events)))
     with pytest.raises(ModelError, match="message_stop") as info:
@@ -451,7 +415,9 @@ async def test_stream_ending_before_message_stop(server: FakeServer, model: Anth
     assert (info.value.code, info.value.retryable) == ("connection_error", True)
 
 
-async def test_a_response_that_does_not_stream(server: FakeServer, model: AnthropicModel) -> None:
+async def test_a_response_that_does_not_stream(
+    server: FakeServer, model: AnthropicModel
+) -> None:
     server.push(json_reply(200, {"type": "message", "content": []}))
     with pytest.raises(ModelError, match="no server-sent events") as info:
         await collect(model, ModelRequest(None, (user("?"),)))
@@ -477,7 +443,9 @@ async def test_sdk_retry_setting_respected(server: FakeServer) -> None:
         reply([{"type": "text", "text": "ok"}]),
     )
     async with make_client(server, max_retries=1) as client:
-        chunks = await collect(AnthropicModel("m", client=client), ModelRequest(None, (user("?"),)))
+        chunks = await collect(
+            AnthropicModel("m", client=client), ModelRequest(None, (user("?"),))
+        )
     assert StopChunk("end_turn") in chunks
     assert len(server.requests) == 2
     # The SDK marks a retry in a header: the second request really is the SDK's retry.
@@ -525,7 +493,6 @@ async def test_cancel_before_the_response_closes_the_connection(
 ) -> None:
     server.push(sse_reply([], ending="stall"))
     async with trio.open_nursery() as nursery:
-
         async def consume() -> None:
             await collect(model, ModelRequest(None, (user("?"),)))
 
@@ -671,13 +638,9 @@ async def test_cache_breakpoints_on_system_tools_and_last_message(server: FakeSe
 
 async def test_cache_breakpoint_skips_thinking_blocks(server: FakeServer) -> None:
     messages: list[dict[str, Any]] = [
-        {
-            "role": "assistant",
-            "content": [
-                {"type": "text", "text": "a"},
-                {"type": "thinking", "thinking": "b", "signature": "s"},
-            ],
-        }
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "a"}, {"type": "thinking", "thinking": "b", "signature": "s"}
+        ]}
     ]
     _anthropic._mark_cache_breakpoints(messages, [])
     assert "cache_control" in messages[0]["content"][0]
@@ -700,11 +663,8 @@ async def test_pause_turn_is_continued_transparently(
     found = {"type": "web_search_tool_result", "tool_use_id": "srvtoolu_1", "content": []}
     extra = [
         {"type": "content_block_start", "index": 1, "content_block": search},
-        {
-            "type": "content_block_delta",
-            "index": 1,
-            "delta": {"type": "input_json_delta", "partial_json": '{"query": "trio"}'},
-        },
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": '{"query": "trio"}'}},
         {"type": "content_block_stop", "index": 1},
         {"type": "content_block_start", "index": 2, "content_block": found},
         {"type": "content_block_stop", "index": 2},
@@ -759,9 +719,7 @@ async def test_own_client_leaves_retries_to_the_retry_policy(server: FakeServer)
         with pytest.raises(ModelError) as info:
             await collect(model, ModelRequest(None, (user("?"),)))
     assert (info.value.code, info.value.retryable, info.value.retry_after) == (
-        "overloaded",
-        True,
-        3.0,
+        "overloaded", True, 3.0
     )
     # The SDK did not retry behind the session's back.
     assert len(server.requests) == 1

@@ -75,9 +75,8 @@ def text_reply(*pieces: str, finish: str = "stop") -> Any:
     return sse_reply(openai_sse(chunks))
 
 
-def tool_fragment(
-    index: int, *, id: str | None = None, name: str | None = None, arguments: str = ""
-) -> dict[str, Any]:
+def tool_fragment(index: int, *, id: str | None = None, name: str | None = None,
+                  arguments: str = "") -> dict[str, Any]:
     fragment: dict[str, Any] = {"index": index, "function": {"arguments": arguments}}
     if id is not None:
         fragment["id"] = id
@@ -91,7 +90,9 @@ def tool_reply(calls: Sequence[tuple[str, str, Sequence[str]]], text: str = "") 
     chunks = [openai_chunk({"role": "assistant", "content": text or None})]
     for index, (call_id, name, parts) in enumerate(calls):
         chunks.append(openai_chunk({"tool_calls": [tool_fragment(index, id=call_id, name=name)]}))
-        chunks += [openai_chunk({"tool_calls": [tool_fragment(index, arguments=p)]}) for p in parts]
+        chunks += [
+            openai_chunk({"tool_calls": [tool_fragment(index, arguments=p)]}) for p in parts
+        ]
     chunks += [openai_chunk(finish_reason="tool_calls"), openai_chunk(usage=USAGE)]
     return sse_reply(openai_sse(chunks))
 
@@ -255,11 +256,7 @@ async def test_invalid_arguments_go_back_as_an_empty_object() -> None:
     ],
 )
 async def test_stop_reasons_mapped(
-    server: FakeServer,
-    model: OpenAIModel,
-    finish: str,
-    with_call: bool,
-    refusal: bool,
+    server: FakeServer, model: OpenAIModel, finish: str, with_call: bool, refusal: bool,
     expected: str,
 ) -> None:
     chunks = [openai_chunk({"role": "assistant", "content": "x"})]
@@ -267,9 +264,8 @@ async def test_stop_reasons_mapped(
         chunks.append(openai_chunk({"refusal": "I can't help with that."}))
     if with_call:
         chunks.append(
-            openai_chunk(
-                {"tool_calls": [tool_fragment(0, id="c", name="get_weather", arguments="{}")]}
-            )
+            openai_chunk({"tool_calls": [tool_fragment(0, id="c", name="get_weather",
+                                                       arguments="{}")]})
         )
     chunks.append(openai_chunk(finish_reason=finish))
     server.push(sse_reply(openai_sse(chunks)))
@@ -282,12 +278,8 @@ async def test_stop_reasons_mapped(
 async def test_tool_calls_without_ids_or_indexes(server: FakeServer, model: OpenAIModel) -> None:
     # Some compatible servers send whole calls without an index, or with no id at all.
     chunks = [
-        openai_chunk(
-            {
-                "role": "assistant",
-                "tool_calls": [{"function": {"name": "a", "arguments": '{"x": 1}'}}],
-            }
-        ),
+        openai_chunk({"role": "assistant",
+                      "tool_calls": [{"function": {"name": "a", "arguments": '{"x": 1}'}}]}),
         openai_chunk({"tool_calls": [{"id": "b1", "function": {"name": "b", "arguments": "{}"}}]}),
         openai_chunk(finish_reason="tool_calls"),
     ]
@@ -313,7 +305,9 @@ def test_message_mapping() -> None:
         assistant(ReasoningBlock("hidden"), "Calling.", ToolUseBlock("c1", "shot", {})),
         Message(
             "tool",
-            (ToolResultBlock("c1", "shot", (ImageBlock(png, "image/png"),)),),
+            (
+                ToolResultBlock("c1", "shot", (ImageBlock(png, "image/png"),)),
+            ),
         ),
         Message("tool", (ToolResultBlock("c2", "fail", "disk full", is_error=True),)),
         Message("tool", (ToolResultBlock("c3", "quiet", ()),)),
@@ -428,7 +422,9 @@ async def test_http_errors_mapped(
     assert len(server.requests) == 1  # max_retries=0: no retry
 
 
-async def test_insufficient_quota_is_not_retryable(server: FakeServer, model: OpenAIModel) -> None:
+async def test_insufficient_quota_is_not_retryable(
+    server: FakeServer, model: OpenAIModel
+) -> None:
     server.push(
         json_reply(429, {"error": {"message": "quota", "type": "x", "code": "insufficient_quota"}})
     )
@@ -460,17 +456,11 @@ async def test_stream_ending_early_is_an_error(server: FakeServer, model: OpenAI
 @pytest.mark.parametrize(
     ("error", "code", "retryable"),
     [
-        (
-            {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
-            "rate_limit",
-            True,
-        ),
+        ({"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"},
+         "rate_limit", True),
         ({"message": "oops", "type": "server_error", "code": None}, "server_error", True),
-        (
-            {"message": "bad", "object": "error", "type": "BadRequestError", "code": 400},
-            "bad_request",
-            False,
-        ),
+        ({"message": "bad", "object": "error", "type": "BadRequestError", "code": 400},
+         "bad_request", False),
         ({"message": "what"}, "model_error", False),
     ],
 )
@@ -664,9 +654,8 @@ async def test_owned_client_closed_given_client_left_open(server: FakeServer) ->
 
 @settings(max_examples=examples(200), deadline=None)
 @given(
-    payloads=st.lists(
-        st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s), max_size=6
-    ),
+    payloads=st.lists(st.text(min_size=1).filter(lambda s: "\n" not in s and "\r" not in s),
+                      max_size=6),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8),
     crlf=st.booleans(),
 )
@@ -704,18 +693,11 @@ async def test_system_prompt_as_developer(server: FakeServer) -> None:
     "usage",
     [
         # OpenAI (and vLLM, OpenRouter): cached tokens are part of prompt_tokens.
-        {
-            "prompt_tokens": 120,
-            "completion_tokens": 7,
-            "prompt_tokens_details": {"cached_tokens": 100},
-        },
+        {"prompt_tokens": 120, "completion_tokens": 7,
+         "prompt_tokens_details": {"cached_tokens": 100}},
         # DeepSeek: hit + miss = prompt_tokens.
-        {
-            "prompt_tokens": 120,
-            "completion_tokens": 7,
-            "prompt_cache_hit_tokens": 100,
-            "prompt_cache_miss_tokens": 20,
-        },
+        {"prompt_tokens": 120, "completion_tokens": 7, "prompt_cache_hit_tokens": 100,
+         "prompt_cache_miss_tokens": 20},
     ],
 )
 async def test_cached_prompt_tokens(
@@ -746,47 +728,27 @@ async def test_no_usage_from_the_server_streams_no_usage_chunk(
 async def test_own_client_leaves_retries_to_the_retry_policy(
     server: FakeServer, headers: list[tuple[str, str]], expected: float | None
 ) -> None:
-    server.push(
-        json_reply(
-            429,
-            {"error": {"message": "slow down", "type": "requests", "code": "rate_limit_exceeded"}},
-            headers,
-        )
-    )
+    server.push(json_reply(429, {"error": {"message": "slow down", "type": "requests",
+                                           "code": "rate_limit_exceeded"}}, headers))
     async with OpenAIModel("m", base_url=server.base_url + "/v1", api_key="k") as model:
         assert model.client.max_retries == 0
         with pytest.raises(ModelError) as info:
             await collect(model, ModelRequest(None, (user("?"),)))
     assert (info.value.code, info.value.retryable, info.value.retry_after) == (
-        "rate_limit",
-        True,
-        expected,
+        "rate_limit", True, expected
     )
     assert len(server.requests) == 1
 
 
 async def test_exhausted_quota_is_asked_once(server: FakeServer) -> None:
     # A 429 that waiting does not cure: neither the SDK nor the RetryPolicy try again.
-    server.push(
-        json_reply(
-            429,
-            {
-                "error": {
-                    "message": "quota",
-                    "type": "insufficient_quota",
-                    "code": "insufficient_quota",
-                }
-            },
-            [("retry-after", "1")],
-        )
-    )
+    server.push(json_reply(429, {"error": {"message": "quota", "type": "insufficient_quota",
+                                           "code": "insufficient_quota"}}, [("retry-after", "1")]))
     async with OpenAIModel("m", base_url=server.base_url + "/v1", api_key="k") as model:
         with pytest.raises(ModelError) as info:
             await collect(model, ModelRequest(None, (user("?"),)))
     assert (info.value.code, info.value.retryable, info.value.retry_after) == (
-        "insufficient_quota",
-        False,
-        None,
+        "insufficient_quota", False, None
     )
     assert len(server.requests) == 1
 

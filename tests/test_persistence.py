@@ -57,9 +57,7 @@ async def test_restore_round_trip_continues_seq(store: object) -> None:
         last_seq = handle.events.history[-1].seq
         before = session.snapshot()
     async with open_session(
-        _agent("Hello again."),
-        session_id="s1",
-        store=store,  # type: ignore[arg-type]
+        _agent("Hello again."), session_id="s1", store=store  # type: ignore[arg-type]
     ) as restored:
         assert [m.id for m in restored.timeline] == [m.id for m in before.timeline]
         assert list(restored.timeline) == list(before.timeline)

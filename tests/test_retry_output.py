@@ -287,12 +287,13 @@ class NativeModel(FlakyModel):
 
 async def test_native_output_goes_in_the_settings_not_the_prompt() -> None:
     model = NativeModel([answer(PARIS)])
-    result, _, _ = await run(
-        Agent(model, system="Be brief.", output_type=City, settings={"temperature": 0})
-    )  # type: ignore[arg-type]
+    result, _, _ = await run(Agent(model, system="Be brief.", output_type=City,
+                                   settings={"temperature": 0}))  # type: ignore[arg-type]
     assert result.output == City("Paris", 2_100_000)
     [request] = model.requests
     assert request.system == "Be brief."
     assert request.settings["temperature"] == 0
     assert request.settings["response_format"]["name"] == "City"
     assert request.settings["response_format"]["schema"]["required"] == ["name", "population"]
+
+

@@ -253,13 +253,8 @@ def test_get_weather_schema_exactly() -> None:
         (str | None, {"anyOf": [{"type": "string"}, {"type": "null"}]}),
         (
             Union[int, str, list[int]],  # noqa: UP007
-            {
-                "anyOf": [
-                    {"type": "integer"},
-                    {"type": "string"},
-                    {"type": "array", "items": {"type": "integer"}},
-                ]
-            },
+            {"anyOf": [{"type": "integer"}, {"type": "string"},
+                       {"type": "array", "items": {"type": "integer"}}]},
         ),
         (Annotated[int, "How many."], {"type": "integer", "description": "How many."}),
         (Annotated[int, 42], {"type": "integer"}),
@@ -625,7 +620,9 @@ def test_validate_any_of_reports_the_matching_branch() -> None:
     schema = schema_of(f)
     assert validate(schema, {"p": {"x": "no"}}) == ["p.x: expected integer, got string"]
     assert validate(schema, {"unit": "k"}) == ["unit: must be one of 'c', 'f'"]
-    assert validate(schema, {"unit": 3}) == ["unit: expected one of 'c', 'f' or null, got integer"]
+    assert validate(schema, {"unit": 3}) == [
+        "unit: expected one of 'c', 'f' or null, got integer"
+    ]
 
 
 def test_validate_any_value() -> None:
@@ -636,7 +633,9 @@ def test_validate_any_value() -> None:
 
 
 def test_validate_false_schema() -> None:
-    assert validate({"type": "array", "items": False}, [1]) == ["[0]: no value is allowed here"]
+    assert validate({"type": "array", "items": False}, [1]) == [
+        "[0]: no value is allowed here"
+    ]
 
 
 def test_validate_tuples_count_as_arrays() -> None:

@@ -210,9 +210,8 @@ class SessionMachine(RuleBasedStateMachine):
         handle = self.current
         assert handle is not None
         asked = [e for e in handle.events.history if isinstance(e, ToolConfirmationRequired)]
-        answered = {
-            e.tool_use_id for e in handle.events.history if isinstance(e, ToolConfirmationResult)
-        }
+        answered = {e.tool_use_id for e in handle.events.history
+                    if isinstance(e, ToolConfirmationResult)}
         waiting = [e for e in asked if e.tool_use_id not in answered]
 
         async def act() -> None:
@@ -334,7 +333,6 @@ class SessionMachine(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         if not self.closed:
-
             async def act() -> None:
                 await self.session.aclose()
 

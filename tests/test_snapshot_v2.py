@@ -129,11 +129,9 @@ async def test_memory_store_keeps_the_durable_fields() -> None:
 
 async def test_newer_snapshot_version_raises_snapshot_error() -> None:
     store = MemoryStore()
-    await store.save(
-        SessionSnapshot(
-            version=SNAPSHOT_VERSION + 1, session_id="new", timeline=(), created_at=0, updated_at=0
-        )
-    )
+    await store.save(SessionSnapshot(
+        version=SNAPSHOT_VERSION + 1, session_id="new", timeline=(), created_at=0, updated_at=0
+    ))
     with pytest.raises(SnapshotError, match="newer"):
         await store.load("new")
 

@@ -196,10 +196,7 @@ def test_explicit_name_and_description() -> None:
     assert f.description == "Finds things."
     assert f.visible_to_model is True
     assert f.input_schema == {
-        "type": "object",
-        "properties": {},
-        "required": [],
-        "additionalProperties": False,
+        "type": "object", "properties": {}, "required": [], "additionalProperties": False
     }
 
 
@@ -221,7 +218,8 @@ def test_audience_and_visibility() -> None:
 
 def test_spec() -> None:
     spec = get_weather.spec()
-    assert spec == ToolSpec("get_weather", "Get the weather for a city.", get_weather.input_schema)
+    assert spec == ToolSpec("get_weather", "Get the weather for a city.",
+                            get_weather.input_schema)
     assert get_weather.spec() is spec  # computed once, not per tick
 
 
@@ -270,9 +268,8 @@ def test_tools_compare_by_identity_and_hash() -> None:
         ({"confirmation_message": 5}, TypeError, "confirmation_message"),
     ],
 )
-def test_tool_options_are_validated(
-    kwargs: dict[str, Any], error: type[Exception], match: str
-) -> None:
+def test_tool_options_are_validated(kwargs: dict[str, Any], error: type[Exception],
+                                    match: str) -> None:
     with pytest.raises(error, match=match):
         tool(**kwargs)
 
@@ -423,12 +420,8 @@ def test_validate_union_members_in_order() -> None:
 def test_invalid_arguments_name_the_tool_and_every_field() -> None:
     with pytest.raises(InvalidToolArguments) as info:
         draw.validate(
-            {
-                "shape": {"name": 1, "points": [{"y": 1}]},
-                "color": "green",
-                "pair": [1],
-                "extra": True,
-            }
+            {"shape": {"name": 1, "points": [{"y": 1}]}, "color": "green", "pair": [1],
+             "extra": True}
         )
     message = str(info.value)
     assert message.startswith("invalid arguments for tool 'draw': ")
@@ -778,9 +771,8 @@ def test_decision() -> None:
 # -- Confirmations -----------------------------------------------------------------------------
 
 
-def answer(
-    confirmations: Confirmations, tool_use_id: str, approved: bool = True, **kwargs: Any
-) -> None:
+def answer(confirmations: Confirmations, tool_use_id: str, approved: bool = True,
+           **kwargs: Any) -> None:
     confirmations.submit(
         tool_use_id,
         approved=approved,
@@ -795,9 +787,7 @@ async def test_register_and_submit() -> None:
     pending = confirmations.register("call_1", delete_file, {"path": "/x"})
     assert isinstance(pending, ConfirmationWait)
     assert (pending.tool_use_id, pending.tool, pending.arguments) == (
-        "call_1",
-        delete_file,
-        {"path": "/x"},
+        "call_1", delete_file, {"path": "/x"}
     )
     assert confirmations.pending() == ["call_1"]
     assert "call_1" in confirmations
@@ -1014,13 +1004,10 @@ json_values = st.recursive(
     | st.integers(-5, 5)
     | st.floats(allow_nan=False, allow_infinity=False, width=32)
     | st.sampled_from(["c", "f", "Oslo", ""]),
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.dictionaries(st.sampled_from(["city", "unit", "x", "y", "name"]), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["city", "unit", "x", "y", "name"]), children, max_size=3),
     max_leaves=8,
 )
-
 
 def mostly(valid: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
     """Usually a valid value, sometimes any JSON value: both outcomes get exercised."""

@@ -154,7 +154,9 @@ EXPECTED: dict[str, Sequence[Expect]] = {
     ],
     "oai_length": [Expect('{"', usage=(79, 1, 0, 0), stop="max_tokens")],
     "oai_refusal": [
-        Expect("I'm sorry, I can't assist with that request.", usage=(79, 11, 0, 0), stop="refusal")
+        Expect(
+            "I'm sorry, I can't assist with that request.", usage=(79, 11, 0, 0), stop="refusal"
+        )
     ],
     # n=3: the session keeps choice 0.
     "oai_n3": [

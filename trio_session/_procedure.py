@@ -590,7 +590,9 @@ class _ProcedureDecorator(Protocol):
 
 
 @overload
-def procedure(fn: Callable[P, Awaitable[T]], *, name: str | None = None) -> Procedure[P, T]: ...
+def procedure(
+    fn: Callable[P, Awaitable[T]], *, name: str | None = None
+) -> Procedure[P, T]: ...
 
 
 @overload

@@ -16,11 +16,6 @@ from ._base import (
 from ._memory import MemoryStore as MemoryStore
 from ._sqlite import SQLiteStore as SQLiteStore
 
-__all__ = [
-    "SNAPSHOT_VERSION",
-    "MemoryStore",
+__all__ = ["SNAPSHOT_VERSION", "MemoryStore",
     "PendingConfirmation",
-    "SQLiteStore",
-    "SessionSnapshot",
-    "SessionStore",
-]
+    "SQLiteStore", "SessionSnapshot", "SessionStore"]

@@ -171,7 +171,9 @@ def _to_pending_confirmations(value: object) -> tuple[PendingConfirmation, ...]:
 
 def _to_remembered(value: object) -> dict[str, Decision]:
     if not isinstance(value, Mapping):
-        raise TypeError(f"SessionSnapshot.remembered must be a mapping, got {type(value).__name__}")
+        raise TypeError(
+            f"SessionSnapshot.remembered must be a mapping, got {type(value).__name__}"
+        )
     result = dict(value)
     for name, decision in result.items():
         if not isinstance(name, str) or not isinstance(decision, Decision):
