@@ -11,7 +11,6 @@ and a terminal status never changes again: whatever the engine observes later,
 
 from __future__ import annotations
 
-import collections
 import math
 from collections.abc import AsyncIterator, Generator, Mapping
 from types import TracebackType
@@ -29,11 +28,11 @@ from typing import (
 )
 
 import trio
-from trio.lowlevel import checkpoint_if_cancelled
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
 from ._messages import Message, TextBlock, built_message, new_id
 from ._result import SendResult
+from ._subscription import end_with
 from ._util import NoPublicConstructor
 
 if TYPE_CHECKING:
@@ -171,6 +170,22 @@ class Outcome(Generic[R]):
             return self.error.with_traceback(self.error_tb)
         return None
 
+    async def end_iteration(self, subscription: EventSubscription) -> None:
+        """The end of ``async for event in handle``, after ``execution_end``.
+
+        Releases the loop's subscription, waits until the outcome is settled, and
+        raises `iteration_error` if there is one.
+        """
+        subscription.close()
+        finished = self.finished
+        if not finished.is_set():
+            await finished.wait()
+        # Else no schedule point: the end was seen after a cancellation check,
+        # and the engine sets `finished` before any subscriber can run.
+        error = self.iteration_error()
+        if error is not None:
+            raise error from None
+
 
 class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
     """A running (or finished) execution: its status, events, result and abort.
@@ -255,7 +270,9 @@ class ExecutionHandle(Generic[R], metaclass=NoPublicConstructor):
         ``execution_end`` it raises the execution's error if the status is
         ``failed`` or ``error``; otherwise it just ends.
         """
-        return _HandleIterator(self._outcome, self.events.subscribe())
+        # The subscription's own ``async for`` (every event there in one checkpoint,
+        # cancellation seen at each), ending with what the outcome says.
+        return end_with(self.events.subscribe(), self._outcome.end_iteration)
 
 
 def new_handle(
@@ -285,59 +302,6 @@ class _Result(Generic[R]):
     async def _wait(self) -> R:
         await self._outcome.finished.wait()
         return self._outcome.raise_or_return()
-
-
-_BATCH: Final = 64
-"""At most this many events are taken per scheduler checkpoint."""
-
-
-class _HandleIterator(AsyncIterator["Event"]):
-    """``async for event in handle``: one replaying subscription per loop."""
-
-    __slots__ = ("_outcome", "_pending", "_subscription")
-
-    def __init__(self, outcome: Outcome[Any], subscription: EventSubscription) -> None:
-        self._outcome = outcome
-        self._subscription = subscription
-        # Events taken in one checkpoint and not handed out yet, newest last.
-        self._pending: collections.deque[Event] = collections.deque()
-
-    def __aiter__(self) -> _HandleIterator:
-        return self
-
-    async def __anext__(self) -> Event:
-        pending = self._pending
-        if pending:
-            # Cancellation is seen at every event; an event taken but not yet
-            # handed out stays here, so a cancelled step loses nothing.
-            await checkpoint_if_cancelled()
-            return pending.popleft()
-        try:
-            # Every event available in one checkpoint, at most _BATCH so that a
-            # fast stream still yields to the scheduler every _BATCH events.
-            # (_receive is receive_batch without the check of max_items.)
-            batch = await self._subscription._receive(_BATCH)
-        except trio.EndOfChannel:
-            batch = None
-        if batch is None:
-            # The end, awaited outside the except block: a cancellation while
-            # waiting does not carry EndOfChannel along as its context.
-            self._subscription.close()
-            finished = self._outcome.finished
-            if not finished.is_set():
-                await finished.wait()
-            # Else no schedule point: the end was seen after a cancellation check,
-            # and the engine sets `finished` before any subscriber can run.
-            error = self._outcome.iteration_error()
-            if error is not None:
-                raise error from None
-            raise StopAsyncIteration
-        pending.extend(batch)
-        return pending.popleft()
-
-    async def aclose(self) -> None:
-        """Stop iterating early and release the subscription."""
-        await self._subscription.aclose()
 
 
 class ExecutionControl(Protocol):

@@ -12,7 +12,7 @@ reschedule them.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Awaitable, Callable, Collection
 from types import TracebackType
 from typing import ClassVar, Final, final
 
@@ -34,7 +34,7 @@ from ._events import EVENT_CLASSES, Event, StreamEvent
 from ._retention import RetentionLog
 from ._util import NoPublicConstructor
 
-__all__ = ["STREAK", "EventSubscription", "Feed", "open_subscription"]
+__all__ = ["STREAK", "EventSubscription", "Feed", "end_with", "open_subscription"]
 
 _END: Final = "execution_end"
 _BUSY: Final = "another task is already waiting on this subscription"
@@ -201,6 +201,19 @@ def _check_after_seq(after_seq: int | None) -> int | None:
     return after_seq
 
 
+def end_with(
+    subscription: EventSubscription, ending: Callable[[EventSubscription], Awaitable[None]]
+) -> EventSubscription:
+    """Have ``async for`` over ``subscription`` await ``ending(subscription)`` at the end.
+
+    ``ending`` may raise (what it raises ends the loop instead); the handle's
+    iterator is a subscription that ends by waiting for its execution's outcome.
+    It is given the subscription rather than holding it, so the two form no cycle.
+    """
+    subscription._ending = ending
+    return subscription
+
+
 def open_subscription(
     feed: Feed, types: Collection[str] | None, after_seq: int | None, *, session: bool
 ) -> EventSubscription:
@@ -278,6 +291,7 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         "_after",
         "_closed",
         "_cursor",
+        "_ending",
         "_fast",
         "_feed",
         "_session",
@@ -307,6 +321,8 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         self._task: Task | None = None
         # Events ``async for`` handed out since it last yielded to the scheduler.
         self._streak = 0
+        # What ``async for`` awaits at the end, before it stops (see `end_with`).
+        self._ending: Callable[[EventSubscription], Awaitable[None]] | None = None
 
     def __repr__(self) -> str:
         kind = "session " if self._session else ""
@@ -579,7 +595,13 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
             self._streak = 0
             return (await self._receive(1))[0]
         except trio.EndOfChannel:
-            raise StopAsyncIteration from None
+            pass
+        # Awaited outside the except block: what it raises, or a cancellation
+        # while it waits, does not carry EndOfChannel along as its context.
+        ending = self._ending
+        if ending is not None:
+            await ending(self)
+        raise StopAsyncIteration
 
     @enable_ki_protection
     def close(self) -> None:
