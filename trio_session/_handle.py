@@ -30,7 +30,7 @@ from typing import (
 import trio
 
 from ._errors import ExecutionAborted, ExecutionCancelled, ExecutionTimeout
-from ._messages import Message, TextBlock, built_message, new_id
+from ._messages import Message, TextBlock, built_message, new_id, next_id
 from ._result import SendResult
 from ._subscription import end_with
 from ._util import NoPublicConstructor
@@ -424,5 +424,5 @@ def as_message(message: object, where: str) -> Message:
         return message
     if isinstance(message, str):
         # What Message("user", message) makes, without re-checking what is known valid.
-        return built_message("user", (TextBlock(message),), new_id())
+        return built_message("user", (TextBlock(message),), next_id())
     raise TypeError(f"{where}() takes a Message or a str, got {type(message).__name__}")

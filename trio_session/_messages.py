@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 from collections.abc import Iterable, Iterator, Mapping
-from typing import Any, ClassVar, Literal, TypeAlias, get_args
+from typing import Any, ClassVar, Final, Literal, TypeAlias, get_args
 
 import attrs
 
@@ -280,6 +280,8 @@ def new_id() -> str:
 
 
 _new_id = new_id
+next_id: Final = _IDS.next
+"""`new_id` without its own frame: the engine's, for an id per message and call."""
 
 
 def _check_role(_inst: object, _attr: object, value: object) -> None:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Final
+
 import attrs
 
-__all__ = ["Usage", "built_usage"]
+__all__ = ["NO_USAGE", "Usage", "built_usage"]
 
 
 def _non_negative_int(_inst: object, attr: attrs.Attribute[int], value: object) -> None:
@@ -118,3 +120,7 @@ def built_usage(
     _set_cache_write(usage, cache_write_tokens)
     _set_unreported(usage, unreported_ticks)
     return usage
+
+
+NO_USAGE: Final = built_usage(0, 0, 0, 0, 0, 0, 0)
+"""``Usage()``, built once: frozen, so one serves every execution and tick that starts at zero."""

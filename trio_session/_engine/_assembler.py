@@ -37,6 +37,7 @@ from .._messages import (
     built_message,
     built_tool_use,
     new_id,
+    next_id,
 )
 from .._usage import Usage, built_usage
 from ..models._base import (
@@ -161,7 +162,7 @@ class Assembler:
         self._usage_reported = False
         self._stop_reason: str | None = None
         # Fixed now, so a client streaming the message knows the id it will be committed as.
-        self._message_id = new_id()
+        self._message_id = next_id()
         emit(MessageStart, model=model_name, message_id=self._message_id)
 
     def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:

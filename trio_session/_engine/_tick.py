@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from .._messages import Message, ToolResultBlock, ToolUseBlock
-from .._usage import Usage
+from .._usage import NO_USAGE
 
 __all__ = ["Tick"]
 
 
-_NO_USAGE = Usage()  # frozen: one serves every tick until its model call ends
 
 
 class Tick:
@@ -40,7 +39,7 @@ class Tick:
         self.message = message
         self.calls = calls
         self.results: list[ToolResultBlock | None] = [] if results is None else results
-        self.usage = _NO_USAGE
+        self.usage = NO_USAGE
         self.stop_reason = "end_turn"
         self.started: set[int] = set()
         self.rejected: dict[str, str] = {}

@@ -7,9 +7,9 @@ from typing import TYPE_CHECKING, Any
 
 from .._buffer import Publisher
 from .._events import EntryCommitted, MessageDelivered, MessageQueued
-from .._messages import Message, built_message, new_id
+from .._messages import Message, built_message, next_id
 from .._result import SendResult
-from .._usage import Usage
+from .._usage import NO_USAGE
 from ._tick import Tick
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class Transcript:
         self.pending: list[Message] = []
         self.accepting = True
         self.new_messages: list[Message] = []
-        self.usage = Usage()
+        self.usage = NO_USAGE
         self.last_message: Message | None = None
         self.current: Tick | None = None
 
@@ -82,7 +82,7 @@ class Transcript:
         if state.calls:
             blocks = tuple(r for r in state.results if r is not None)
             # Tool results the engine built, in a tool message: nothing to check again.
-            self.commit(built_message("tool", blocks, new_id()))
+            self.commit(built_message("tool", blocks, next_id()))
         state.committed = True
         # The tick that waited for confirmation (if it was this one) is done waiting.
         self.host.clear_pending()

@@ -10,7 +10,7 @@ import attrs
 import trio
 
 from .._errors import ModelError
-from .._messages import new_id
+from .._messages import next_id
 from .._usage import Usage
 from ._base import (
     ModelChunk,
@@ -41,7 +41,7 @@ def _tool_calls(value: Iterable[Any]) -> tuple[tuple[str, dict[str, Any], str], 
                 f"Reply.tool_calls[{i}] must be (name, input) or (name, input, id), got {call!r}"
             )
         name, arguments = call[0], call[1]
-        call_id = call[2] if len(call) == 3 else f"call_{new_id()}"
+        call_id = call[2] if len(call) == 3 else f"call_{next_id()}"
         # type() first: a dict (the usual input) skips the Mapping ABC's isinstance.
         if not isinstance(name, str) or (
             type(arguments) is not dict and not isinstance(arguments, Mapping)
