@@ -422,10 +422,10 @@ class Publisher:
         )
         counter.last = seq
         # _append, inlined: this runs for every event.
-        index = feed.append(event)
+        feed.append(event)
         listeners = self._listeners
         if listeners.registrations:
-            listeners.dispatch(index, event)
+            listeners.dispatch(feed.log.end - 1, event)
         elif feed.closed:
             listeners.drop()
         return event
@@ -462,10 +462,10 @@ class Publisher:
 
     def _append(self, event: StreamEvent) -> None:
         feed = self._feed
-        index = feed.append(event)
+        feed.append(event)
         listeners = self._listeners
         if listeners.registrations:
-            listeners.dispatch(index, event)
+            listeners.dispatch(feed.log.end - 1, event)
         elif feed.closed:
             listeners.drop()
 

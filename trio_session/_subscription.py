@@ -83,14 +83,12 @@ class Feed:
         return f"<Feed events={len(self.log)} {state}>"
 
     @enable_ki_protection
-    def append(self, event: StreamEvent) -> int:
-        """Append an event, wake who waits for it; return its absolute index."""
+    def append(self, event: StreamEvent) -> None:
+        """Append an event and wake who waits for it (its index is ``log.end - 1``)."""
         # The engine's hot path: the common case (no filtered subscriber
         # parked, no bound) is one append and the wake-ups.
         log = self.log
-        events = log.events
-        events.append(event)
-        index = log.base + len(events) - 1
+        log.events.append(event)
         parked = self.parked_all
         if parked:
             # reschedule() only queues the tasks: none can touch this set
@@ -101,6 +99,7 @@ class Feed:
         if self.parked_filtered:
             waiting = self.parked_typed.get(event.type)
             if waiting:
+                index = log.end - 1
                 for sub in tuple(waiting):
                     sub._wake(index)
         if event.type == _END and not event.spawn_path:
@@ -110,7 +109,6 @@ class Feed:
             self._wake_filtered_at_close()
         if log.limit is not None:
             log.trim()
-        return index
 
     def _wake_filtered_at_close(self) -> None:
         # Filtered buffer subscriptions that do not want execution_end must
