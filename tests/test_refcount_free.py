@@ -18,6 +18,7 @@ from trio_session import (
     EventBuffer,
     Reply,
     ScriptedModel,
+    SessionClosed,
     UnknownToolUse,
     open_session,
     tool,
@@ -86,3 +87,36 @@ async def test_a_finished_handle_still_works_without_its_engine(no_gc: None) -> 
             handle.queue_message(42)  # type: ignore[arg-type]
         handle.queue_message("after the end")
         assert [m.text for m in session.queued_messages] == ["after the end"]
+
+
+async def test_a_closed_session_nobody_holds_is_freed_by_refcounting_with_its_history(
+    no_gc: None,
+) -> None:
+    model = ScriptedModel([Reply(tool_calls=[("add", {"a": 1, "b": 2})]), "three"] * 3)
+    async with open_session(Agent(model, tools=[add])) as session:
+        for _ in range(3):
+            handle = await session.send("1 + 2?")
+            async for _ in handle:
+                pass
+        assert session.current_execution is handle
+        first = session.timeline[0]
+        session_ref = weakref.ref(session)
+        handle_ref = weakref.ref(handle)
+        message_ref = weakref.ref(first)
+    # The session, its last handle and its history go with the last reference (no
+    # cycle keeps them for the collector, whose full passes a long history slows);
+    # the model's recorded requests refer to the history too.
+    del session, handle, first, model
+    assert session_ref() is None
+    assert handle_ref() is None
+    assert message_ref() is None
+
+
+async def test_a_finished_handle_of_a_freed_session_says_so() -> None:
+    async with open_session(Agent(ScriptedModel(["hi"]))) as session:
+        handle = await session.send("hello")
+        await handle.result
+    del session
+    gc.collect()
+    with pytest.raises(SessionClosed, match="is gone"):
+        handle.queue_message("later")

@@ -8,6 +8,7 @@ import logging
 import os
 import time
 import uuid
+import weakref
 from collections.abc import (
     AsyncIterator,
     Awaitable,
@@ -70,11 +71,27 @@ _P = ParamSpec("_P")
 _T = TypeVar("_T")
 
 
+def _alive(ref: weakref.ref[Session], session_id: str) -> Session:
+    session = ref()
+    if session is None:
+        raise RuntimeError(f"session {session_id!r} is gone: nothing holds it any more")
+    return session
+
+
 def _bound_procedure(
     method: Callable[Concatenate[Session, _P], Awaitable[_T]], session: Session, name: str
 ) -> Procedure[_P, _T]:
-    # Typed through the unbound method so that mypy keeps each procedure's signature.
-    bound: Callable[_P, Awaitable[_T]] = getattr(session, method.__name__)
+    # The session is referred to weakly (it holds its procedures): no reference cycle, so
+    # a session nobody holds is freed at once. Typed through the unbound method, so that
+    # mypy keeps each procedure's signature.
+    ref = weakref.ref(session)
+    session_id = session.id
+
+    def bound(*args: _P.args, **kwargs: _P.kwargs) -> Awaitable[_T]:
+        return method(_alive(ref, session_id), *args, **kwargs)
+
+    bound.__name__ = bound.__qualname__ = name
+    bound.__doc__ = method.__doc__
     return Procedure(bound, name=name)
 
 
@@ -114,15 +131,16 @@ class _Conversation:
         *,
         session_id: str,
         nursery: trio.Nursery,
-        finished: Callable[[Execution], None],
         store: SessionStore | None,
         snapshot: SessionSnapshot | None,
         max_buffered_events: int | None,
     ) -> None:
-        self.session = session
+        # Weak, as the session's procedures refer to it (see _bound_procedure): a
+        # closed session nobody holds is freed by refcounting, with its history,
+        # not by the cyclic collector, whose full passes a long history makes slow.
+        self._session = weakref.ref(session)
         # Where async on_message hooks of an idle session run.
         self.nursery = nursery
-        self.finished = finished
         self.id = session_id
         self.store = store
         self.max_buffered_events = max_buffered_events
@@ -154,7 +172,11 @@ class _Conversation:
         # The high-water mark of seq the store holds: every number handed out
         # stays at or below it (a crash may leave a gap, never a reuse).
         self.reserved = self.seq.last
+        # The running execution. Once it finished, only its handle is kept (in
+        # `last`): a finished execution refers to this conversation, which would
+        # otherwise make the two a reference cycle that outlives the session.
         self.current: Execution | None = None
+        self.last: SessionExecutionHandle | None = None
         # Async on_message hooks not yet awaited, by message id.
         self.hooks: dict[str, Awaitable[Any]] = {}
         # One save at a time, each writing the state as it is when it starts: a
@@ -163,6 +185,10 @@ class _Conversation:
         self.saving = trio.Lock()
         # A reservation save started by reserve_seq_soon() is in flight.
         self.reserving = False
+
+    @property
+    def session(self) -> Session:
+        return _alive(self._session, self.id)
 
     @property
     def owner(self) -> Session:
@@ -328,7 +354,10 @@ class _Conversation:
         ) from error
 
     def execution_finished(self, execution: Execution) -> None:
-        self.finished(execution)
+        if self.current is execution:
+            self.current = None
+            self.last = execution.handle
+        self.session._execution_finished(execution)
 
 
 def _discard(awaitable: Awaitable[Any] | None) -> None:
@@ -424,7 +453,6 @@ class Session:
             self,
             session_id=session_id,
             nursery=nursery,
-            finished=self._execution_finished,
             store=store,
             snapshot=snapshot,
             max_buffered_events=max_buffered_events,
@@ -479,7 +507,7 @@ class Session:
     def current_execution(self) -> SessionExecutionHandle | None:
         """The running execution's handle, else the last one's, else None."""
         current = self._core.current
-        return current.handle if current is not None else None
+        return current.handle if current is not None else self._core.last
 
     @property
     def pending_confirmations(self) -> tuple[PendingConfirmation, ...]:

@@ -12,6 +12,7 @@ the session module.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, final
 
@@ -19,7 +20,7 @@ import trio
 
 from .._agent import Agent
 from .._buffer import EventBuffer, SeqCounter, publisher_of
-from .._errors import ModelError, StoreError
+from .._errors import ModelError, SessionClosed, StoreError
 from .._events import (
     CustomEvent,
     ExecutionEnd,
@@ -499,13 +500,17 @@ class _Ended:
     __slots__ = ("_confirmations", "_host", "current_tick")
 
     def __init__(self, host: ExecutionHost, confirmations: Confirmations, tick: int) -> None:
-        self._host = host
+        # Weak: the host keeps the last handle, which holds this (no reference cycle).
+        self._host = weakref.ref(host)
         self._confirmations = confirmations
         self.current_tick = tick
 
     def queue_message(self, message: Message) -> None:
-        self._host.notify_message(message)
-        self._host.enqueue([message])
+        host = self._host()
+        if host is None:
+            raise SessionClosed("the session of this finished execution is gone")
+        host.notify_message(message)
+        host.enqueue([message])
 
     def submit_tool_result(
         self,
