@@ -18,7 +18,7 @@ import attrs
 import trio
 from trio.lowlevel import enable_ki_protection
 
-from ._events import BUILDERS, EVENT_CLASSES, StreamEvent
+from ._events import BUILDERS, EVENT_CLASSES, ExecutionEnd, StreamEvent
 from ._listeners import Listener, Listeners, split_listener_args
 from ._subscription import EventSubscription, Feed, open_subscription
 
@@ -421,8 +421,13 @@ class Publisher:
             seq, buffer.session_id, buffer.execution_id, buffer.tick, time.time(), **fields
         )
         counter.last = seq
-        # _append, inlined: this runs for every event.
-        feed.append(event)
+        # _append, inlined, and Feed.append's common case too (this runs for every
+        # event): nobody parked, no retention bound, not the end, the event just
+        # joins the log. Anything else takes Feed.append's full path.
+        if cls is ExecutionEnd or feed.parked_all or feed.parked_filtered or feed.log.limit:
+            feed.append(event)
+        else:
+            feed.log.events.append(event)
         listeners = self._listeners
         if listeners.registrations:
             listeners.dispatch(feed.log.end - 1, event)

@@ -84,9 +84,11 @@ class Feed:
 
     @enable_ki_protection
     def append(self, event: StreamEvent) -> None:
-        """Append an event and wake who waits for it (its index is ``log.end - 1``)."""
-        # The engine's hot path: the common case (no filtered subscriber
-        # parked, no bound) is one append and the wake-ups.
+        """Append an event and wake who waits for it (its index is ``log.end - 1``).
+
+        `Publisher.emit` does the common case itself (nobody parked, no bound, not
+        ``execution_end``: only the list append); every other case comes here.
+        """
         log = self.log
         log.events.append(event)
         parked = self.parked_all
