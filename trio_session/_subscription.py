@@ -289,13 +289,13 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
 
     __slots__ = (
         "_after",
+        "_budget",
         "_closed",
         "_cursor",
         "_ending",
         "_fast",
         "_feed",
         "_session",
-        "_streak",
         "_task",
         "_types",
     )
@@ -319,8 +319,8 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         self._fast = types is None and after is None
         self._closed = False
         self._task: Task | None = None
-        # Events ``async for`` handed out since it last yielded to the scheduler.
-        self._streak = 0
+        # Events ``async for`` may still hand out before it yields to the scheduler.
+        self._budget = STREAK
         # What ``async for`` awaits at the end, before it stops (see `end_with`).
         self._ending: Callable[[EventSubscription], Awaitable[None]] | None = None
 
@@ -577,22 +577,23 @@ class EventSubscription(trio.abc.ReceiveChannel[Event], metaclass=NoPublicConstr
         channel's is.
         """
         try:
-            if self._streak < STREAK:
+            if self._budget:
                 await checkpoint_if_cancelled()
                 if self._fast:
                     # Unfiltered and keeping up: the next event, if there, by index.
                     log = self._feed.log
+                    events = log.events
                     cursor = self._cursor
                     index = cursor - log.base
-                    if cursor >= log.start and index < len(log.events):
+                    if index < len(events) and cursor >= log.start:
                         self._cursor = cursor + 1
-                        self._streak += 1
-                        return log.events[index]  # type: ignore[return-value]
+                        self._budget -= 1
+                        return events[index]  # type: ignore[return-value]
                 batch = self._take_many(1)
                 if batch:
-                    self._streak += 1
+                    self._budget -= 1
                     return batch[0]
-            self._streak = 0
+            self._budget = STREAK
             return (await self._receive(1))[0]
         except trio.EndOfChannel:
             pass
