@@ -8,9 +8,6 @@ fields: ``buf.emit("custom", name="progress", data=0.5)``.
 
 from __future__ import annotations
 
-import collections
-import itertools
-import operator
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Final, Literal, TypeAlias
@@ -411,23 +408,12 @@ def _builder(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
     keyword-only fields, defaults and factories, and the same TypeError for a
     missing or unknown field.
     """
-    fields = attrs.fields(cls)
-    namespace: dict[str, Any] = {
-        "_new": object.__new__,
-        "_cls": cls,
-        "_NOTHING": attrs.NOTHING,
-        # Every slot is set by one C-level loop (map over the slots' own setters,
-        # drained by a zero-length deque) rather than one bytecode call each.
-        "_setters": tuple(slot_setter(cls, field.name) for field in fields),
-        "_drain": collections.deque,
-        "_map": map,
-        "_call": operator.call,
-        "_repeat": itertools.repeat,
-    }
+    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_NOTHING": attrs.NOTHING}
     params: list[str] = []
-    body: list[str] = []
-    for field in fields:
+    body: list[str] = ["    self = _new(_cls)"]
+    for field in attrs.fields(cls):
         name = field.name
+        namespace[f"_set_{name}"] = slot_setter(cls, name)
         if name not in _STAMPS:
             default = field.default
             if default is attrs.NOTHING:
@@ -440,9 +426,7 @@ def _builder(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
             else:
                 namespace[f"_default_{name}"] = default
                 params.append(f"{name}=_default_{name}")
-    values = ", ".join(field.name for field in fields)
-    body.append("    self = _new(_cls)")
-    body.append(f"    _drain(_map(_call, _setters, _repeat(self), ({values},)), 0)")
+        body.append(f"    _set_{name}(self, {name})")
     body.append("    return self")
     own = f", *, {', '.join(params)}" if params else ""
     source = f"def __init__(seq, session_id, execution_id, tick, timestamp{own}):\n"
