@@ -74,7 +74,8 @@ _T = TypeVar("_T")
 def _alive(ref: weakref.ref[Session], session_id: str) -> Session:
     session = ref()
     if session is None:
-        raise RuntimeError(f"session {session_id!r} is gone: nothing holds it any more")
+        # As a finished handle's control says it (_Ended): a session nobody holds is closed.
+        raise SessionClosed(f"session {session_id!r} is gone: nothing holds it any more")
     return session
 
 
