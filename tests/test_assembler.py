@@ -5,10 +5,12 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given, strategies as st
 
 from trio_session import ModelError, ReasoningBlock, TextBlock, ToolUseBlock, Usage
+from trio_session._buffer import EventBuffer, publisher_of
 from trio_session._engine import Assembler
 from trio_session.models import (
     ErrorChunk,
@@ -24,17 +26,31 @@ from trio_session.models._base import INVALID_JSON_KEY
 
 
 class Recorder:
-    """An ``emit`` that keeps (type, fields) instead of publishing."""
+    """A publisher into an `EventBuffer` whose events read back as (type, own fields)."""
 
     def __init__(self) -> None:
-        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.buffer = EventBuffer()
+        self.publisher = publisher_of(self.buffer)
 
-    def __call__(self, cls: type[Any], **fields: Any) -> Any:
-        self.events.append((cls.type, fields))
-        return None
+    @property
+    def events(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (
+                event.type,
+                {
+                    f.name: getattr(event, f.name)
+                    for f in attrs.fields(type(event))
+                    if f.name not in _STAMPS
+                },
+            )
+            for event in self.buffer.history
+        ]
 
     def types(self) -> list[str]:
         return [t for t, _ in self.events]
+
+
+_STAMPS = {"seq", "session_id", "execution_id", "tick", "timestamp", "spawn_path"}
 
 
 _text = st.text(alphabet="abc ", min_size=0, max_size=4)
@@ -68,7 +84,7 @@ def _streams(draw: st.DrawFn) -> list[Any]:
 @given(_streams())
 def test_events_follow_the_spec_order_and_rebuild_the_message(chunks: list[Any]) -> None:
     emit = Recorder()
-    assembler = Assembler(emit, "model-x")
+    assembler = Assembler(emit.publisher, "model-x")
     for chunk in chunks:
         assembler.feed(chunk)
     assembled = assembler.finish()
@@ -131,7 +147,7 @@ def test_events_follow_the_spec_order_and_rebuild_the_message(chunks: list[Any])
 
 def test_an_error_chunk_raises_and_fail_publishes_it() -> None:
     emit = Recorder()
-    assembler = Assembler(emit, None)
+    assembler = Assembler(emit.publisher, None)
     assembler.feed(TextChunk("par"))
     with pytest.raises(ModelError) as info:
         assembler.feed(ErrorChunk("overloaded", code="overloaded", retryable=True))
@@ -141,13 +157,13 @@ def test_an_error_chunk_raises_and_fail_publishes_it() -> None:
 
 
 def test_a_non_chunk_is_refused_with_the_model_name() -> None:
-    assembler = Assembler(Recorder(), "m1")
+    assembler = Assembler(Recorder().publisher, "m1")
     with pytest.raises(TypeError, match=r"model 'm1' streamed a non-chunk: 42"):
         assembler.feed(42)
 
 
 def _usage_of(*chunks: Any) -> Any:
-    assembler = Assembler(Recorder(), None)
+    assembler = Assembler(Recorder().publisher, None)
     for chunk in chunks:
         assembler.feed(chunk)
     return assembler.finish().usage
@@ -178,7 +194,7 @@ def test_a_models_invalid_usage_counts_are_still_refused(
 
 def test_a_call_input_that_is_not_an_object_is_kept_as_text() -> None:
     emit = Recorder()
-    assembler = Assembler(emit, None)
+    assembler = Assembler(emit.publisher, None)
     assembler.feed(ToolCallChunk("c1", "f", [1, 2]))  # type: ignore[arg-type]
     assembler.feed(ToolCallChunk("c2", "f", {1: "x"}))  # type: ignore[dict-item]
     assembler.feed(ToolCallChunk("c3", "f", MappingProxyType({"a": 1})))

@@ -10,7 +10,6 @@ chains its executions' buffers with a `SessionChain`.
 from __future__ import annotations
 
 import time
-import weakref
 from collections.abc import Callable, Collection
 from typing import Any, Final, TypeVar, final
 
@@ -18,9 +17,10 @@ import attrs
 import trio
 from trio.lowlevel import enable_ki_protection
 
-from ._events import BUILDERS, EVENT_CLASSES, ExecutionEnd, StreamEvent
+from ._events import EVENT_CLASSES, ExecutionEnd, StreamEvent
 from ._listeners import Listener, Listeners, split_listener_args
 from ._subscription import EventSubscription, Feed, open_subscription
+from ._util import slot_setter
 
 __all__ = [
     "EventBuffer",
@@ -29,6 +29,7 @@ __all__ = [
     "Publisher",
     "SeqCounter",
     "SessionChain",
+    "emitter",
     "publisher_of",
 ]
 
@@ -37,7 +38,6 @@ E = TypeVar("E", bound=StreamEvent)
 _RESERVED: Final = frozenset({"execution_start", "execution_end"})
 _STAMPED: Final = ("seq", "session_id", "execution_id", "tick", "timestamp")
 _CLOSED: Final = "the execution has ended; no event can follow"
-_FREED: Final = "the EventBuffer of this Publisher was freed"
 
 
 class SeqCounter:
@@ -96,8 +96,8 @@ class EventBuffer:
             `emit` (the engine sets this for real executions).
 
     Attributes:
-        session_id: See above; a plain attribute.
-        execution_id: See above; a plain attribute.
+        session_id: See above; settable.
+        execution_id: See above; settable.
         tick: The tick stamped on new events; the engine keeps it current.
 
     Example:
@@ -120,9 +120,6 @@ class EventBuffer:
         "_listeners",
         "_publisher",
         "_reserved",
-        "execution_id",
-        "session_id",
-        "tick",
     )
 
     def __init__(
@@ -146,15 +143,45 @@ class EventBuffer:
                 )
         if seq is not None and not isinstance(seq, SeqCounter):
             raise TypeError(f"seq must be a SeqCounter, got {type(seq).__name__}")
-        self.session_id: str = session_id
-        self.execution_id: str = execution_id
-        self.tick: int = 0
         self._reserved = bool(reserved)
         self._feed = Feed(max_buffered_events)
         self._listeners = Listeners()
         self._publisher = Publisher(
-            self, self._feed, self._listeners, seq if seq is not None else SeqCounter()
+            session_id,
+            execution_id,
+            self._feed,
+            self._listeners,
+            seq if seq is not None else SeqCounter(),
         )
+
+    # -- the stamps (the publisher holds them: its hot path reads them) -----
+
+    @property
+    def session_id(self) -> str:
+        """Stamped on every event published."""
+        return self._publisher.session_id
+
+    @session_id.setter
+    def session_id(self, value: str) -> None:
+        self._publisher.session_id = value
+
+    @property
+    def execution_id(self) -> str:
+        """Stamped on every event published."""
+        return self._publisher.execution_id
+
+    @execution_id.setter
+    def execution_id(self, value: str) -> None:
+        self._publisher.execution_id = value
+
+    @property
+    def tick(self) -> int:
+        """The tick stamped on new events; the engine keeps it current."""
+        return self._publisher.tick
+
+    @tick.setter
+    def tick(self, value: int) -> None:
+        self._publisher.tick = value
 
     def __repr__(self) -> str:
         state = "closed" if self._feed.closed else "open"
@@ -369,21 +396,29 @@ class Publisher:
     """How the engine publishes into an `EventBuffer` (the hot path).
 
     Get a buffer's with `publisher_of`. Events are stamped with the buffer's
-    ``session_id``, ``execution_id`` and ``tick`` and the session's next
+    ``session_id``, ``execution_id`` and ``tick`` (the publisher holds them;
+    the buffer's attributes are views of these) and the session's next
     ``seq``; the engine-only types (``execution_start`` / ``execution_end``)
     are allowed here.
 
-    It refers to its buffer weakly (the buffer holds it): a buffer nobody
+    It does not refer to its buffer (the buffer holds it): a buffer nobody
     holds is freed by refcounting, with its events, not by the cyclic
-    collector. Keep the buffer while publishing through it.
+    collector.
+
+    Attributes:
+        session_id: Stamped on every event.
+        execution_id: Stamped on every event.
+        tick: Stamped on every event; the engine keeps it current.
     """
 
-    __slots__ = ("_buffer", "_feed", "_listeners", "_seq")
+    __slots__ = ("_feed", "_listeners", "_seq", "execution_id", "session_id", "tick")
 
     def __init__(
-        self, buffer: EventBuffer, feed: Feed, listeners: Listeners, seq: SeqCounter
+        self, session_id: str, execution_id: str, feed: Feed, listeners: Listeners, seq: SeqCounter
     ) -> None:
-        self._buffer = weakref.ref(buffer)
+        self.session_id = session_id
+        self.execution_id = execution_id
+        self.tick = 0
         self._feed = feed
         self._listeners = listeners
         self._seq = seq
@@ -402,38 +437,14 @@ class Publisher:
     def emit(self, cls: type[E], /, **fields: Any) -> E:
         """Build, stamp and publish an event of ``cls``; return it.
 
+        The engine's hot paths call ``emitter(cls)(publisher, **fields)``, the
+        same without the dict of ``fields``.
+
         Raises:
             trio.ClosedResourceError: The buffer already published ``execution_end``.
+            TypeError: A missing or unknown field (nothing was published).
         """
-        feed = self._feed
-        if feed.closed:
-            raise trio.ClosedResourceError(_CLOSED)
-        buffer = self._buffer()
-        if buffer is None:
-            raise RuntimeError(_FREED)
-        counter = self._seq
-        # Take the number only once the event is built: a bad field must not
-        # leave a gap in the session's seq.
-        seq = counter.last + 1
-        # The stamps go positionally to a constructor that sets the slots
-        # directly (BUILDERS has one for each event class).
-        event: E = BUILDERS[cls](
-            seq, buffer.session_id, buffer.execution_id, buffer.tick, time.time(), **fields
-        )
-        counter.last = seq
-        # _append, inlined, and Feed.append's common case too (this runs for every
-        # event): nobody parked, no retention bound, not the end, the event just
-        # joins the log. Anything else takes Feed.append's full path.
-        if cls is ExecutionEnd or feed.parked_all or feed.parked_filtered or feed.log.limit:
-            feed.append(event)
-        else:
-            feed.log.events.append(event)
-        listeners = self._listeners
-        if listeners.registrations:
-            listeners.dispatch(feed.log.end - 1, event)
-        elif feed.closed:
-            listeners.drop()
-        return event
+        return _EMITTERS[cls](self, **fields)  # type: ignore[no-any-return]
 
     @enable_ki_protection
     def forward(self, event: StreamEvent) -> None:
@@ -449,17 +460,14 @@ class Publisher:
     @enable_ki_protection
     def restamp(self, event: StreamEvent) -> StreamEvent:
         """Publish a copy of ``event`` with this buffer's stamps (not its timestamp)."""
-        buffer = self._buffer()
-        if buffer is None:
-            raise RuntimeError(_FREED)
         counter = self._seq
         seq = counter.last + 1
         copy = attrs.evolve(
             event,
             seq=seq,
-            session_id=buffer.session_id,
-            execution_id=buffer.execution_id,
-            tick=buffer.tick,
+            session_id=self.session_id,
+            execution_id=self.execution_id,
+            tick=self.tick,
         )
         counter.last = seq
         self._append(copy)
@@ -473,6 +481,106 @@ class Publisher:
             listeners.dispatch(feed.log.end - 1, event)
         elif feed.closed:
             listeners.drop()
+
+
+def _emitter(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
+    """The function that builds, stamps and publishes one ``cls`` event (see `emitter`).
+
+    ``emit(publisher, **fields)``, generated from the class's fields: it takes
+    ``cls``'s own fields by keyword, with the attrs ``__init__``'s defaults,
+    factories and TypeError for a missing or unknown field, then sets the
+    slots directly (events have no validators or converters to run) and
+    appends the event as `Publisher._append` would. The seq is taken only once
+    the event is built: a bad field leaves no gap in the session's seq.
+    """
+    namespace: dict[str, Any] = {
+        "_new": object.__new__,
+        "_cls": cls,
+        "_NOTHING": attrs.NOTHING,
+        "_time": time,
+        "_Closed": trio.ClosedResourceError,
+        "_CLOSED": _CLOSED,
+    }
+    params: list[str] = []
+    sets: list[str] = []
+    for field in attrs.fields(cls):
+        name = field.name
+        namespace[f"_set_{name}"] = slot_setter(cls, name)
+        if name in _STAMPED:
+            value = {"seq": "seq", "timestamp": "_time.time()"}.get(name, f"publisher.{name}")
+            sets.append(f"    _set_{name}(self, {value})")
+            continue
+        default = field.default
+        if default is attrs.NOTHING:
+            params.append(name)
+        elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
+            assert not default.takes_self
+            namespace[f"_factory_{name}"] = default.factory
+            params.append(f"{name}=_NOTHING")
+            sets.append(f"    if {name} is _NOTHING: {name} = _factory_{name}()")
+        else:
+            namespace[f"_default_{name}"] = default
+            params.append(f"{name}=_default_{name}")
+        sets.append(f"    _set_{name}(self, {name})")
+    own = f", *, {', '.join(params)}" if params else ""
+    if cls is ExecutionEnd:
+        # The end closes the feed and wakes everyone: Feed.append's full path.
+        append = [
+            "    feed.append(self)",
+            "    listeners = publisher._listeners",
+            "    if listeners.registrations:",
+            "        listeners.dispatch(feed.log.end - 1, self)",
+            "    elif feed.closed:",
+            "        listeners.drop()",
+        ]
+    else:
+        # Feed.append's common case inlined: nobody parked, no retention bound,
+        # the event just joins the log.
+        append = [
+            "    if feed.parked_all or feed.parked_filtered or feed.log.limit:",
+            "        feed.append(self)",
+            "    else:",
+            "        feed.log.events.append(self)",
+            "    listeners = publisher._listeners",
+            "    if listeners.registrations:",
+            "        listeners.dispatch(feed.log.end - 1, self)",
+        ]
+    source = "\n".join(
+        [
+            f"def emit(publisher{own}):",
+            "    feed = publisher._feed",
+            "    if feed.closed:",
+            "        raise _Closed(_CLOSED)",
+            "    counter = publisher._seq",
+            "    seq = counter.last + 1",
+            "    self = _new(_cls)",
+            *sets,
+            "    counter.last = seq",
+            *append,
+            "    return self",
+        ]
+    )
+    # The source is made of the field names only.
+    exec(source, namespace)
+    emit: Callable[..., StreamEvent] = namespace["emit"]
+    # Its TypeErrors read like the class's own constructor's.
+    emit.__qualname__ = f"{cls.__name__}.__init__"
+    return enable_ki_protection(emit)
+
+
+_EMITTERS: Final[dict[type[StreamEvent], Callable[..., Any]]] = {
+    cls: _emitter(cls) for cls in EVENT_CLASSES.values()
+}
+
+
+def emitter(cls: type[E]) -> Callable[..., E]:
+    """The engine's publisher of ``cls`` events: ``emitter(cls)(publisher, **fields)``.
+
+    One call builds, stamps and publishes the event and returns it, as
+    ``publisher.emit(cls, **fields)`` does, without building a dict of the
+    fields: the engine's hot paths bind it once per module.
+    """
+    return _EMITTERS[cls]
 
 
 def publisher_of(buffer: EventBuffer) -> Publisher:

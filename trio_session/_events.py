@@ -9,15 +9,14 @@ fields: ``buf.emit("custom", name="progress", data=0.5)``.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
-from typing import Any, ClassVar, Final, Literal, TypeAlias
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal, TypeAlias
 
 import attrs
 
 from ._messages import ContentBlock, Message
 from ._result import SendResult
 from ._usage import Usage
-from ._util import slot_setter
 from .models._base import ModelRequest
 
 __all__ = [
@@ -395,50 +394,3 @@ EVENT_CLASSES: dict[str, type[StreamEvent]] = {
     cls.type: cls for cls in StreamEvent.__subclasses__()
 }
 """Every event class, by its ``type``."""
-
-
-_STAMPS: Final = ("seq", "session_id", "execution_id", "tick", "timestamp")
-
-
-def _builder(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
-    """A constructor of ``cls`` taking the stamps positionally and its own fields by keyword.
-
-    It sets the slots directly (the events have no validators or converters to
-    run) and keeps the attrs ``__init__``'s signature otherwise: the same
-    keyword-only fields, defaults and factories, and the same TypeError for a
-    missing or unknown field.
-    """
-    namespace: dict[str, Any] = {"_new": object.__new__, "_cls": cls, "_NOTHING": attrs.NOTHING}
-    params: list[str] = []
-    body: list[str] = ["    self = _new(_cls)"]
-    for field in attrs.fields(cls):
-        name = field.name
-        namespace[f"_set_{name}"] = slot_setter(cls, name)
-        if name not in _STAMPS:
-            default = field.default
-            if default is attrs.NOTHING:
-                params.append(name)
-            elif isinstance(default, attrs.Factory):  # type: ignore[arg-type]
-                assert not default.takes_self
-                namespace[f"_factory_{name}"] = default.factory
-                params.append(f"{name}=_NOTHING")
-                body.append(f"    if {name} is _NOTHING: {name} = _factory_{name}()")
-            else:
-                namespace[f"_default_{name}"] = default
-                params.append(f"{name}=_default_{name}")
-        body.append(f"    _set_{name}(self, {name})")
-    body.append("    return self")
-    own = f", *, {', '.join(params)}" if params else ""
-    source = f"def __init__(seq, session_id, execution_id, tick, timestamp{own}):\n"
-    # The source is made of the field names only.
-    exec(source + "\n".join(body), namespace)
-    build: Callable[..., StreamEvent] = namespace["__init__"]
-    # Its TypeErrors read like the class's own constructor's.
-    build.__qualname__ = f"{cls.__name__}.__init__"
-    return build
-
-
-BUILDERS: Final[dict[type[StreamEvent], Callable[..., Any]]] = {
-    cls: _builder(cls) for cls in EVENT_CLASSES.values()
-}
-"""The engine's constructor of each event class (see `_builder`): the publisher's hot path."""

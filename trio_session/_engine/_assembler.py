@@ -1,8 +1,8 @@
 """The model-stream assembler: model chunks in, events and the tick's assistant message out.
 
-Sans-I/O (as hypercorn's protocol classes): no trio inside. It is handed an
-``emit(cls, **fields)`` callable that publishes one event, and fed chunks one
-by one; `finish` gives the assembled message. SPEC §2's within-tick order of
+Sans-I/O (as hypercorn's protocol classes): no trio inside. It is handed the
+`Publisher` of the execution's buffer (publishing is synchronous), and fed
+chunks one by one; `finish` gives the assembled message. SPEC §2's within-tick order of
 the model events (``message_start`` < content / tool-call events <
 ``message_end`` < ``message``) is its contract.
 """
@@ -10,9 +10,10 @@ the model events (``message_start`` < content / tool-call events <
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any, TypeGuard, cast
 
+from .._buffer import Publisher, emitter
 from .._errors import ModelError
 from .._events import (
     ContentDelta,
@@ -23,7 +24,6 @@ from .._events import (
     MessageEvent,
     MessageStart,
     ReasoningDelta,
-    StreamEvent,
     ToolCall,
     ToolCallDelta,
     ToolCallStart,
@@ -53,10 +53,19 @@ from ..models._base import (
 )
 from ..models._sdk import parse_arguments
 
-__all__ = ["Assembled", "Assembler", "Emit"]
+__all__ = ["Assembled", "Assembler"]
 
-Emit = Callable[..., StreamEvent]
-"""``emit(cls, **fields)``: build, stamp and publish one event (a `Publisher.emit`)."""
+_message_start = emitter(MessageStart)
+_content_start = emitter(ContentStart)
+_content_delta = emitter(ContentDelta)
+_content_end = emitter(ContentEnd)
+_reasoning_delta = emitter(ReasoningDelta)
+_tool_call_start = emitter(ToolCallStart)
+_tool_call_delta = emitter(ToolCallDelta)
+_tool_call = emitter(ToolCall)
+_error = emitter(ErrorEvent)
+_message_end = emitter(MessageEnd)
+_message = emitter(MessageEvent)
 
 
 class Assembled:
@@ -111,16 +120,17 @@ class Assembler:
     """Turns one model stream into events and an assistant message.
 
     Args:
-        emit: Publishes one event: ``emit(cls, **fields)``.
+        publisher: Where its events go.
         model_name: The model's name, for ``message_start`` and error messages.
 
     Example:
-        >>> events = []
-        >>> assembler = Assembler(lambda cls, **f: events.append(cls.type), "m")
+        >>> from trio_session._buffer import EventBuffer, publisher_of
+        >>> buffer = EventBuffer()
+        >>> assembler = Assembler(publisher_of(buffer), "m")
         >>> assembler.feed(TextChunk("hi"))
         >>> assembler.finish().message.text
         'hi'
-        >>> events
+        >>> [event.type for event in buffer.history]
         ['message_start', 'content_start', 'content_delta', 'content_end', 'message_end', 'message']
     """
 
@@ -128,7 +138,6 @@ class Assembler:
         "_blocks",
         "_cache_read",
         "_cache_write",
-        "_emit",
         "_input_tokens",
         "_message_id",
         "_model_name",
@@ -137,6 +146,7 @@ class Assembler:
         "_open_kind",
         "_output_tokens",
         "_parts",
+        "_publisher",
         "_rejected",
         "_route",
         "_seen",
@@ -144,8 +154,8 @@ class Assembler:
         "_usage_reported",
     )
 
-    def __init__(self, emit: Emit, model_name: str | None) -> None:
-        self._emit = emit
+    def __init__(self, publisher: Publisher, model_name: str | None) -> None:
+        self._publisher = publisher
         self._model_name = model_name
         self._blocks: list[ContentBlock | None] = []
         self._open_kind: str | None = None
@@ -163,7 +173,7 @@ class Assembler:
         self._stop_reason: str | None = None
         # Fixed now, so a client streaming the message knows the id it will be committed as.
         self._message_id = next_id()
-        emit(MessageStart, model=model_name, message_id=self._message_id)
+        _message_start(publisher, model=model_name, message_id=self._message_id)
 
     def _close_block(self, signature: str | None = None, redacted: bool = False) -> None:
         kind = self._open_kind
@@ -173,7 +183,7 @@ class Assembler:
             self._blocks[index] = (
                 TextBlock(text) if kind == "text" else ReasoningBlock(text, signature, redacted)
             )
-            self._emit(ContentEnd, block_index=index)
+            _content_end(self._publisher, block_index=index)
             self._open_kind = None
 
     def _open_block(self, kind: str) -> None:
@@ -182,7 +192,7 @@ class Assembler:
         self._open_index = index = len(self._blocks)
         self._blocks.append(None)
         self._parts.clear()
-        self._emit(ContentStart, block_index=index, block_type=kind)
+        _content_start(self._publisher, block_index=index, block_type=kind)
 
     def feed(self, chunk: Any) -> None:
         """Take one chunk of the model's stream.
@@ -191,19 +201,19 @@ class Assembler:
             ModelError: The chunk is an `ErrorChunk`.
             TypeError: It is not a chunk at all.
         """
-        emit = self._emit
+        publisher = self._publisher
         kind = type(chunk)
         if kind is TextChunk:
             if self._open_kind != "text":
                 self._open_block("text")
             self._parts.append(chunk.text)
-            emit(ContentDelta, block_index=self._open_index, delta=chunk.text)
+            _content_delta(publisher, block_index=self._open_index, delta=chunk.text)
         elif kind is ReasoningChunk:
             if self._open_kind != "reasoning" or chunk.redacted:
                 self._open_block("reasoning")
             if chunk.text:
                 self._parts.append(chunk.text)
-                emit(ReasoningDelta, block_index=self._open_index, delta=chunk.text)
+                _reasoning_delta(publisher, block_index=self._open_index, delta=chunk.text)
             if chunk.signature is not None:
                 # A signature ends its block: the reasoning that follows is a new block.
                 self._close_block(chunk.signature, chunk.redacted)
@@ -214,7 +224,7 @@ class Assembler:
             pending = self._open_calls.get(call_id)
             if pending is not None:
                 pending.parts.append(chunk.arguments_delta)
-            emit(ToolCallDelta, tool_use_id=call_id, delta=chunk.arguments_delta)
+            _tool_call_delta(publisher, tool_use_id=call_id, delta=chunk.arguments_delta)
         elif kind is ToolCallChunk:
             call_id = self._route.get(chunk.tool_use_id)
             if call_id is None or call_id not in self._open_calls:
@@ -247,7 +257,7 @@ class Assembler:
         self._route[model_id] = call_id
         blocks = self._blocks
         self._open_calls[call_id] = _Call(len(blocks), name)
-        self._emit(ToolCallStart, tool_use_id=call_id, name=name, block_index=len(blocks))
+        _tool_call_start(self._publisher, tool_use_id=call_id, name=name, block_index=len(blocks))
         blocks.append(None)
         return call_id
 
@@ -269,11 +279,11 @@ class Assembler:
         else:
             block = ToolUseBlock(call_id, call.name, arguments)  # raises, naming the field
         self._blocks[call.index] = block
-        self._emit(ToolCall, tool_use_id=call_id, name=call.name, input=block.input)
+        _tool_call(self._publisher, tool_use_id=call_id, name=call.name, input=block.input)
 
     def fail(self, error: ModelError) -> None:
         """The provider reported ``error``: publish it (``error`` event)."""
-        self._emit(ErrorEvent, message=error.message, code=error.code, retryable=error.retryable)
+        _error(self._publisher, message=error.message, code=error.code, retryable=error.retryable)
 
     def finish(self) -> Assembled:
         """The stream ended: close the open block, publish the message's end and itself.
@@ -296,10 +306,10 @@ class Assembler:
         if stop_reason is None:
             stop_reason = "tool_use" if calls else "end_turn"
         usage = self._usage()
-        self._emit(MessageEnd, stop_reason=stop_reason, usage=usage)
+        _message_end(self._publisher, stop_reason=stop_reason, usage=usage)
         # Every block was built (and checked) by its constructor above.
         message = built_message("assistant", content, self._message_id)
-        self._emit(MessageEvent, message=message, stop_reason=stop_reason, usage=usage)
+        _message(self._publisher, message=message, stop_reason=stop_reason, usage=usage)
         # The assembler is done: its dict of rejected calls is the caller's now.
         return Assembled(message, calls, usage, stop_reason, self._rejected)
 

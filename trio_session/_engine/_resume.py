@@ -25,7 +25,7 @@ async def resume_tick(execution: Execution, state: Tick) -> None:
     """
     execution.current_tick += 1
     state.number = execution.current_tick
-    execution.buffer.tick = state.number
+    execution.publisher.tick = state.number
     execution.publisher.emit(TickStart)
     execution.transcript.current = state
     await run_tools(execution, state)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, Final
 import trio
 
 from .._agent import TickContext, TickResult
+from .._buffer import emitter
 from .._errors import ModelError
 from .._events import ModelRequestEvent, TickEnd, TickRetry, TickStart
 from .._messages import Message
@@ -27,6 +28,10 @@ if TYPE_CHECKING:
     from ._execution import Execution
 
 __all__ = ["CHECKPOINT_EVERY", "run_ticks"]
+
+_tick_start = emitter(TickStart)
+_tick_end = emitter(TickEnd)
+_model_request = emitter(ModelRequestEvent)
 
 CHECKPOINT_EVERY: Final = 64
 """The engine yields to the scheduler at least once per this many model chunks."""
@@ -95,8 +100,8 @@ async def run_ticks(execution: Execution) -> SendResult:
             await trio.lowlevel.checkpoint_if_cancelled()
         execution.current_tick += 1
         tick = execution.current_tick
-        execution.buffer.tick = tick
-        publisher.emit(TickStart)
+        publisher.tick = tick
+        _tick_start(publisher)
         state = Tick(tick)
         transcript.current = state
         if needs_context:
@@ -163,8 +168,8 @@ async def run_ticks(execution: Execution) -> SendResult:
             transcript.return_pending()
         if agent.on_tick_end is not None and result is not None:
             await call_hook(agent.on_tick_end, result)
-        publisher.emit(
-            TickEnd, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
+        _tick_end(
+            publisher, usage=state.usage, stop_reason=state.stop_reason, should_continue=go_on
         )
         if not go_on:
             break
@@ -235,7 +240,7 @@ async def _call_model(
         return policy is not None and policy.retries(error, attempt)
 
     while True:
-        publisher.emit(ModelRequestEvent, request=request)
+        _model_request(publisher, request=request)
         try:
             await _stream(execution, request, state, retried, pace)
             return
@@ -261,7 +266,7 @@ async def _stream(
     pace: _Pace,
 ) -> None:
     model = execution.agent.model
-    assembler = Assembler(execution.publisher.emit, getattr(model, "name", None))
+    assembler = Assembler(execution.publisher, getattr(model, "name", None))
     with execution.trace.chat(model) as span:
         stream = model.stream(request)
         exhausted = False

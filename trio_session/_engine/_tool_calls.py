@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 import trio
 
+from .._buffer import emitter
 from .._errors import InvalidToolArguments
 from .._events import ToolResultEvent, ToolResultStart
 from .._messages import TextBlock, ToolResultBlock, ToolUseBlock, built_tool_result
@@ -21,6 +22,9 @@ if TYPE_CHECKING:
     from ._execution import Execution
 
 __all__ = ["answer", "error_result", "run_tools", "unfinished"]
+
+_tool_result_start = emitter(ToolResultStart)
+_tool_result_event = emitter(ToolResultEvent)
 
 logger: Final = logging.getLogger("trio_session")
 
@@ -54,7 +58,7 @@ async def _run_tool(
 async def _handle_call(execution: Execution, state: Tick, index: int) -> None:
     call = state.calls[index]
     state.started.add(index)
-    execution.publisher.emit(ToolResultStart, tool_use_id=call.tool_use_id, name=call.name)
+    _tool_result_start(execution.publisher, tool_use_id=call.tool_use_id, name=call.name)
     rejected = state.rejected.get(call.tool_use_id)
     with execution.trace.tool(call.name, call.tool_use_id) as span:
         if rejected is not None:
@@ -70,8 +74,8 @@ async def _handle_call(execution: Execution, state: Tick, index: int) -> None:
 def answer(execution: Execution, state: Tick, index: int, result: ToolResultBlock) -> None:
     """Record the result of call ``index`` and publish it."""
     state.results[index] = result
-    execution.publisher.emit(
-        ToolResultEvent,
+    _tool_result_event(
+        execution.publisher,
         tool_use_id=result.tool_use_id,
         name=result.name,
         content=result.content,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from .._buffer import Publisher
+from .._buffer import Publisher, emitter
 from .._events import EntryCommitted, MessageDelivered, MessageQueued
 from .._messages import Message, built_message, next_id
 from .._result import SendResult
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from ._execution import ExecutionHost
 
 __all__ = ["Transcript"]
+
+_entry_committed = emitter(EntryCommitted)
 
 
 class Transcript:
@@ -54,7 +56,7 @@ class Transcript:
         """Append to the session's timeline (``entry_committed``)."""
         index = self.host.timeline.append(message)
         self.new_messages.append(message)
-        self.publisher.emit(EntryCommitted, message=message, index=index)
+        _entry_committed(self.publisher, message=message, index=index)
 
     def deliver(self, messages: Sequence[Message]) -> None:
         """Commit queued messages (``message_delivered`` before each)."""
