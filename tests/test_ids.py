@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import sys
 import uuid
 
 from trio_session import Message, TextBlock
-from trio_session._messages import new_id
+from trio_session._messages import _Ids, new_id
 
 
 def test_ids_are_uuid4_hex_and_unique() -> None:
@@ -29,3 +30,17 @@ def test_another_process_draws_its_own_ids() -> None:
     parent = new_id()
     assert uuid.UUID(child).version == 4
     assert child[:20] != parent[:20]
+
+
+def test_the_counter_carries_into_its_high_digits_and_reseeds_when_it_wraps() -> None:
+    ids = _Ids()
+    prefix = ids.prefix
+    # 4096 ids before the 48-bit counter wraps: the high digits move on at each
+    # multiple of 4096, and the last id of the prefix is all f's.
+    ids.counter = itertools.count(0xFFFF_FFFF_E000)
+    drawn = [ids.next() for _ in range(8192)]
+    assert drawn == [f"{prefix}{n:012x}" for n in range(0xFFFF_FFFF_E000, 0x1_0000_0000_0000)]
+    after_wrap = ids.next()
+    assert ids.prefix != prefix
+    assert after_wrap == f"{ids.prefix}{1:012x}"
+    assert uuid.UUID(after_wrap).version == 4

@@ -242,10 +242,10 @@ class _Ids:
     UUID (SPEC §1): the prefix carries the version and variant bits.
     """
 
-    __slots__ = ("counter", "prefix")
+    __slots__ = ("counter", "head", "prefix")
 
     def __init__(self) -> None:
-        self.prefix = ""
+        self.prefix = self.head = ""
         self.counter: Iterator[int] = iter(())
         self.reseed()
 
@@ -254,15 +254,25 @@ class _Ids:
         # Hex digit 12 is the UUID version (4), the top bits of digit 16 the variant (10).
         bits = (bits & ~(0xF << 28) | (0x4 << 28)) & ~(0xC << 12) | (0x8 << 12)
         self.prefix = f"{bits:020x}"
+        # The prefix and the counter's 9 high hex digits: they change every 4096 ids.
+        self.head = f"{self.prefix}{0:09x}"
         self.counter = itertools.count(1)
 
     def next(self) -> str:
         n = next(self.counter)
-        if n > 0xFFFFFFFFFFFF:
-            self.reseed()
-            n = next(self.counter)
-        return f"{self.prefix}{n:012x}"
+        low = n & 0xFFF
+        if not low:
+            if n > 0xFFFFFFFFFFFF:
+                self.reseed()
+                n = low = next(self.counter)
+            else:
+                self.head = f"{self.prefix}{n >> 12:09x}"
+        # The same as f"{self.prefix}{n:012x}", at a third of its cost.
+        return self.head + _LOW_DIGITS[low]
 
+
+_LOW_DIGITS: Final = tuple(f"{n:03x}" for n in range(4096))
+"""The counter's 3 low hex digits, formatted once."""
 
 _IDS = _Ids()
 if hasattr(os, "register_at_fork"):

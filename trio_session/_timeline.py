@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Sequence
-from typing import Any, cast, overload
+from typing import Any, overload
 
 from ._messages import Message, TextBlock
 
@@ -51,7 +51,8 @@ class Timeline:
         Typed as the tuple it stands for (``TickContext.timeline``,
         ``ModelRequest.messages`` and ``SessionSnapshot.timeline`` are tuples).
         """
-        return cast(tuple[Message, ...], TimelineView(self, len(self.items)))
+        # Not cast(): this runs every tick, and cast is a call.
+        return TimelineView(self, len(self.items))  # type: ignore[return-value]
 
 
 class TimelineView(Sequence[Message]):

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard
 
 from .._buffer import Publisher, emitter
 from .._errors import ModelError
@@ -299,7 +299,7 @@ class Assembler:
         # No slot is left empty: _close_block and _complete fill the ones _open_block and
         # _start_call reserve, and the lines above closed the block and calls still open.
         blocks = self._blocks
-        content = cast(tuple[ContentBlock, ...], tuple(blocks))
+        content: tuple[ContentBlock, ...] = tuple(blocks)  # type: ignore[arg-type]
         # _seen holds every call started: no calls, no search.
         calls = tuple([b for b in blocks if type(b) is ToolUseBlock]) if self._seen else ()
         stop_reason = self._stop_reason
