@@ -19,7 +19,7 @@ from typing import Any, Protocol, final
 import trio
 
 from .._agent import Agent
-from .._buffer import EventBuffer, SeqCounter, publisher_of
+from .._buffer import EventBuffer, SeqCounter, emitter, publisher_of
 from .._errors import ModelError, SessionClosed, StoreError
 from .._events import (
     CustomEvent,
@@ -45,6 +45,10 @@ from ._transcript import Transcript
 from ._unwrap import bounded, logger, reraise, unwrap
 
 __all__ = ["Execution", "ExecutionHost"]
+
+_execution_start = emitter(ExecutionStart)
+_execution_end = emitter(ExecutionEnd)
+_result_event = emitter(ResultEvent)
 
 
 class ExecutionHost(Protocol):
@@ -323,8 +327,8 @@ class Execution:
         )
         if self.trace.trace_id is not None:
             self.handle.trace_id = self.trace.trace_id
-        self.publisher.emit(
-            ExecutionStart, parent_execution_id=self.parent.id if self.parent else None
+        _execution_start(
+            self.publisher, parent_execution_id=self.parent.id if self.parent else None
         )
 
     def _outside_reason(self) -> str:
@@ -392,7 +396,7 @@ class Execution:
                 except Exception:
                     logger.exception("Agent.on_error raised while handling an error")
         if final == "completed":
-            self.publisher.emit(ResultEvent, result=outcome.value)
+            _result_event(self.publisher, result=outcome.value)
         failure = outcome.error if final in ("failed", "error") else None
         if self.trace is not NO_TRACE:
             self.trace.finish(
@@ -402,8 +406,8 @@ class Execution:
                 error=failure,
                 reason=outcome.reason,
             )
-        self.publisher.emit(
-            ExecutionEnd,
+        _execution_end(
+            self.publisher,
             status=final,
             reason=outcome.reason,
             error=f"{type(failure).__name__}: {failure}" if failure is not None else None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from types import AsyncGeneratorType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -25,6 +24,7 @@ from ._tool_calls import run_tools
 from ._unwrap import bounded
 
 if TYPE_CHECKING:
+    from .._retry import RetryPolicy
     from ._execution import Execution
 
 __all__ = ["CHECKPOINT_EVERY", "run_ticks"]
@@ -89,6 +89,8 @@ async def run_ticks(execution: Execution) -> SendResult:
     specs = tuple(t.spec() for t in agent.tools if t.visible_to_model)
     # Whether a session of this execution's chain has a store to reserve seq in.
     reserves = reserves_seq(execution)
+    # A session's store is fixed when it opens.
+    persistent = host.persistent
     pace = _Pace()
     while True:
         # An execution aborted before its tick does not call the model.
@@ -159,7 +161,7 @@ async def run_ticks(execution: Execution) -> SendResult:
         if go_on:
             if transcript.pending:
                 await _deliver_pending(execution)
-            if host.persistent:
+            if persistent:
                 await host.save()
         else:
             # Past the last boundary: later messages wait on the session,
@@ -235,19 +237,14 @@ async def _call_model(
     policy = execution.agent.retry
     publisher = execution.publisher
     attempt = 1
-
-    def retried(error: ModelError) -> bool:
-        return policy is not None and policy.retries(error, attempt)
-
     while True:
         _model_request(publisher, request=request)
         try:
-            await _stream(execution, request, state, retried, pace)
+            await _stream(execution, request, state, pace, policy, attempt)
             return
         except ModelError as exc:
-            if not retried(exc):
+            if policy is None or not policy.retries(exc, attempt):
                 raise
-            assert policy is not None
             # The partial output is dropped: _stream fills `state` only on success.
             delay = policy.delay(attempt, exc.retry_after)
             publisher.emit(
@@ -262,8 +259,9 @@ async def _stream(
     execution: Execution,
     request: ModelRequest,
     state: Tick,
-    retried: Callable[[ModelError], bool],
     pace: _Pace,
+    policy: RetryPolicy | None,
+    attempt: int,
 ) -> None:
     model = execution.agent.model
     assembler = Assembler(execution.publisher, getattr(model, "name", None))
@@ -285,7 +283,7 @@ async def _stream(
             pace.since = since
         except ModelError as exc:
             # A retried error is reported by its tick_retry event instead.
-            if not retried(exc):
+            if policy is None or not policy.retries(exc, attempt):
                 assembler.fail(exc)
             raise
         finally:
