@@ -25,10 +25,12 @@ from trio_session import (
     ExecutionStart,
     StreamEvent,
     TickStart,
+    Usage,
 )
 from trio_session._buffer import (
     SeqCounter,
     SessionChain,
+    emitter,
     end_chain,
     link,
     publisher_of,
@@ -165,6 +167,42 @@ def test_emit_with_bad_fields_leaves_no_seq_gap() -> None:
         publisher_of(buf).emit(CustomEvent, nonsense=1)
     assert custom(buf).seq == 2
     assert len(buf) == 2
+
+
+def test_each_emitter_builds_what_the_class_constructor_builds() -> None:
+    buf = EventBuffer(session_id="s", execution_id="x")
+    buf.tick = 4
+    publisher = publisher_of(buf)
+    assert (publisher.session_id, publisher.execution_id, publisher.tick) == ("s", "x", 4)
+    first = emitter(ExecutionEnd)(publisher, status="completed")
+    assert first == ExecutionEnd(
+        seq=1,
+        session_id="s",
+        execution_id="x",
+        tick=4,
+        timestamp=first.timestamp,
+        status="completed",
+    )
+    # Defaults and factories apply as in the constructor.
+    assert first.usage == Usage() and first.new_messages == () and first.reason is None
+    assert buf.closed and buf.history == (first,)
+    for cls in EVENT_CLASSES.values():
+        own = {f.name for f in attrs.fields(cls)} - {
+            "seq",
+            "session_id",
+            "execution_id",
+            "tick",
+            "timestamp",
+            "spawn_path",
+        }
+        required = {
+            f.name for f in attrs.fields(cls) if f.name in own and f.default is attrs.NOTHING
+        }
+        with pytest.raises(TypeError, match=rf"{cls.__name__}.__init__\(\) got an unexpected"):
+            emitter(cls)(publisher_of(EventBuffer()), nonsense=1, **dict.fromkeys(required))
+        if required:
+            with pytest.raises(TypeError, match=rf"{cls.__name__}.__init__\(\) missing"):
+                emitter(cls)(publisher_of(EventBuffer()))
 
 
 def test_execution_end_closes_the_buffer() -> None:
