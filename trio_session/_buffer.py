@@ -524,15 +524,8 @@ def _emitter(cls: type[StreamEvent]) -> Callable[..., StreamEvent]:
         sets.append(f"    _set_{name}(self, {name})")
     own = f", *, {', '.join(params)}" if params else ""
     if cls is ExecutionEnd:
-        # The end closes the feed and wakes everyone: Feed.append's full path.
-        append = [
-            "    feed.append(self)",
-            "    listeners = publisher._listeners",
-            "    if listeners.registrations:",
-            "        listeners.dispatch(feed.log.end - 1, self)",
-            "    elif feed.closed:",
-            "        listeners.drop()",
-        ]
+        # The end closes the feed and wakes everyone: the publisher's full path.
+        append = ["    publisher._append(self)"]
     else:
         # Feed.append's common case inlined: nobody parked, no retention bound,
         # the event just joins the log.

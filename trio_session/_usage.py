@@ -66,17 +66,17 @@ class Usage:
     def __add__(self, other: Usage) -> Usage:
         if not isinstance(other, Usage):
             return NotImplemented
-        # Sums of two valid counts are valid: set without running the validators
-        # again (the engine adds usages on every tick; built_usage, inlined).
-        usage = _new(Usage)
-        _set_input(usage, self.input_tokens + other.input_tokens)
-        _set_output(usage, self.output_tokens + other.output_tokens)
-        _set_total(usage, self.total_tokens + other.total_tokens)
-        _set_ticks(usage, self.ticks + other.ticks)
-        _set_cache_read(usage, self.cache_read_tokens + other.cache_read_tokens)
-        _set_cache_write(usage, self.cache_write_tokens + other.cache_write_tokens)
-        _set_unreported(usage, self.unreported_ticks + other.unreported_ticks)
-        return usage
+        # Sums of two valid counts are valid: built without running the validators
+        # again (the engine adds usages on every tick).
+        return built_usage(
+            self.input_tokens + other.input_tokens,
+            self.output_tokens + other.output_tokens,
+            self.total_tokens + other.total_tokens,
+            self.ticks + other.ticks,
+            self.cache_read_tokens + other.cache_read_tokens,
+            self.cache_write_tokens + other.cache_write_tokens,
+            self.unreported_ticks + other.unreported_ticks,
+        )
 
     def __repr__(self) -> str:
         fields = [

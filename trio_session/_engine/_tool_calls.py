@@ -105,8 +105,7 @@ def unfinished(execution: Execution, state: Tick, status: str) -> None:
 async def _tool_result(execution: Execution, call: ToolUseBlock, tick: int) -> ToolResultBlock:
     agent = execution.agent
     tool = agent.tool(call.name)
-    # tool.visible_to_model, without the property's call.
-    if tool is None or tool.audience == "user":
+    if tool is None or not tool.visible_to_model:
         names = ", ".join(t.name for t in agent.tools if t.visible_to_model) or "none"
         return error_result(call, f"Unknown tool {call.name!r}. Available tools: {names}.")
     arguments: Mapping[str, Any] = call.input
